@@ -1,0 +1,236 @@
+"""Batch Normalization (Ioffe & Szegedy, 2015, arXiv:1502.03167) with explicit state.
+
+Train mode normalizes with the statistics of the current batch and returns updated running
+statistics; eval mode normalizes with the running statistics and returns the state unchanged::
+
+    y = (x - mu_B) / sqrt(var_B + epsilon) * scale + bias          (train)
+    y = (x - mean) / sqrt(var + epsilon) * scale + bias            (eval)
+
+Running statistics follow an exponential moving average with ``decay`` the weight on the
+*old* value (flax's ``momentum``; PyTorch's ``momentum`` is ``1 - decay``, see
+:func:`decay_from_momentum`)::
+
+    mean_new = decay * mean_old + (1 - decay) * mu_B
+    var_new  = decay * var_old  + (1 - decay) * var_B
+
+``decay=None`` gives the cumulative average over all batches seen (PyTorch's
+``momentum=None``): ``mean_new = (t * mean_old + mu_B) / (t + 1)`` after ``t`` updates.
+``debias=True`` stores the zero-debiased EMA (Kingma & Ba 2015, Sec. 3): the EMA started at 0,
+divided by ``1 - decay^t``. It is kept already debiased, so eval uses the state as it is and
+the initial values never leak in: the effective weight on the old value is
+``decay * (1 - decay^t) / (1 - decay^(t+1))`` (0 on the first update).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from normjax.stats import (
+    Axes,
+    AxisName,
+    Moments,
+    canonicalize_axes,
+    check_reduction,
+    complement_axes,
+    feature_shape,
+    moments,
+    standardize,
+)
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+__all__ = [
+    "BatchNormState",
+    "batch_norm",
+    "batch_norm_init",
+    "decay_from_momentum",
+    "update_running_stats",
+]
+
+RUNNING_VAR_OPTIONS = ("biased", "unbiased")
+
+
+class BatchNormState(NamedTuple):
+    """Running statistics of a BatchNorm layer.
+
+    Attributes:
+      mean: running mean, shaped like the features, float32.
+      var: running variance, shaped like the features, float32.
+      count: number of training updates so far (int32 scalar); drives ``decay=None`` and
+        ``debias=True``.
+    """
+
+    mean: Array
+    var: Array
+    count: Array
+
+
+def batch_norm_init(features: int | Sequence[int], *, dtype: Any = jnp.float32) -> BatchNormState:
+    """A fresh state: mean 0, variance 1, count 0 (the convention of flax and PyTorch)."""
+    shape = (features,) if isinstance(features, int) else tuple(features)
+    if any(not isinstance(d, int) or d <= 0 for d in shape):
+        raise ValueError(f"features must be positive ints, got {features!r}.")
+    return BatchNormState(
+        mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.zeros((), jnp.int32)
+    )
+
+
+def decay_from_momentum(momentum: float | None) -> float | None:
+    """Converts PyTorch's ``momentum`` (weight on the *new* value) to ``decay = 1 - momentum``.
+
+    ``None`` (PyTorch's cumulative average) maps to ``None``. flax's ``momentum`` is already
+    the weight on the old value and equals ``decay``.
+    """
+    if momentum is None:
+        return None
+    if not 0 < momentum <= 1:
+        raise ValueError(f"PyTorch momentum must be in (0, 1], got {momentum!r}.")
+    return 1.0 - momentum
+
+
+def _check_decay(decay: float | ArrayLike | None) -> None:
+    if isinstance(decay, (int, float)) and not isinstance(decay, bool) and not 0 <= decay < 1:
+        raise ValueError(
+            f"decay must be in [0, 1) (the weight on the old running value), got {decay!r}; "
+            "decay=1 would never update the statistics. Use decay=None for a cumulative "
+            "average, or decay_from_momentum() to convert a PyTorch momentum."
+        )
+
+
+def _effective_decay(decay: float | ArrayLike | None, count: Array, debias: bool) -> Array:
+    t = count.astype(jnp.float32)
+    if decay is None:
+        return t / (t + 1)
+    decay = jnp.asarray(decay, jnp.float32)
+    if not debias:
+        return decay
+    return decay * (1 - decay**t) / (1 - decay ** (t + 1))
+
+
+def update_running_stats(
+    state: BatchNormState,
+    batch: Moments,
+    *,
+    decay: float | ArrayLike | None,
+    debias: bool = False,
+    running_var: Literal["biased", "unbiased"] = "biased",
+) -> BatchNormState:
+    """One running-statistics update from batch :class:`Moments` (see the module docstring).
+
+    Features whose batch count is 0 (all masked out) keep their old values. With
+    ``running_var="unbiased"`` the stored variance is ``var_B * n / (n - 1)`` (PyTorch's
+    convention; the batch itself is still normalized with the biased variance).
+    """
+    _check_decay(decay)
+    if running_var not in RUNNING_VAR_OPTIONS:
+        raise ValueError(f"running_var must be one of {RUNNING_VAR_OPTIONS}, got {running_var!r}.")
+    mean_b, var_b, n = (lax.stop_gradient(a.astype(state.mean.dtype)) for a in batch)
+    if running_var == "unbiased":
+        var_b = jnp.where(n > 1, var_b * n / jnp.maximum(n - 1, 1), var_b)
+    d = _effective_decay(decay, state.count, debias).astype(state.mean.dtype)
+    seen = n > 0
+    mean = jnp.where(seen, d * state.mean + (1 - d) * mean_b, state.mean)
+    var = jnp.where(seen, d * state.var + (1 - d) * var_b, state.var)
+    return BatchNormState(mean=mean, var=var, count=state.count + 1)
+
+
+def _check_state(state: BatchNormState, expected: tuple[int, ...]) -> None:
+    if not isinstance(state, BatchNormState):
+        raise TypeError(
+            f"state must be a BatchNormState (see batch_norm_init), got {type(state).__name__}."
+        )
+    for name in ("mean", "var"):
+        got = jnp.shape(getattr(state, name))
+        if got != expected:
+            raise ValueError(
+                f"state.{name} has shape {got}, expected {expected} (the input shape at the "
+                "feature axes, i.e. the axes not in reduction_axes)."
+            )
+
+
+def _check_train(train: Any) -> None:
+    if not isinstance(train, bool):
+        raise TypeError(
+            f"train must be a Python bool (static: True or False), got {type(train).__name__}; "
+            "under jit mark it static (static_argnames=('train',))."
+        )
+
+
+def batch_norm(
+    x: ArrayLike,
+    state: BatchNormState,
+    *,
+    scale: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    reduction_axes: Axes,
+    train: bool,
+    decay: float | ArrayLike | None = 0.99,
+    epsilon: float = 1e-5,
+    mask: ArrayLike | None = None,
+    axis_name: AxisName = None,
+    axis_index_groups: Any = None,
+    debias: bool = False,
+    running_var: Literal["biased", "unbiased"] = "biased",
+    fast_variance: bool = False,
+    dtype: Any = None,
+) -> tuple[Array, BatchNormState]:
+    """Batch normalization: ``y, new_state = batch_norm(x, state, ..., train=...)``.
+
+    Args:
+      x: input, e.g. ``(N, C)`` or NHWC ``(N, H, W, C)`` or NCHW.
+      state: running statistics, shaped like the features (the axes *not* reduced over).
+      scale, bias: optional per-feature parameters (``gamma``, ``beta``).
+      reduction_axes: axes the statistics run over, e.g. ``(0,)`` for an MLP, ``(0, 1, 2)``
+        for NHWC, ``(0, 2, 3)`` for NCHW. Everything else is a feature axis.
+      train: keyword-only and required: batch statistics and a state update (``True``) or
+        the running statistics and the state returned unchanged (``False``).
+      decay: EMA weight on the old value (``None``: cumulative average).
+      epsilon: added to the variance.
+      mask: boolean, broadcastable to ``x``; only masked-in elements enter the statistics
+        (all outputs are still normalized).
+      axis_name, axis_index_groups: synchronize statistics across a named axis (``vmap``,
+        ``shard_map``), weighted by the true element counts.
+      debias: keep a zero-debiased EMA (see the module docstring).
+      running_var: store the ``"biased"`` (flax) or ``"unbiased"`` (PyTorch) batch variance.
+      fast_variance: one-pass variance (less stable; see :func:`normjax.moments`).
+      dtype: output dtype (default ``x.dtype``).
+
+    Returns:
+      ``(y, new_state)``; in eval mode ``new_state is state``.
+    """
+    _check_train(train)
+    x = jnp.asarray(x)
+    axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
+    feat = complement_axes(axes, x.ndim)
+    _check_state(state, feature_shape(x.shape, feat))
+    _check_decay(decay)
+    if not train:
+        y = standardize(x, state.mean, state.var, epsilon=epsilon, scale=scale, bias=bias,
+                        feature_axes=feat, dtype=dtype)
+        return y, state
+    _check_batch(x.shape, axes, axis_name)
+    stats = moments(x, axes, mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
+                    fast_variance=fast_variance)
+    y = standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
+                    feature_axes=feat, dtype=dtype)
+    new_state = update_running_stats(state, stats, decay=decay, debias=debias,
+                                     running_var=running_var)
+    return y, new_state
+
+
+def _check_batch(shape: tuple[int, ...], axes: tuple[int, ...], axis_name: AxisName) -> None:
+    check_reduction(shape, axes, axis_name, "batch_norm(train=True)")
+    if axis_name is None and math.prod(shape[a] for a in axes) == 1:
+        raise ValueError(
+            f"batch_norm(train=True) on an input of shape {shape} takes statistics over a "
+            f"single element per feature (reduction_axes={axes}), so every output would be "
+            "zero. Use a batch larger than 1, pass axis_name= to pool statistics across a "
+            "vmapped/sharded batch, or use train=False."
+        )

@@ -1,0 +1,73 @@
+"""Inverted dropout (Srivastava et al., 2014, JMLR 15:1929).
+
+In training each unit is kept with probability ``1 - rate`` and kept units are scaled by
+``1 / (1 - rate)`` so that ``E[y] = x``; at eval time ``y = x``::
+
+    m ~ Bernoulli(1 - rate)            (shared along broadcast_axes)
+    y = m * x / (1 - rate)
+
+``rate`` is the probability of *dropping*. ``rate = 1`` drops everything: ``y = 0`` with
+finite (zero) gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from normjax.stats import canonicalize_axes
+
+__all__ = ["dropout"]
+
+
+def _check_rate(rate: float | jax.typing.ArrayLike) -> None:
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+        if not 0 <= rate <= 1:
+            raise ValueError(
+                "dropout rate must be in [0, 1] (the probability of dropping a unit), "
+                f"got {rate!r}."
+            )
+
+
+def dropout(
+    key: jax.Array | None,
+    x: jax.typing.ArrayLike,
+    *,
+    rate: float | jax.typing.ArrayLike,
+    train: bool,
+    broadcast_axes: int | Sequence[int] = (),
+) -> jax.Array:
+    """Inverted dropout.
+
+    Args:
+      key: a ``jax.random`` key (may be ``None`` when ``train=False`` or ``rate == 0``).
+      x: input.
+      rate: probability of dropping each unit, in ``[0, 1]``. May be a traced scalar (e.g.
+        vmapped over a grid of rates); concrete values are validated.
+      train: keyword-only: apply dropout (``True``) or return ``x`` (``False``).
+      broadcast_axes: axes along which the same mask is shared (e.g. the spatial axes for
+        channel-wise dropout of an NHWC tensor: ``(1, 2)``).
+
+    Returns:
+      An array of the dtype and shape of ``x``.
+    """
+    if not isinstance(train, bool):
+        raise TypeError(f"train must be a Python bool, got {type(train).__name__}.")
+    x = jnp.asarray(x)
+    _check_rate(rate)
+    axes = canonicalize_axes(broadcast_axes, x.ndim, name="broadcast_axes")
+    concrete = isinstance(rate, (int, float))
+    if not train or (concrete and rate == 0):
+        return x
+    if concrete and rate == 1:
+        return jnp.zeros_like(x)
+    if key is None:
+        raise ValueError("dropout(train=True, rate > 0) needs a PRNG key; got key=None.")
+    keep_prob = 1 - jnp.asarray(rate, jnp.float32)
+    mask_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    keep = jax.random.bernoulli(key, keep_prob, mask_shape)
+    positive = keep_prob > 0
+    inv = jnp.where(positive, 1 / jnp.where(positive, keep_prob, 1), 0).astype(x.dtype)
+    return jnp.where(keep, x * inv, jnp.zeros((), x.dtype))

@@ -1,0 +1,108 @@
+"""Group Normalization (Wu & He, 2018, arXiv:1803.08494).
+
+The channels are split into ``G`` groups of ``C / G`` consecutive channels; each example is
+normalized over (its spatial positions) x (the channels of one group)::
+
+    x_g = reshape(x, [..., G, C/G, ...])
+    y   = (x_g - mean(x_g)) / sqrt(var(x_g) + epsilon), reshaped back, * scale + bias
+
+``scale`` and ``bias`` are per channel. ``num_groups=1`` is LayerNorm over all non-batch axes;
+``group_size=1`` is InstanceNorm. Defaults follow flax (channels last, ``epsilon=1e-6``); pass
+``channel_axis=1`` for channels-first (NCHW) input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from normjax.stats import Axes, canonicalize_axes, moments, standardize
+
+__all__ = ["group_norm", "resolve_num_groups"]
+
+
+def resolve_num_groups(channels: int, num_groups: int | None, group_size: int | None) -> int:
+    """The number of groups from exactly one of ``num_groups`` / ``group_size``, validated."""
+    if (num_groups is None) == (group_size is None):
+        raise ValueError(
+            "group_norm needs exactly one of num_groups or group_size, got "
+            f"num_groups={num_groups!r}, group_size={group_size!r}."
+        )
+    if group_size is not None:
+        if group_size <= 0 or channels % group_size:
+            raise ValueError(
+                f"group_size={group_size} does not divide the number of channels ({channels}); "
+                f"pick a positive divisor of {channels}."
+            )
+        return channels // group_size
+    if num_groups <= 0 or channels % num_groups:
+        raise ValueError(
+            f"num_groups={num_groups} does not divide the number of channels ({channels}); "
+            f"pick a positive divisor of {channels}."
+        )
+    return num_groups
+
+
+def _grouped_axes(ndim: int, channel_axis: int, batch_axes: tuple[int, ...]) -> tuple[int, ...]:
+    """Reduction axes of the grouped array (rank ndim + 1, group axis at channel_axis)."""
+    shift = [a if a < channel_axis else a + 1 for a in batch_axes]
+    return tuple(a for a in range(ndim + 1) if a not in shift and a != channel_axis)
+
+
+def group_norm(
+    x: jax.typing.ArrayLike,
+    scale: jax.typing.ArrayLike | None = None,
+    bias: jax.typing.ArrayLike | None = None,
+    *,
+    num_groups: int | None = None,
+    group_size: int | None = None,
+    channel_axis: int = -1,
+    batch_axes: Axes = 0,
+    epsilon: float = 1e-6,
+    mask: jax.typing.ArrayLike | None = None,
+    fast_variance: bool = False,
+    dtype: Any = None,
+) -> jax.Array:
+    """Group normalization with per-channel ``scale``/``bias``.
+
+    Args:
+      x: input, e.g. NHWC (``channel_axis=-1``) or NCHW (``channel_axis=1``).
+      scale, bias: optional arrays of shape ``(C,)``.
+      num_groups: number of channel groups (exactly one of this and ``group_size``).
+      group_size: channels per group.
+      channel_axis: the channel axis.
+      batch_axes: axes that index independent examples (not reduced over); ``()`` when
+        the function runs per example under ``vmap``.
+      epsilon: added to the variance.
+      mask: boolean, broadcastable to ``x``; only masked-in elements enter the statistics.
+      fast_variance: one-pass variance (less stable).
+      dtype: output dtype (default ``x.dtype``).
+    """
+    x = jnp.asarray(x)
+    (c,) = canonicalize_axes(channel_axis, x.ndim, name="channel_axis")
+    batch = canonicalize_axes(batch_axes, x.ndim, name="batch_axes")
+    if c in batch:
+        raise ValueError(
+            f"channel_axis={channel_axis} is also a batch axis (batch_axes={batch_axes!r})."
+        )
+    groups = resolve_num_groups(x.shape[c], num_groups, group_size)
+    gshape = (*x.shape[:c], groups, x.shape[c] // groups, *x.shape[c + 1:])
+    xg = x.reshape(gshape)
+    if mask is not None:
+        mask = jnp.broadcast_to(jnp.asarray(mask), x.shape).reshape(gshape)
+    stats = moments(xg, _grouped_axes(x.ndim, c, batch), mask=mask,
+                    fast_variance=fast_variance, keepdims=True)
+    gscale = None if scale is None else _grouped_param(scale, x.shape[c], groups, "scale")
+    gbias = None if bias is None else _grouped_param(bias, x.shape[c], groups, "bias")
+    y = standardize(xg, stats.mean, stats.var, epsilon=epsilon, scale=gscale, bias=gbias,
+                    feature_axes=(c, c + 1), dtype=dtype)
+    return y.reshape(x.shape)
+
+
+def _grouped_param(p: jax.typing.ArrayLike, channels: int, groups: int, name: str) -> jax.Array:
+    p = jnp.asarray(p)
+    if p.shape != (channels,):
+        raise ValueError(f"{name} has shape {p.shape}, expected ({channels},) (one per channel).")
+    return p.reshape(groups, channels // groups)

@@ -1,0 +1,59 @@
+"""Instance Normalization (Ulyanov, Vedaldi & Lempitsky, 2016, arXiv:1607.08022).
+
+Each example and each channel is normalized over its spatial positions::
+
+    y[n, ..., c] = (x - mean_{spatial}(x[n, ..., c])) / sqrt(var_{spatial} + epsilon)
+                   * scale[c] + bias[c]
+
+It equals GroupNorm with ``group_size=1``. Defaults follow flax (channels last,
+``epsilon=1e-6``); pass ``feature_axes=1`` for channels-first (NCHW) input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from normjax.stats import Axes, canonicalize_axes, complement_axes, moments, standardize
+
+__all__ = ["instance_norm"]
+
+
+def instance_norm(
+    x: jax.typing.ArrayLike,
+    scale: jax.typing.ArrayLike | None = None,
+    bias: jax.typing.ArrayLike | None = None,
+    *,
+    feature_axes: Axes = -1,
+    batch_axes: Axes = 0,
+    epsilon: float = 1e-6,
+    mask: jax.typing.ArrayLike | None = None,
+    fast_variance: bool = False,
+    dtype: Any = None,
+) -> jax.Array:
+    """Instance normalization: statistics over all axes but ``batch_axes`` and ``feature_axes``.
+
+    Args:
+      x: input, e.g. NHWC (``feature_axes=-1``) or NCHW (``feature_axes=1``).
+      scale, bias: optional arrays of shape ``x.shape`` at ``feature_axes``.
+      feature_axes: the channel axes (carry statistics and parameters).
+      batch_axes: example axes (``()`` when running per example under ``vmap``).
+      epsilon: added to the variance.
+      mask: boolean, broadcastable to ``x``; only masked-in elements enter the statistics.
+      fast_variance: one-pass variance (less stable).
+      dtype: output dtype (default ``x.dtype``).
+    """
+    x = jnp.asarray(x)
+    feat = canonicalize_axes(feature_axes, x.ndim, name="feature_axes")
+    batch = canonicalize_axes(batch_axes, x.ndim, name="batch_axes")
+    if set(feat) & set(batch):
+        raise ValueError(
+            f"feature_axes={feature_axes!r} and batch_axes={batch_axes!r} overlap; an axis is "
+            "either a channel axis or a batch axis."
+        )
+    axes = complement_axes(feat + batch, x.ndim)
+    stats = moments(x, axes, mask=mask, fast_variance=fast_variance, keepdims=True)
+    return standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
+                       feature_axes=feat, dtype=dtype)

@@ -1,0 +1,47 @@
+"""Root Mean Square Layer Normalization (Zhang & Sennrich, 2019, arXiv:1910.07467).
+
+LayerNorm without re-centering: ``y = x / sqrt(mean(x^2, reduction_axes) + epsilon) * scale``.
+Defaults follow flax (last axis, ``epsilon=1e-6``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from normjax.stats import Axes, AxisName, moments, standardize
+
+__all__ = ["rms_norm"]
+
+
+def rms_norm(
+    x: jax.typing.ArrayLike,
+    scale: jax.typing.ArrayLike | None = None,
+    *,
+    reduction_axes: Axes = -1,
+    feature_axes: Axes = -1,
+    epsilon: float = 1e-6,
+    mask: jax.typing.ArrayLike | None = None,
+    axis_name: AxisName = None,
+    axis_index_groups: Any = None,
+    dtype: Any = None,
+) -> jax.Array:
+    """RMS normalization over ``reduction_axes`` with an optional per-feature ``scale``.
+
+    Args:
+      x: input.
+      scale: optional array of shape ``x.shape`` at ``feature_axes``.
+      reduction_axes: axes the mean square runs over (default: the last).
+      feature_axes: axes that carry ``scale`` (default: the last).
+      epsilon: added to the mean square.
+      mask: boolean, broadcastable to ``x``; only masked-in elements enter the statistic.
+      axis_name, axis_index_groups: reduce across a named axis too.
+      dtype: output dtype (default ``x.dtype``).
+    """
+    x = jnp.asarray(x)
+    stats = moments(x, reduction_axes, mask=mask, axis_name=axis_name,
+                    axis_index_groups=axis_index_groups, center=False, keepdims=True)
+    return standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale,
+                       feature_axes=feature_axes, dtype=dtype)

@@ -1,0 +1,302 @@
+"""The shared statistics core: every normalization in normjax is built on these functions.
+
+BatchNorm, LayerNorm, InstanceNorm, GroupNorm and RMSNorm differ only in *which axes* the
+statistics run over. :func:`moments` computes those statistics once, carefully:
+
+* **Precision.** Accumulation happens in ``float32`` for ``float16`` / ``bfloat16`` /
+  ``float32`` inputs (``float64`` stays ``float64``), whatever the input dtype.
+* **Stability.** The default variance is the two-pass form ``Var = E[(x - E[x])^2]``, which
+  stays exact when ``|mean| >> std``. The one-pass ``E[x^2] - E[x]^2`` form (what flax and
+  haiku use by default; it loses all precision at e.g. mean 3000, std 1 in float32) is
+  available with ``fast_variance=True``.
+* **Masks and devices.** With a ``mask`` only masked-in elements count. With ``axis_name`` the
+  statistics are the *global* ones over every member of the named axis, weighted by the true
+  element counts: sums, sums of squared deviations and counts are reduced with ``psum`` —
+  never a mean of per-device means, which is wrong as soon as counts differ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+Axes = int | Sequence[int]
+AxisName = Hashable | None
+
+__all__ = [
+    "Moments",
+    "canonicalize_axes",
+    "complement_axes",
+    "feature_shape",
+    "moments",
+    "standardize",
+    "stats_dtype",
+]
+
+
+class Moments(NamedTuple):
+    """Statistics over the reduction axes.
+
+    Attributes:
+      mean: ``E[x]`` over the reduction axes (zeros when computed with ``center=False``).
+      var: the biased (population) variance ``E[(x - E[x])^2]``; ``E[x^2]`` when
+        ``center=False``.
+      count: number of elements that entered the statistics (per output position; exact
+        with masks and across devices), in the statistics dtype.
+    """
+
+    mean: Array
+    var: Array
+    count: Array
+
+
+def canonicalize_axes(axes: Axes, ndim: int, *, name: str = "axes") -> tuple[int, ...]:
+    """Returns ``axes`` as a sorted tuple of non-negative ints, validated against ``ndim``.
+
+    Raises:
+      TypeError: an axis is not an int.
+      ValueError: an axis is out of range for rank ``ndim`` or two entries name the same axis.
+    """
+    given = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
+    out = []
+    for axis in given:
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"{name} must be ints, got {axis!r} in {name}={axes!r}.")
+        if not -ndim <= axis < ndim:
+            raise ValueError(
+                f"{name}={axes!r} contains axis {axis}, which is out of range for an input "
+                f"of rank {ndim} (valid axes: {-ndim}..{ndim - 1})."
+            )
+        out.append(int(axis) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(
+            f"{name}={axes!r} names the same axis more than once for an input of rank {ndim} "
+            f"(as non-negative axes: {tuple(out)}); list each axis once."
+        )
+    return tuple(sorted(out))
+
+
+def complement_axes(axes: Sequence[int], ndim: int) -> tuple[int, ...]:
+    """The axes of a rank-``ndim`` array that are not in (canonical) ``axes``."""
+    return tuple(i for i in range(ndim) if i not in axes)
+
+
+def feature_shape(shape: Sequence[int], feature_axes: Sequence[int]) -> tuple[int, ...]:
+    """Shape of a per-feature parameter: ``shape`` restricted to (canonical) ``feature_axes``."""
+    return tuple(shape[a] for a in feature_axes)
+
+
+def stats_dtype(dtype: Any) -> np.dtype:
+    """The dtype statistics are accumulated in: at least float32; float64 stays float64."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float64:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _psum(tree: Any, axis_name: AxisName, axis_index_groups: Any) -> Any:
+    if axis_name is None:
+        return tree
+    return lax.psum(tree, axis_name, axis_index_groups=axis_index_groups)
+
+
+def _broadcast_mask(mask: ArrayLike, shape: tuple[int, ...]) -> Array:
+    mask = jnp.asarray(mask)
+    try:
+        np.broadcast_shapes(mask.shape, shape)
+    except ValueError:
+        raise ValueError(
+            f"mask of shape {mask.shape} does not broadcast to the input shape {shape}; "
+            "give a boolean mask broadcastable to the input (e.g. shape (batch, 1) for rows)."
+        ) from None
+    if np.broadcast_shapes(mask.shape, shape) != shape:
+        raise ValueError(
+            f"mask of shape {mask.shape} would enlarge the input shape {shape}; "
+            "the mask must broadcast to the input's shape."
+        )
+    return jnp.broadcast_to(mask.astype(bool), shape)
+
+
+def check_reduction(
+    shape: tuple[int, ...], axes: tuple[int, ...], axis_name: AxisName, what: str
+) -> None:
+    if not axes and axis_name is None:
+        raise ValueError(
+            f"{what}: the statistics reduce over no axes (reduction_axes=()) of an input of "
+            f"shape {shape}, so every element would normalize to zero. If this runs per "
+            "example under jax.vmap (e.g. a per-example BatchNorm), pass axis_name= the vmap "
+            "axis name so the statistics are taken across the mapped batch."
+        )
+    if any(shape[a] == 0 for a in axes):
+        raise ValueError(
+            f"{what}: the reduction axes {axes} of an input of shape {shape} hold no "
+            "elements; statistics of an empty batch are undefined."
+        )
+
+
+def _safe_div(num: Array, den: Array) -> Array:
+    """``num / den`` where ``den > 0`` and 0 elsewhere, with finite gradients everywhere."""
+    positive = den > 0
+    return jnp.where(positive, num / jnp.where(positive, den, 1), 0)
+
+
+def moments(
+    x: ArrayLike,
+    reduction_axes: Axes,
+    *,
+    mask: ArrayLike | None = None,
+    axis_name: AxisName = None,
+    axis_index_groups: Any = None,
+    center: bool = True,
+    fast_variance: bool = False,
+    keepdims: bool = False,
+) -> Moments:
+    """Mean, variance and element count of ``x`` over ``reduction_axes``.
+
+    With weights ``m_i`` (the mask, or 1), the statistics are::
+
+        n    = sum_i m_i                      (psum over axis_name)
+        mean = sum_i m_i x_i / n              (psum over axis_name)
+        var  = sum_i m_i (x_i - mean)^2 / n   (two-pass, the default)
+        var  = max(0, sum_i m_i x_i^2 / n - mean^2)      (fast_variance=True)
+
+    The variance is the biased (population) one. With ``center=False`` the mean is zero and
+    ``var`` is the raw second moment ``E[x^2]`` (RMSNorm). Where no element is masked in
+    (``n == 0``) mean and var are 0.
+
+    Args:
+      x: input array.
+      reduction_axes: axes to reduce over (an int or a sequence of ints).
+      mask: optional boolean array broadcastable to ``x``; only ``True`` elements count.
+        Masked-out values never enter the arithmetic (NaN padding is harmless).
+      axis_name: a named axis (``jax.vmap``, ``shard_map``, ``pmap``) to reduce across too.
+        The result is the statistics of all members' elements pooled together.
+      axis_index_groups: subgroups of ``axis_name`` to reduce within (see ``lax.psum``).
+      center: subtract the mean (``False`` gives ``E[x^2]`` in ``var``).
+      fast_variance: use the one-pass ``E[x^2] - E[x]^2`` form (one collective round instead
+        of two, less accurate when ``|mean| >> std``).
+      keepdims: keep the reduced axes as size-1 dimensions.
+
+    Returns:
+      :class:`Moments` in the statistics dtype (float32, or float64 for float64 input).
+
+    Raises:
+      ValueError: no reduction axes and no ``axis_name`` (a per-example BatchNorm under
+        ``vmap`` without ``axis_name``), an empty reduction, or a mask that does not broadcast.
+    """
+    x = jnp.asarray(x)
+    axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
+    check_reduction(x.shape, axes, axis_name, "moments")
+    xf = x.astype(stats_dtype(x.dtype))
+    keep = _broadcast_mask(mask, x.shape) if mask is not None else None
+    if keep is not None:
+        xf = jnp.where(keep, xf, 0)
+        n = jnp.sum(keep, axes, dtype=xf.dtype, keepdims=True)
+    else:
+        n = jnp.full((1,) * x.ndim, math.prod(x.shape[a] for a in axes), xf.dtype)
+    if not center:
+        sq, n = _psum((jnp.sum(xf * xf, axes, keepdims=True), n), axis_name, axis_index_groups)
+        var = _safe_div(sq, n)
+        mean = jnp.zeros_like(var)
+    elif fast_variance:
+        s, sq, n = _psum(
+            (jnp.sum(xf, axes, keepdims=True), jnp.sum(xf * xf, axes, keepdims=True), n),
+            axis_name,
+            axis_index_groups,
+        )
+        mean = _safe_div(s, n)
+        var = jnp.maximum(_safe_div(sq, n) - mean * mean, 0)
+    else:
+        s, n = _psum((jnp.sum(xf, axes, keepdims=True), n), axis_name, axis_index_groups)
+        mean = _safe_div(s, n)
+        dev = xf - mean
+        if keep is not None:
+            dev = jnp.where(keep, dev, 0)
+        ss = _psum(jnp.sum(dev * dev, axes, keepdims=True), axis_name, axis_index_groups)
+        var = _safe_div(ss, n)
+    n = jnp.broadcast_to(n, mean.shape)
+    if not keepdims:
+        mean, var, n = (jnp.squeeze(a, axes) for a in (mean, var, n))
+    return Moments(mean, var, n)
+
+
+def _as_broadcastable(
+    value: ArrayLike, x_shape: tuple[int, ...], feature_axes: tuple[int, ...], name: str
+) -> Array:
+    """Reshapes a per-feature array to broadcast against ``x``.
+
+    Accepts either the feature shape (``x.shape`` at ``feature_axes``) or an array of rank
+    ``x.ndim`` that broadcasts to ``x`` (e.g. statistics computed with ``keepdims=True``).
+    """
+    value = jnp.asarray(value)
+    expected = feature_shape(x_shape, feature_axes)
+    if value.shape == expected:
+        bshape = [1] * len(x_shape)
+        for a in feature_axes:
+            bshape[a] = x_shape[a]
+        return value.reshape(bshape)
+    if value.ndim == len(x_shape):
+        try:
+            if np.broadcast_shapes(value.shape, x_shape) == tuple(x_shape):
+                return value
+        except ValueError:
+            pass
+    raise ValueError(
+        f"{name} has shape {value.shape}, expected {expected} (the input shape {x_shape} at "
+        f"feature_axes {feature_axes}) or a rank-{len(x_shape)} shape that broadcasts to "
+        "the input."
+    )
+
+
+def check_epsilon(epsilon: float) -> None:
+    """Raises if a concrete ``epsilon`` is negative or not finite."""
+    if isinstance(epsilon, (int, float)) and not (0 <= epsilon < math.inf):
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}.")
+
+
+def standardize(
+    x: ArrayLike,
+    mean: ArrayLike,
+    var: ArrayLike,
+    *,
+    epsilon: float,
+    scale: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    feature_axes: Axes = -1,
+    dtype: Any = None,
+) -> Array:
+    """``y = (x - mean) * rsqrt(var + epsilon) * scale + bias``.
+
+    Arithmetic runs in the statistics dtype (at least float32); the output has ``dtype``
+    (default: the dtype of ``x``).
+
+    Args:
+      x: input.
+      mean, var: statistics, either shaped like the features (``x.shape`` at
+        ``feature_axes``) or of rank ``x.ndim`` broadcastable to ``x`` (``keepdims=True``).
+      epsilon: added to the variance before the reciprocal square root.
+      scale, bias: optional per-feature parameters of shape ``x.shape`` at ``feature_axes``.
+      feature_axes: the axes that carry the statistics / parameters.
+      dtype: output dtype (default ``x.dtype``).
+    """
+    x = jnp.asarray(x)
+    check_epsilon(epsilon)
+    feat = canonicalize_axes(feature_axes, x.ndim, name="feature_axes")
+    sdt = stats_dtype(x.dtype)
+    mean = _as_broadcastable(mean, x.shape, feat, "mean").astype(sdt)
+    var = _as_broadcastable(var, x.shape, feat, "var").astype(sdt)
+    mul = lax.rsqrt(var + jnp.asarray(epsilon, sdt))
+    if scale is not None:
+        mul = mul * _as_broadcastable(scale, x.shape, feat, "scale").astype(sdt)
+    y = (x.astype(sdt) - mean) * mul
+    if bias is not None:
+        y = y + _as_broadcastable(bias, x.shape, feat, "bias").astype(sdt)
+    return y.astype(x.dtype if dtype is None else dtype)
