@@ -1,0 +1,327 @@
+"""Datasets for the normjax experiments runner (numpy-side, no network access).
+
+``load_dataset(name, ...)`` returns a :class:`Dataset` with float32 inputs in
+channels-last layout and int32 labels.  Inputs are standardized with statistics
+fitted on the training split only:
+
+* ``mnist1d``, ``synthetic``: per feature (each time step / coordinate has its own
+  mean and std; zero-variance features would only be centred).
+* ``digits``, ``mnist``, ``fashion_mnist``: one global mean/std over all pixels
+  (per-pixel stats blow near-constant border pixels of digits up to |x| ~ 90).
+* ``cifar10``: per colour channel (the usual choice for RGB images).
+
+``seed`` selects the digits train/test split and the mnist1d / synthetic
+generator; the MNIST and CIFAR-10 splits are fixed by the files.  The canonical
+MNIST-1D data set is generated with ``seed=42``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import inspect
+import os
+import pickle
+import random
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_URLS = {"mnist": "https://yann.lecun.com/exdb/mnist/ (or a mirror)",
+               "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist"}
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_MNIST1D_CACHE_VERSION = 1
+SeedLike = int | Sequence[int] | np.ndarray | np.random.Generator
+
+
+class Dataset(NamedTuple):
+    """Train/test arrays; ``input_shape`` is the per-example shape (no batch axis)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str
+    input_shape: tuple[int, ...]
+
+
+def _make(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
+          yte: np.ndarray, num_classes: int) -> Dataset:
+    """Build a :class:`Dataset` with canonical dtypes, checking labels are in range."""
+    for labels in (ytr, yte):
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got "
+                             f"[{labels.min()}, {labels.max()}]")
+    return Dataset(np.asarray(xtr, np.float32), np.asarray(ytr, np.int32),
+                   np.asarray(xte, np.float32), np.asarray(yte, np.int32),
+                   num_classes, name, tuple(int(d) for d in xtr.shape[1:]))
+
+
+def _check_positive(**values: float) -> None:
+    """Raise ``ValueError`` naming the first argument that is not > 0."""
+    for arg, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{arg} must be > 0, got {value!r}")
+
+
+def _load_digits(seed: int, test_fraction: float = 0.25) -> Dataset:
+    """scikit-learn's bundled 8x8 digits, stratified seeded split, (8, 8, 1)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = digits.images[..., None]
+    xtr, xte, ytr, yte = train_test_split(x, digits.target, test_size=test_fraction,
+                                          random_state=seed, stratify=digits.target)
+    return _make("digits", xtr, ytr, xte, yte, 10)
+
+
+def _generate_mnist1d(seed: int, num_samples: int) -> dict[str, np.ndarray]:
+    """Run ``mnist1d.data.make_dataset`` locally, preserving the global RNG states."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed, args.num_samples = seed, num_samples
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    keys = {"x_train": "x", "y_train": "y", "x_test": "x_test", "y_test": "y_test"}
+    return {k: data[v].astype(np.float32 if k[0] == "x" else np.int32) for k, v in keys.items()}
+
+
+def default_cache_dir() -> Path:
+    """``$NORMJAX_CACHE`` if set, else ``~/.cache/normjax``."""
+    return Path(os.environ.get("NORMJAX_CACHE") or Path.home() / ".cache" / "normjax")
+
+
+def mnist1d_cache_file(seed: int, num_samples: int, cache_dir: str | Path | None = None) -> Path:
+    """Cache path of the generated MNIST-1D arrays for ``(seed, num_samples)``."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / f"mnist1d_v{_MNIST1D_CACHE_VERSION}_seed{seed}_n{num_samples}.npz"
+
+
+def _load_mnist1d(seed: int, num_samples: int = 5000,
+                  cache_dir: str | Path | None = None) -> Dataset:
+    """MNIST-1D generated with the ``mnist1d`` package (80/20 split), (40, 1), cached."""
+    if num_samples < 10:
+        raise ValueError(f"num_samples must be >= 10 (one per class), got {num_samples!r}")
+    file = mnist1d_cache_file(seed, num_samples, cache_dir)
+    try:
+        with np.load(file) as npz:
+            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        arrays = _generate_mnist1d(seed, num_samples)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, file)
+    return _make("mnist1d", arrays["x_train"][..., None], arrays["y_train"],
+                 arrays["x_test"][..., None], arrays["y_test"], 10)
+
+
+def _load_synthetic(seed: int, num_train: int = 1024, num_test: int = 256, dim: int = 32,
+                    num_classes: int = 4, noise: float = 1.0) -> Dataset:
+    """Gaussian mixture: class means ~ N(0, I_dim), x = mean[y] + noise * N(0, I_dim)."""
+    _check_positive(num_train=num_train, num_test=num_test, dim=dim)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((num_classes, dim))
+    y = rng.integers(0, num_classes, num_train + num_test)
+    x = means[y] + noise * rng.standard_normal((y.size, dim))
+    return _make("synthetic", x[:num_train], y[:num_train], x[num_train:], y[num_train:],
+                 num_classes)
+
+
+def _require_dir(path: str | Path | None, name: str, hint: str) -> Path:
+    """Return ``path`` as a directory, or raise a helpful error."""
+    if path is None:
+        raise ValueError(f"dataset {name!r} needs path=<directory with the files>; "
+                         f"download it yourself from {hint}")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"dataset {name!r}: directory {str(path)!r} does not exist; "
+                                f"download the files from {hint}")
+    return Path(path)
+
+
+def read_idx(file: str | Path) -> np.ndarray:
+    """Parse an IDX file (optionally gzip-compressed, detected by magic bytes)."""
+    raw = Path(file).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{file}: bad IDX magic number {raw[:4].hex() or '(empty)'}")
+    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{file}: truncated IDX header ({len(raw)} bytes)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, offset=4))
+    expected = 4 + 4 * ndim + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"{file}: IDX file has {len(raw)} bytes, expected {expected} "
+                         f"for shape {dims} (truncated or corrupt)")
+    data = np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def _find_idx(root: Path, base: str, name: str) -> Path:
+    """Locate ``base`` or ``base.gz`` under ``root``."""
+    for candidate in (root / base, root / f"{base}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"dataset {name!r}: expected {base!r} (or {base}.gz) in {root}; "
+                            f"download it yourself from {_MNIST_URLS[name]}")
+
+
+def _load_mnist_like(name: str, path: str | Path | None = None) -> Dataset:
+    """MNIST / Fashion-MNIST from local IDX files, (28, 28, 1), pixels scaled to [0, 1]."""
+    root = _require_dir(path, name, _MNIST_URLS[name])
+    xtr, ytr, xte, yte = (read_idx(_find_idx(root, base, name)) for base in _MNIST_FILES)
+    for images, labels, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"{name} {split}: images {images.shape} / labels {labels.shape} "
+                             "must be (N, H, W) / (N,)")
+    return _make(name, xtr[..., None] / 255.0, ytr, xte[..., None] / 255.0, yte, 10)
+
+
+def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch as NHWC uint8 images and labels (trusted file: pickle)."""
+    with open(file, "rb") as fh:
+        batch = pickle.load(fh, encoding="bytes")
+    if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
+        raise ValueError(f"{file}: not a CIFAR-10 batch (dict with b'data', b'labels')")
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], np.int64)
+    bad_data = data.dtype != np.uint8 or data.ndim != 2 or data.shape[-1] != 3072
+    if bad_data or len(labels) != len(data):
+        raise ValueError(f"{file}: expected uint8 data (N, 3072) and N labels, got "
+                         f"{data.dtype} {data.shape} and {labels.shape}")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _load_cifar10(path: str | Path | None = None) -> Dataset:
+    """CIFAR-10 python batches (in ``path`` or ``path/cifar-10-batches-py``), (32, 32, 3)."""
+    root = _require_dir(path, "cifar10", _CIFAR_URL)
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for fname in names:
+        if not (root / fname).is_file():
+            raise FileNotFoundError(f"dataset 'cifar10': expected {fname!r} in {root}; "
+                                    f"download and extract {_CIFAR_URL} yourself")
+    batches_ = [_read_cifar_batch(root / fname) for fname in names]
+    xtr = np.concatenate([b[0] for b in batches_[:-1]])
+    ytr = np.concatenate([b[1] for b in batches_[:-1]])
+    return _make("cifar10", xtr / 255.0, ytr, batches_[-1][0] / 255.0, batches_[-1][1], 10)
+
+
+_LOADERS: dict[str, tuple[Callable[..., Dataset], str]] = {
+    "digits": (_load_digits, "global"),
+    "mnist1d": (_load_mnist1d, "feature"),
+    "synthetic": (_load_synthetic, "feature"),
+    "mnist": (partial(_load_mnist_like, "mnist"), "global"),
+    "fashion_mnist": (partial(_load_mnist_like, "fashion_mnist"), "global"),
+    "cifar10": (_load_cifar10, "channel"),
+}
+KNOWN_DATASETS: tuple[str, ...] = tuple(_LOADERS)
+
+
+def standardize(x_train: np.ndarray, x_test: np.ndarray,
+                mode: str = "feature") -> tuple[np.ndarray, np.ndarray]:
+    """Standardize both splits with train-only stats ('feature', 'global' or 'channel')."""
+    all_axes = {"feature": (0,), "global": None, "channel": tuple(range(x_train.ndim - 1))}
+    if mode not in all_axes:
+        raise ValueError(f"mode must be one of {sorted(all_axes)}, got {mode!r}")
+    axes = all_axes[mode]
+    mean = x_train.mean(axis=axes, dtype=np.float64, keepdims=True)
+    std = x_train.std(axis=axes, dtype=np.float64, keepdims=True)
+    std = np.where(std < 1e-8, 1.0, std)
+    mean, std = mean.astype(x_train.dtype), std.astype(x_train.dtype)
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def _call_loader(key: str, seed: int, path: str | Path | None, kwargs: dict[str, Any]
+                 ) -> Dataset:
+    """Call the loader of ``key`` with the arguments it accepts, rejecting the rest."""
+    loader = _LOADERS[key][0]
+    params = set(inspect.signature(loader).parameters)
+    unknown = sorted(set(kwargs) - (params - {"seed", "path"}))
+    if unknown:
+        accepted = sorted(params - {"seed", "path"}) or "none"
+        raise TypeError(f"dataset {key!r} got unexpected option(s) {unknown}; "
+                        f"accepted: {accepted}")
+    if path is not None and "path" not in params:
+        raise ValueError(f"dataset {key!r} does not take a path")
+    given = {"seed": seed, "path": path}
+    return loader(**{k: v for k, v in given.items() if k in params}, **kwargs)
+
+
+def load_dataset(name: str, *, seed: int = 0, flatten: bool = False,
+                 path: str | Path | None = None, standardize_inputs: bool = True,
+                 **kwargs: Any) -> Dataset:
+    """Load dataset ``name`` (see ``KNOWN_DATASETS``); loader options go in ``kwargs``.
+
+    digits: ``test_fraction=0.25``; mnist1d: ``num_samples=5000, cache_dir=None``;
+    synthetic: ``num_train=1024, num_test=256, dim=32, num_classes=4, noise=1.0``;
+    mnist / fashion_mnist / cifar10 need ``path``.  With ``flatten=True`` inputs are
+    ``(N, prod(input_shape))`` and ``input_shape`` is ``(prod,)``.
+    """
+    key = name.lower().replace("-", "_")
+    if key not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}")
+    ds = _call_loader(key, seed, path, kwargs)
+    xtr, xte = ds.x_train, ds.x_test
+    if standardize_inputs:
+        xtr, xte = standardize(xtr, xte, _LOADERS[key][1])
+    if flatten:
+        xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
+    return ds._replace(x_train=xtr, x_test=xte, input_shape=tuple(xtr.shape[1:]))
+
+
+def num_batches_per_epoch(num_examples: int, batch_size: int, *,
+                          drop_remainder: bool = True) -> int:
+    """Number of batches :func:`batches` yields for ``num_examples`` examples."""
+    _check_positive(num_examples=num_examples, batch_size=batch_size)
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size ({batch_size}) is larger than the dataset "
+                         f"({num_examples} examples)")
+    return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+
+
+def _rng(key_or_seed: SeedLike) -> np.random.Generator:
+    """Generator from an int, int sequence, ``np.random.Generator`` or JAX PRNG key."""
+    if isinstance(key_or_seed, np.random.Generator):
+        return key_or_seed
+    if "key<" in str(getattr(key_or_seed, "dtype", "")):  # typed JAX key
+        import jax
+
+        key_or_seed = jax.random.key_data(key_or_seed)
+    seed = np.asarray(key_or_seed)
+    if seed.dtype.kind not in "iu" or (seed < 0).any():
+        raise ValueError(f"key_or_seed must hold non-negative integers, got {key_or_seed!r}")
+    return np.random.default_rng(seed.ravel().tolist())
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, key_or_seed: SeedLike,
+            drop_remainder: bool = True, shuffle: bool = True
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One (shuffled) epoch of ``(x, y)`` batches; use ``key_or_seed=(seed, epoch)``."""
+    if len(x) != len(y):
+        raise ValueError(f"x and y lengths differ: {len(x)} != {len(y)}")
+    count = num_batches_per_epoch(len(x), batch_size, drop_remainder=drop_remainder)
+    order = _rng(key_or_seed).permutation(len(x)) if shuffle else np.arange(len(x))
+    chunks = (order[i * batch_size:(i + 1) * batch_size] for i in range(count))
+    return ((x[idx], y[idx]) for idx in chunks)
