@@ -1,0 +1,31 @@
+"""The README's Python examples run as written, and its commands match .ci/run."""
+
+import re
+from pathlib import Path
+
+import jax
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_has_python_examples() -> None:
+    assert _python_blocks(), "README has no ```python examples"
+
+
+def test_readme_python_examples_run() -> None:
+    for block in _python_blocks():
+        with jax.numpy_rank_promotion("allow"):
+            exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    bash_blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    test_commands = [b.strip() for b in bash_blocks if "pytest" in b]
+    assert test_commands, "README has no test command"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_commands[0] in ci, "'.ci/run' must run exactly the README's test command"
