@@ -29,6 +29,7 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from normjax.stats import (
@@ -74,9 +75,10 @@ class BatchNormState(NamedTuple):
 
 def batch_norm_init(features: int | Sequence[int], *, dtype: Any = jnp.float32) -> BatchNormState:
     """A fresh state: mean 0, variance 1, count 0 (the convention of flax and PyTorch)."""
-    shape = (features,) if isinstance(features, int) else tuple(features)
-    if any(not isinstance(d, int) or d <= 0 for d in shape):
+    shape = (features,) if isinstance(features, (int, np.integer)) else tuple(features)
+    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in shape):
         raise ValueError(f"features must be positive ints, got {features!r}.")
+    shape = tuple(int(d) for d in shape)
     return BatchNormState(
         mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.zeros((), jnp.int32)
     )
@@ -96,7 +98,11 @@ def decay_from_momentum(momentum: float | None) -> float | None:
 
 
 def _check_decay(decay: float | ArrayLike | None) -> None:
-    if isinstance(decay, (int, float)) and not isinstance(decay, bool) and not 0 <= decay < 1:
+    """Validates a concrete ``decay`` (Python, NumPy or JAX); traced values cannot be checked."""
+    if decay is None or isinstance(decay, jax.core.Tracer):
+        return
+    value = np.asarray(decay)
+    if not np.all((value >= 0) & (value < 1)):
         raise ValueError(
             f"decay must be in [0, 1) (the weight on the old running value), got {decay!r}; "
             "decay=1 would never update the statistics. Use decay=None for a cumulative "

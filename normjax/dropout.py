@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from normjax.stats import canonicalize_axes
 
@@ -23,12 +24,15 @@ __all__ = ["dropout"]
 
 
 def _check_rate(rate: float | jax.typing.ArrayLike) -> None:
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
-        if not 0 <= rate <= 1:
-            raise ValueError(
-                "dropout rate must be in [0, 1] (the probability of dropping a unit), "
-                f"got {rate!r}."
-            )
+    """Validates every concrete rate (Python, NumPy or JAX); traced rates cannot be checked."""
+    if isinstance(rate, jax.core.Tracer):
+        return
+    value = np.asarray(rate)
+    if not np.all((value >= 0) & (value <= 1)):
+        raise ValueError(
+            "dropout rate must be in [0, 1] (the probability of dropping a unit), "
+            f"got {rate!r}."
+        )
 
 
 def dropout(

@@ -17,8 +17,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from normjax.stats import Axes, canonicalize_axes, moments, standardize
+from normjax.stats import Axes, broadcast_mask, canonicalize_axes, moments, standardize
 
 __all__ = ["group_norm", "resolve_num_groups"]
 
@@ -30,19 +31,22 @@ def resolve_num_groups(channels: int, num_groups: int | None, group_size: int | 
             "group_norm needs exactly one of num_groups or group_size, got "
             f"num_groups={num_groups!r}, group_size={group_size!r}."
         )
+    for name, value in (("num_groups", num_groups), ("group_size", group_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer, type(None))):
+            raise TypeError(f"{name} must be an int, got {value!r}.")
     if group_size is not None:
         if group_size <= 0 or channels % group_size:
             raise ValueError(
                 f"group_size={group_size} does not divide the number of channels ({channels}); "
                 f"pick a positive divisor of {channels}."
             )
-        return channels // group_size
+        return int(channels // group_size)
     if num_groups <= 0 or channels % num_groups:
         raise ValueError(
             f"num_groups={num_groups} does not divide the number of channels ({channels}); "
             f"pick a positive divisor of {channels}."
         )
-    return num_groups
+    return int(num_groups)
 
 
 def _grouped_axes(ndim: int, channel_axis: int, batch_axes: tuple[int, ...]) -> tuple[int, ...]:
@@ -91,7 +95,7 @@ def group_norm(
     gshape = (*x.shape[:c], groups, x.shape[c] // groups, *x.shape[c + 1:])
     xg = x.reshape(gshape)
     if mask is not None:
-        mask = jnp.broadcast_to(jnp.asarray(mask), x.shape).reshape(gshape)
+        mask = broadcast_mask(mask, x.shape).reshape(gshape)
     stats = moments(xg, _grouped_axes(x.ndim, c, batch), mask=mask,
                     fast_variance=fast_variance, keepdims=True)
     gscale = None if scale is None else _grouped_param(scale, x.shape[c], groups, "scale")

@@ -33,6 +33,7 @@ AxisName = Hashable | None
 
 __all__ = [
     "Moments",
+    "broadcast_mask",
     "canonicalize_axes",
     "complement_axes",
     "feature_shape",
@@ -108,7 +109,8 @@ def _psum(tree: Any, axis_name: AxisName, axis_index_groups: Any) -> Any:
     return lax.psum(tree, axis_name, axis_index_groups=axis_index_groups)
 
 
-def _broadcast_mask(mask: ArrayLike, shape: tuple[int, ...]) -> Array:
+def broadcast_mask(mask: ArrayLike, shape: tuple[int, ...]) -> Array:
+    """``mask`` as a boolean array of exactly ``shape``; raises a clear error if it can't be."""
     mask = jnp.asarray(mask)
     try:
         np.broadcast_shapes(mask.shape, shape)
@@ -196,7 +198,7 @@ def moments(
     axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
     check_reduction(x.shape, axes, axis_name, "moments")
     xf = x.astype(stats_dtype(x.dtype))
-    keep = _broadcast_mask(mask, x.shape) if mask is not None else None
+    keep = broadcast_mask(mask, x.shape) if mask is not None else None
     if keep is not None:
         xf = jnp.where(keep, xf, 0)
         n = jnp.sum(keep, axes, dtype=xf.dtype, keepdims=True)
@@ -256,9 +258,12 @@ def _as_broadcastable(
     )
 
 
-def check_epsilon(epsilon: float) -> None:
-    """Raises if a concrete ``epsilon`` is negative or not finite."""
-    if isinstance(epsilon, (int, float)) and not (0 <= epsilon < math.inf):
+def check_epsilon(epsilon: float | ArrayLike) -> None:
+    """Raises if a concrete ``epsilon`` (Python, NumPy or JAX) is negative or not finite."""
+    if isinstance(epsilon, jax.core.Tracer):
+        return
+    value = np.asarray(epsilon)
+    if not np.all(np.isfinite(value) & (value >= 0)):
         raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}.")
 
 

@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from normjax.stats import Axes, canonicalize_axes, complement_axes, feature_shape
+from normjax.stats import (
+    Axes,
+    canonicalize_axes,
+    check_epsilon,
+    complement_axes,
+    feature_shape,
+    stats_dtype,
+)
 
 __all__ = ["weight_norm", "weight_norm_init"]
 
@@ -26,7 +33,7 @@ def _norm_axes(ndim: int, feature_axes: Axes) -> tuple[tuple[int, ...], tuple[in
 
 
 def _inv_norm(v: jax.Array, axes: tuple[int, ...], epsilon: float) -> jax.Array:
-    vf = v.astype(jnp.promote_types(v.dtype, jnp.float32))
+    vf = v.astype(stats_dtype(v.dtype))
     return lax.rsqrt(jnp.sum(vf * vf, axes, keepdims=True) + epsilon)
 
 
@@ -46,10 +53,9 @@ def weight_norm(
       epsilon: added to the squared norm.
     """
     v = jnp.asarray(v)
-    if epsilon < 0:
-        raise ValueError(f"epsilon must be >= 0, got {epsilon!r}.")
+    check_epsilon(epsilon)
     feat, axes = _norm_axes(v.ndim, feature_axes)
-    w = v.astype(jnp.promote_types(v.dtype, jnp.float32)) * _inv_norm(v, axes, epsilon)
+    w = v.astype(stats_dtype(v.dtype)) * _inv_norm(v, axes, epsilon)
     if g is not None:
         g = jnp.asarray(g)
         expected = feature_shape(v.shape, feat)
@@ -71,6 +77,6 @@ def weight_norm_init(
     """
     w = jnp.asarray(w)
     _, axes = _norm_axes(w.ndim, feature_axes)
-    wf = w.astype(jnp.promote_types(w.dtype, jnp.float32))
+    wf = w.astype(stats_dtype(w.dtype))
     g = jnp.sqrt(jnp.sum(wf * wf, axes))
     return w, g.astype(w.dtype)
