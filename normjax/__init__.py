@@ -1,5 +1,11 @@
-"""normjax: normalization and regularization for JAX, as pure functions and Flax modules."""
+"""normjax: normalization and regularization for JAX, as pure functions and Flax modules.
 
+The core techniques and the research variants are re-exported here; the Flax modules live in
+``normjax.linen`` and ``normjax.nnx``. The gradient-accumulation helpers (``accumulate``,
+``commit``) are in ``normjax.accumulation`` (and ``normjax.research``).
+"""
+
+from normjax import research
 from normjax.batch_norm import (
     BatchNormState,
     batch_norm,
@@ -12,6 +18,42 @@ from normjax.group_norm import group_norm
 from normjax.instance_norm import instance_norm
 from normjax.layer_norm import layer_norm
 from normjax.penalties import default_penalty_mask, elastic_net_penalty, l1_penalty, l2_penalty
+from normjax.research import (
+    SELU_ALPHA_PRIME,
+    SWITCHABLE_ORDER,
+    MomentsAccumulator,
+    SpectralNormState,
+    WhiteningState,
+    accumulate_moments,
+    accumulated_moments,
+    activation_gamma,
+    alpha_dropout,
+    batch_norm_accumulate,
+    batch_renorm,
+    decorrelated_batch_norm,
+    evonorm_b0,
+    evonorm_s0,
+    filter_response_norm,
+    fold_batch_norm,
+    frn_tlu,
+    gaussian_dropout,
+    ghost_batch_norm,
+    moments_accumulator_init,
+    pool_moments,
+    precise_batch_norm,
+    precise_flax_batch_stats,
+    precise_moments,
+    renorm_clipping_schedule,
+    scaled_weight_standardization,
+    spatial_dropout,
+    spectral_norm,
+    spectral_norm_init,
+    switchable_norm,
+    tlu,
+    weight_standardization,
+    whitening_init,
+    whitening_matrix,
+)
 from normjax.rms_norm import rms_norm
 from normjax.stats import Moments, moments, standardize
 from normjax.weight_norm import weight_norm, weight_norm_init
@@ -21,21 +63,56 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchNormState",
     "Moments",
+    "MomentsAccumulator",
+    "SELU_ALPHA_PRIME",
+    "SWITCHABLE_ORDER",
+    "SpectralNormState",
+    "WhiteningState",
+    "accumulate_moments",
+    "accumulated_moments",
+    "activation_gamma",
+    "alpha_dropout",
     "batch_norm",
+    "batch_norm_accumulate",
     "batch_norm_init",
+    "batch_renorm",
     "decay_from_momentum",
+    "decorrelated_batch_norm",
     "default_penalty_mask",
     "dropout",
     "elastic_net_penalty",
+    "evonorm_b0",
+    "evonorm_s0",
+    "filter_response_norm",
+    "fold_batch_norm",
+    "frn_tlu",
+    "gaussian_dropout",
+    "ghost_batch_norm",
     "group_norm",
     "instance_norm",
     "l1_penalty",
     "l2_penalty",
     "layer_norm",
     "moments",
+    "moments_accumulator_init",
+    "pool_moments",
+    "precise_batch_norm",
+    "precise_flax_batch_stats",
+    "precise_moments",
+    "renorm_clipping_schedule",
+    "research",
     "rms_norm",
+    "scaled_weight_standardization",
+    "spatial_dropout",
+    "spectral_norm",
+    "spectral_norm_init",
     "standardize",
+    "switchable_norm",
+    "tlu",
     "update_running_stats",
     "weight_norm",
     "weight_norm_init",
+    "weight_standardization",
+    "whitening_init",
+    "whitening_matrix",
 ]

@@ -97,7 +97,7 @@ def decay_from_momentum(momentum: float | None) -> float | None:
     return 1.0 - momentum
 
 
-def _check_decay(decay: float | ArrayLike | None) -> None:
+def check_decay(decay: float | ArrayLike | None) -> None:
     """Validates a concrete ``decay`` (Python, NumPy or JAX); traced values cannot be checked."""
     if decay is None or isinstance(decay, jax.core.Tracer):
         return
@@ -110,7 +110,7 @@ def _check_decay(decay: float | ArrayLike | None) -> None:
         )
 
 
-def _effective_decay(decay: float | ArrayLike | None, count: Array, debias: bool) -> Array:
+def effective_decay(decay: float | ArrayLike | None, count: Array, debias: bool) -> Array:
     t = count.astype(jnp.float32)
     if decay is None:
         return t / (t + 1)
@@ -134,20 +134,20 @@ def update_running_stats(
     ``running_var="unbiased"`` the stored variance is ``var_B * n / (n - 1)`` (PyTorch's
     convention; the batch itself is still normalized with the biased variance).
     """
-    _check_decay(decay)
+    check_decay(decay)
     if running_var not in RUNNING_VAR_OPTIONS:
         raise ValueError(f"running_var must be one of {RUNNING_VAR_OPTIONS}, got {running_var!r}.")
     mean_b, var_b, n = (lax.stop_gradient(a.astype(state.mean.dtype)) for a in batch)
     if running_var == "unbiased":
         var_b = jnp.where(n > 1, var_b * n / jnp.maximum(n - 1, 1), var_b)
-    d = _effective_decay(decay, state.count, debias).astype(state.mean.dtype)
+    d = effective_decay(decay, state.count, debias).astype(state.mean.dtype)
     seen = n > 0
     mean = jnp.where(seen, d * state.mean + (1 - d) * mean_b, state.mean)
     var = jnp.where(seen, d * state.var + (1 - d) * var_b, state.var)
     return BatchNormState(mean=mean, var=var, count=state.count + 1)
 
 
-def _check_state(state: BatchNormState, expected: tuple[int, ...]) -> None:
+def check_state(state: BatchNormState, expected: tuple[int, ...]) -> None:
     if not isinstance(state, BatchNormState):
         raise TypeError(
             f"state must be a BatchNormState (see batch_norm_init), got {type(state).__name__}."
@@ -161,7 +161,7 @@ def _check_state(state: BatchNormState, expected: tuple[int, ...]) -> None:
             )
 
 
-def _check_train(train: Any) -> None:
+def check_train(train: Any) -> None:
     if not isinstance(train, bool):
         raise TypeError(
             f"train must be a Python bool (static: True or False), got {type(train).__name__}; "
@@ -211,17 +211,17 @@ def batch_norm(
     Returns:
       ``(y, new_state)``; in eval mode ``new_state is state``.
     """
-    _check_train(train)
+    check_train(train)
     x = jnp.asarray(x)
     axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
     feat = complement_axes(axes, x.ndim)
-    _check_state(state, feature_shape(x.shape, feat))
-    _check_decay(decay)
+    check_state(state, feature_shape(x.shape, feat))
+    check_decay(decay)
     if not train:
         y = standardize(x, state.mean, state.var, epsilon=epsilon, scale=scale, bias=bias,
                         feature_axes=feat, dtype=dtype)
         return y, state
-    _check_batch(x.shape, axes, axis_name)
+    check_batch(x.shape, axes, axis_name)
     stats = moments(x, axes, mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
                     fast_variance=fast_variance)
     y = standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
@@ -231,7 +231,7 @@ def batch_norm(
     return y, new_state
 
 
-def _check_batch(shape: tuple[int, ...], axes: tuple[int, ...], axis_name: AxisName) -> None:
+def check_batch(shape: tuple[int, ...], axes: tuple[int, ...], axis_name: AxisName) -> None:
     check_reduction(shape, axes, axis_name, "batch_norm(train=True)")
     if axis_name is None and math.prod(shape[a] for a in axes) == 1:
         raise ValueError(
