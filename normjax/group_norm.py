@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax.stats import Axes, broadcast_mask, canonicalize_axes, moments, standardize
+from normjax.stats import Axes, AxisName, broadcast_mask, canonicalize_axes, moments, standardize
 
 __all__ = ["group_norm", "resolve_num_groups"]
 
@@ -66,6 +66,8 @@ def group_norm(
     batch_axes: Axes = 0,
     epsilon: float = 1e-6,
     mask: jax.typing.ArrayLike | None = None,
+    axis_name: AxisName = None,
+    axis_index_groups: Any = None,
     fast_variance: bool = False,
     dtype: Any = None,
 ) -> jax.Array:
@@ -81,6 +83,8 @@ def group_norm(
         the function runs per example under ``vmap``.
       epsilon: added to the variance.
       mask: boolean, broadcastable to ``x``; only masked-in elements enter the statistics.
+      axis_name, axis_index_groups: pool the statistics across a named axis too (e.g.
+        spatially sharded input), weighted by the true element counts.
       fast_variance: one-pass variance (less stable).
       dtype: output dtype (default ``x.dtype``).
     """
@@ -96,8 +100,9 @@ def group_norm(
     xg = x.reshape(gshape)
     if mask is not None:
         mask = broadcast_mask(mask, x.shape).reshape(gshape)
-    stats = moments(xg, _grouped_axes(x.ndim, c, batch), mask=mask,
-                    fast_variance=fast_variance, keepdims=True)
+    stats = moments(xg, _grouped_axes(x.ndim, c, batch), mask=mask, axis_name=axis_name,
+                    axis_index_groups=axis_index_groups, fast_variance=fast_variance,
+                    keepdims=True)
     gscale = None if scale is None else _grouped_param(scale, x.shape[c], groups, "scale")
     gbias = None if bias is None else _grouped_param(bias, x.shape[c], groups, "bias")
     y = standardize(xg, stats.mean, stats.var, epsilon=epsilon, scale=gscale, bias=gbias,

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from normjax.stats import Axes, canonicalize_axes, complement_axes, moments, standardize
+from normjax.stats import Axes, AxisName, canonicalize_axes, complement_axes, moments, standardize
 
 __all__ = ["instance_norm"]
 
@@ -30,6 +30,8 @@ def instance_norm(
     batch_axes: Axes = 0,
     epsilon: float = 1e-6,
     mask: jax.typing.ArrayLike | None = None,
+    axis_name: AxisName = None,
+    axis_index_groups: Any = None,
     fast_variance: bool = False,
     dtype: Any = None,
 ) -> jax.Array:
@@ -42,6 +44,8 @@ def instance_norm(
       batch_axes: example axes (``()`` when running per example under ``vmap``).
       epsilon: added to the variance.
       mask: boolean, broadcastable to ``x``; only masked-in elements enter the statistics.
+      axis_name, axis_index_groups: pool the statistics across a named axis too (e.g.
+        spatially sharded input), weighted by the true element counts.
       fast_variance: one-pass variance (less stable).
       dtype: output dtype (default ``x.dtype``).
     """
@@ -54,6 +58,8 @@ def instance_norm(
             "either a channel axis or a batch axis."
         )
     axes = complement_axes(feat + batch, x.ndim)
-    stats = moments(x, axes, mask=mask, fast_variance=fast_variance, keepdims=True)
+    stats = moments(x, axes, mask=mask, axis_name=axis_name,
+                    axis_index_groups=axis_index_groups, fast_variance=fast_variance,
+                    keepdims=True)
     return standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
                        feature_axes=feat, dtype=dtype)

@@ -1,0 +1,509 @@
+"""normjax.linen against flax.linen: same variables, outputs and statistics; transforms; errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import flax.linen as fnn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import errors as flax_errors
+from flax.traverse_util import flatten_dict
+from jax.nn import initializers
+
+import normjax.linen as nnn
+
+F32, BF16 = jnp.float32, jnp.bfloat16
+KEY = jax.random.key(0)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def standard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Runs flax code under standard promotion (flax mixes bfloat16 and float32)."""
+    with jax.numpy_dtype_promotion("standard"):
+        return fn(*args, **kwargs)
+
+
+def jitted(fn: Callable[..., Any], *args: Any, flax: bool = False) -> Any:
+    """``jax.jit(fn)(*args)``: one compilation instead of one per eager op; ``flax=True``
+    traces under standard promotion."""
+    if flax:
+        return standard(jax.jit(fn), *args)
+    return jax.jit(fn)(*args)
+
+
+def apply(module: fnn.Module, *args: Any, **kwargs: Any) -> Any:
+    """``module.apply`` compiled once (keyword arguments are static)."""
+    return jitted(lambda *a: module.apply(*a, **kwargs), *args)
+
+
+def init(module: fnn.Module, *args: Any, **kwargs: Any) -> Any:
+    """``module.init(KEY, ...)`` compiled once (keyword arguments are static)."""
+    return jitted(lambda *a: module.init(KEY, *a, **kwargs), *args)
+
+
+def data(shape: tuple[int, ...], dtype: Any = F32, seed: int = 1) -> jax.Array:
+    """Normal data with mean 0.5 and std 2 (NumPy-generated: no compilation per shape)."""
+    x = np.random.default_rng(seed).normal(0.5, 2.0, size=shape).astype(np.float32)
+    return jnp.asarray(x).astype(dtype)
+
+
+def assert_close(ours: Any, theirs: Any) -> None:
+    ours, theirs = jnp.asarray(ours), jnp.asarray(theirs)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, (ours, theirs)
+    tol = 2e-2 if ours.dtype == BF16 else 1e-5
+    np.testing.assert_allclose(
+        np.asarray(ours, np.float32), np.asarray(theirs, np.float32), rtol=tol, atol=tol
+    )
+
+
+def assert_same_variables(ours: Any, theirs: Any, *, extra: tuple[str, ...] = ()) -> None:
+    """Same names, shapes, dtypes and values; ``ours`` may add leaves named in ``extra``."""
+    flat_ours, flat_theirs = flatten_dict(dict(ours)), flatten_dict(dict(theirs))
+    added = set(flat_ours) - set(flat_theirs)
+    assert all(path[-1] in extra for path in added), added
+    assert set(flat_theirs) <= set(flat_ours), set(flat_theirs) - set(flat_ours)
+    for path, value in flat_theirs.items():
+        assert_close(flat_ours[path], value)
+
+
+def batch_stats_count(variables: Any) -> np.ndarray:
+    return np.asarray(flatten_dict(dict(variables["batch_stats"]))[("count",)])
+
+
+# --------------------------------------------------------------------------- BatchNorm parity
+
+BN_CASES = [
+    dict(shape=(8, 5), kwargs={}),
+    dict(shape=(4, 3, 3, 5), kwargs=dict(momentum=0.9), mask_shape=(4, 1, 1, 1)),
+    dict(shape=(4, 5, 3, 3), kwargs=dict(axis=1, use_scale=False, epsilon=1e-3)),
+    dict(shape=(4, 3, 6), kwargs=dict(axis=(1, 2), use_bias=False)),
+    dict(shape=(6, 5), kwargs=dict(bias_init=initializers.normal(0.5),
+                                   scale_init=initializers.normal(1.0))),
+    dict(shape=(6, 5), kwargs={}, dtype=BF16),
+    dict(shape=(6, 5), kwargs=dict(use_scale=False, use_bias=False), dtype=BF16),
+    dict(shape=(6, 5), kwargs=dict(dtype=BF16, param_dtype=BF16)),
+]
+
+
+@pytest.mark.parametrize("case", BN_CASES, ids=lambda c: f"{c['shape']}-{sorted(c['kwargs'])}")
+def test_batch_norm_matches_flax(case: dict[str, Any]) -> None:
+    x = data(case["shape"], case.get("dtype", F32))
+    mask = None
+    if "mask_shape" in case:
+        mask = np.arange(np.prod(case["mask_shape"])).reshape(case["mask_shape"]) % 3 != 1
+    theirs = fnn.BatchNorm(use_fast_variance=False, **case["kwargs"])
+    ours = nnn.BatchNorm(**case["kwargs"])
+    v_t, y_t, up_t, e_t = jitted(partial(_bn_steps, theirs), x, mask, flax=True)
+    v_o, y_o, up_o, e_o = jitted(partial(_bn_steps, ours), x, mask)
+    assert_same_variables(v_o, v_t, extra=("count",))
+    assert batch_stats_count(v_o) == 0
+    assert_close(y_o, y_t)
+    assert_same_variables(up_o, up_t, extra=("count",))
+    assert batch_stats_count(up_o) == 1
+    assert_close(e_o, e_t)
+
+
+def _bn_steps(module: fnn.Module, x: jax.Array, mask: Any) -> tuple[Any, ...]:
+    """init, one training step, then evaluation with the updated statistics."""
+    v = module.init(KEY, x, use_running_average=False)
+    y, up = module.apply(v, x, use_running_average=False, mask=mask, mutable=["batch_stats"])
+    return v, y, up, module.apply({**v, **up}, x, use_running_average=True)
+
+
+def test_batch_norm_init_does_not_update_running_stats() -> None:
+    stats = init(nnn.BatchNorm(use_running_average=False), data((8, 5)))["batch_stats"]
+    np.testing.assert_array_equal(stats["mean"], np.zeros(5))
+    np.testing.assert_array_equal(stats["var"], np.ones(5))
+    assert stats["count"] == 0 and stats["count"].dtype == jnp.int32
+
+
+def test_flax_checkpoint_without_count_loads_in_both_modes() -> None:
+    x = data((8, 5))
+    flax_bn = fnn.BatchNorm(use_fast_variance=False, momentum=0.8)
+    v = init(flax_bn, x, use_running_average=False)
+    _, up = apply(flax_bn, v, x, use_running_average=False, mutable=["batch_stats"])
+    flax_vars = {**v, **up}
+    assert "count" not in flax_vars["batch_stats"]
+    ours = nnn.BatchNorm(momentum=0.8)
+    # eval: the collection is immutable and no count is needed or created
+    assert_close(apply(ours, flax_vars, x, use_running_average=True),
+                 apply(flax_bn, flax_vars, x, use_running_average=True))
+    # train: the mutable collection gains a count that starts from 0
+    y_o, up_o = apply(ours, flax_vars, x, use_running_average=False, mutable=["batch_stats"])
+    y_t, up_t = apply(flax_bn, flax_vars, x, use_running_average=False, mutable=["batch_stats"])
+    assert_close(y_o, y_t)
+    assert_same_variables(up_o, up_t, extra=("count",))
+    assert batch_stats_count(up_o) == 1
+
+
+def test_normjax_variables_load_into_flax() -> None:
+    x = data((8, 5))
+    ours = nnn.BatchNorm(momentum=0.8)
+    v = init(ours, x, use_running_average=False)
+    _, up = apply(ours, v, x, use_running_average=False, mutable=["batch_stats"])
+    our_vars = {**v, **up}
+    flax_bn = fnn.BatchNorm(use_fast_variance=False, momentum=0.8)
+    for train in (False, True):
+        y_t = apply(flax_bn, our_vars, x, use_running_average=not train, mutable=["batch_stats"])
+        y_o = apply(ours, our_vars, x, use_running_average=not train, mutable=["batch_stats"])
+        assert_close(y_o[0], y_t[0])
+        for name in ("mean", "var"):  # flax passes our count through unchanged
+            assert_close(y_o[1]["batch_stats"][name], y_t[1]["batch_stats"][name])
+
+
+def test_running_stats_options() -> None:
+    xs = [data((6, 3), seed=s) for s in range(3)]
+    means = [np.asarray(x).mean(0) for x in xs]
+    biased = [np.asarray(x).var(0) for x in xs]
+    unbiased = [np.asarray(x).var(0, ddof=1) for x in xs]
+    cases = [
+        # momentum=None: the cumulative average of the batch statistics
+        (nnn.BatchNorm(momentum=None), np.mean(means, 0), np.mean(biased, 0)),
+        # zero-debiased EMA with decay 0.5: weights 1/4, 1/2, 1 normalized by 1.75
+        (nnn.BatchNorm(momentum=0.5, debias=True, running_var="unbiased"),
+         np.average(means, axis=0, weights=[0.25, 0.5, 1]),
+         np.average(unbiased, axis=0, weights=[0.25, 0.5, 1])),
+    ]
+    for layer, expect_mean, expect_var in cases:
+
+        def three_steps(xs: list[jax.Array], layer: fnn.Module = layer) -> Any:
+            v = layer.init(KEY, xs[0], use_running_average=False)
+            for x in xs:
+                _, up = layer.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+                v = {**v, **up}
+            return v["batch_stats"]
+
+        stats = jitted(three_steps, xs)
+        np.testing.assert_allclose(stats["mean"], expect_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stats["var"], expect_var, rtol=1e-5)
+        assert stats["count"] == 3
+
+
+def test_batch_norm_eval_with_immutable_stats_leaves_them_untouched() -> None:
+    x = data((8, 5))
+    bn = nnn.BatchNorm()
+    v = init(bn, x, use_running_average=True)
+    _, up = apply(bn, v, x, use_running_average=True, mutable=["batch_stats"])
+    for name in ("mean", "var", "count"):
+        np.testing.assert_array_equal(up["batch_stats"][name], v["batch_stats"][name])
+
+
+# --------------------------------------------------------------------------- stateless norms
+
+STATELESS_CASES = [
+    ("LayerNorm", (4, 6), {}, None),
+    ("LayerNorm", (2, 3, 4, 5), dict(reduction_axes=(1, 2, 3), bias_init=initializers.normal()),
+     (1, 3, 4, 1)),
+    ("LayerNorm", (2, 3, 4, 5), dict(reduction_axes=(2, 3), feature_axes=(1, 3)), None),
+    ("LayerNorm", (4, 6), dict(use_scale=False), None, BF16),
+    ("RMSNorm", (4, 6), {}, (1, 6)),
+    ("RMSNorm", (2, 3, 4), dict(reduction_axes=(1, 2), feature_axes=1), None, BF16),
+    ("GroupNorm", (2, 4, 4, 6), dict(num_groups=3), (1, 1, 4, 6)),
+    ("GroupNorm", (2, 3, 6), dict(num_groups=None, group_size=2, reduction_axes=(-1,),
+                                  use_bias=False), None),
+    ("GroupNorm", (2, 4, 6), dict(num_groups=2), None, BF16),
+    ("InstanceNorm", (2, 4, 4, 6), {}, (1, 4, 4, 1)),
+    ("InstanceNorm", (2, 6, 4, 4), dict(feature_axes=1, scale_init=initializers.normal()), None),
+    ("InstanceNorm", (2, 5, 6), dict(dtype=BF16), None),
+]
+
+
+@pytest.mark.parametrize("case", STATELESS_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{sorted(c[2])}")
+def test_stateless_norms_match_flax(case: tuple[Any, ...]) -> None:
+    name, shape, kwargs, mask_shape, *dtype = case
+    x = data(shape, dtype[0] if dtype else F32)
+    mask = None
+    if mask_shape is not None:
+        mask = np.arange(np.prod(mask_shape)).reshape(mask_shape) % 4 != 1
+    theirs = getattr(fnn, name)(use_fast_variance=False, **kwargs)
+    ours = getattr(nnn, name)(**kwargs)
+    v_t, y_t = jitted(partial(_init_apply, theirs), x, mask, flax=True)
+    v_o, y_o = jitted(partial(_init_apply, ours), x, mask)
+    assert_same_variables(v_o, v_t)
+    assert_close(y_o, y_t)
+
+
+def _init_apply(module: fnn.Module, x: jax.Array, mask: Any) -> tuple[Any, jax.Array]:
+    v = module.init(KEY, x)
+    return v, module.apply(v, x, mask=mask)
+
+
+def test_layer_norm_axis_name_pools_features_across_vmap() -> None:
+    """Feature-sharded LayerNorm: each vmap member holds one feature column."""
+    x = data((4, 6))
+    kwargs = dict(reduction_axes=(), use_scale=False, use_bias=False, axis_name="f")
+
+    def sharded(nn: Any) -> jax.Array:
+        layer = nn.LayerNorm(**kwargs, **_flax_exact(nn))
+        return jax.vmap(lambda col: layer.apply({}, col), in_axes=1, out_axes=1,
+                        axis_name="f")(x)
+
+    assert_close(sharded(nnn), sharded(fnn))
+    assert_close(sharded(nnn), nnn.LayerNorm(use_scale=False, use_bias=False).apply({}, x))
+
+
+# --------------------------------------------------------------------------- Dropout
+
+
+@pytest.mark.parametrize("rate, broadcast_dims", [(0.5, ()), (0.3, (1,)), (0.6, (0, 2))])
+def test_dropout_matches_flax_bits(rate: float, broadcast_dims: tuple[int, ...]) -> None:
+    x = data((4, 5, 3))
+    train = dict(deterministic=False, rngs={"dropout": jax.random.key(7)})
+    ours = apply(nnn.Dropout(rate, broadcast_dims=broadcast_dims), {}, x, **train)
+    theirs = apply(fnn.Dropout(rate, broadcast_dims=broadcast_dims), {}, x, **train)
+    assert_close(ours, theirs)
+    assert 0 < np.mean(np.asarray(ours) == 0) < 1
+
+
+def test_dropout_modes_and_constants() -> None:
+    x = data((4, 5))
+    train = dict(deterministic=False, rngs={"dropout": jax.random.key(3)})
+    np.testing.assert_array_equal(apply(nnn.Dropout(0.5), {}, x, deterministic=True), x)
+    np.testing.assert_array_equal(apply(nnn.Dropout(0.0), {}, x, **train), x)
+    np.testing.assert_array_equal(apply(nnn.Dropout(1.0), {}, x, **train), np.zeros((4, 5)))
+    key = dict(deterministic=False, rng=jax.random.key(3))
+    assert_close(apply(nnn.Dropout(0.5), {}, x, **key), apply(fnn.Dropout(0.5), {}, x, **key))
+    other = apply(nnn.Dropout(0.5, rng_collection="noise"), {}, x, deterministic=False,
+                  rngs={"noise": jax.random.key(3)})
+    assert_close(other, apply(nnn.Dropout(0.5), {}, x, **train))
+
+
+def test_dropout_errors() -> None:
+    x = data((4, 5))
+    with pytest.raises(ValueError, match="passed to the constructor and at call time"):
+        nnn.Dropout(0.5, deterministic=True).apply({}, x, True)
+    with pytest.raises(ValueError, match="must be passed to the constructor or at call time"):
+        nnn.Dropout(0.5).apply({}, x)
+    with pytest.raises(flax_errors.InvalidRngError, match="dropout"):
+        nnn.Dropout(0.5).apply({}, x, False)
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\]"):
+        nnn.Dropout(1.5).apply({}, x, False, rngs={"dropout": KEY})
+
+
+# --------------------------------------------------------------------------- WeightNorm
+
+
+@pytest.mark.parametrize(
+    "make_layer, shape, kwargs, with_grad",
+    [
+        (lambda nn: nn.Dense(4), (3, 5), {}, True),
+        (lambda nn: nn.Dense(4), (3, 5),
+         dict(variable_filter=None, scale_init=initializers.normal()), False),
+        (lambda nn: nn.Conv(4, (3, 3)), (2, 6, 6, 3), dict(feature_axes=None), True),
+        (lambda nn: nn.Dense(4), (3, 5), dict(use_scale=False), False),
+    ],
+)
+def test_weight_norm_matches_flax(make_layer: Callable[[Any], Any], shape: tuple[int, ...],
+                                  kwargs: dict[str, Any], with_grad: bool) -> None:
+    x = data(shape)
+    theirs = fnn.WeightNorm(make_layer(fnn), **kwargs)
+    ours = nnn.WeightNorm(make_layer(nnn), **kwargs)
+    (v_t, y_t, g_t), (v_o, y_o, g_o) = (
+        jitted(partial(_wn_steps, m, with_grad=with_grad), x) for m in (theirs, ours)
+    )
+    assert_same_variables(v_o, v_t)
+    assert_close(y_o, y_t)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g_o, g_t)
+
+
+def _wn_steps(module: fnn.Module, x: jax.Array, *, with_grad: bool) -> tuple[Any, ...]:
+    v = module.init(KEY, x)
+    grads = jax.grad(lambda v: jnp.sum(module.apply(v, x) ** 2))(v) if with_grad else None
+    return v, module.apply(v, x), grads
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def _per_example_model(nn: Any, axis_name: Any, nested: bool = False) -> fnn.Module:
+    class Body(fnn.Module):
+        @fnn.compact
+        def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+            x = fnn.Dense(4)(x)
+            return nn.BatchNorm(use_running_average=not train, axis_name=axis_name,
+                                momentum=0.8, **_flax_exact(nn))(x)
+
+    def mapped(module: Any, name: str) -> Any:
+        return fnn.vmap(module, variable_axes={"params": None, "batch_stats": None},
+                        split_rngs={"params": False}, in_axes=(0, None), axis_name=name)
+
+    return mapped(mapped(Body, "inner"), "outer")() if nested else mapped(Body, "batch")()
+
+
+def _flax_exact(nn: Any) -> dict[str, Any]:
+    return {"use_fast_variance": False} if nn is fnn else {}
+
+
+def _train_and_eval(model: fnn.Module, x: jax.Array) -> tuple[Any, ...]:
+    def steps(x: jax.Array) -> tuple[Any, ...]:
+        v = model.init(KEY, x, True)
+        y, up = model.apply(v, x, True, mutable=["batch_stats"])
+        return v, y, up, model.apply({**v, **up}, x, False)
+
+    return jitted(steps, x)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_batch_norm_per_example_under_nn_vmap(nested: bool) -> None:
+    """Per-example models under nn.vmap (flax #3319): statistics pooled with axis_name."""
+    x = data((2, 4, 3) if nested else (8, 3))
+    names = ("outer", "inner") if nested else "batch"
+    v_t, y_t, up_t, e_t = _train_and_eval(_per_example_model(fnn, names, nested), x)
+    v_o, y_o, up_o, e_o = _train_and_eval(_per_example_model(nnn, names, nested), x)
+    assert_same_variables(v_o, v_t, extra=("count",))
+    assert_close(y_o, y_t)
+    assert_same_variables(up_o, up_t, extra=("count",))
+    assert_close(e_o, e_t)
+    # the pooled statistics are the full-batch ones
+    flat = x.reshape(-1, 3)
+    dense = fnn.Dense(4).apply({"params": v_o["params"]["Dense_0"]}, flat)
+    np.testing.assert_allclose(up_o["batch_stats"]["BatchNorm_0"]["mean"],
+                               0.2 * dense.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_per_example_batch_norm_without_axis_name_raises() -> None:
+    x = data((8, 3))
+    with pytest.raises(ValueError, match="axis_name"):
+        jitted(lambda x: _per_example_model(nnn, None).init(KEY, x, True), x)
+    bn = nnn.BatchNorm(use_running_average=False)
+    v = init(bn, x)
+    with pytest.raises(ValueError, match="axis_name"):
+        jitted(jax.vmap(lambda xi: bn.apply(v, xi, mutable=["batch_stats"])), x)
+
+
+def test_batch_norm_axis_name_across_jax_vmap() -> None:
+    x = data((8, 5))
+    bn = nnn.BatchNorm(use_running_average=False, axis_name="batch")
+    v = init(bn, x)
+    y, up = jitted(jax.vmap(lambda xi: bn.apply(v, xi, mutable=["batch_stats"]),
+                            axis_name="batch", out_axes=(0, None)), x)
+    full = nnn.BatchNorm(use_running_average=False)
+    y_full, up_full = apply(full, v, x, mutable=["batch_stats"])
+    assert_close(y, y_full)
+    assert_same_variables(up, up_full)
+
+
+def test_batch_norm_in_ensemble_nn_vmap() -> None:
+    def ensemble(nn: Any) -> fnn.Module:
+        class Member(fnn.Module):
+            @fnn.compact
+            def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+                x = fnn.Dense(4, kernel_init=initializers.normal(1.0))(x)
+                return nn.BatchNorm(use_running_average=not train, **_flax_exact(nn))(x)
+
+        return fnn.vmap(Member, variable_axes={"params": 0, "batch_stats": 0},
+                        split_rngs={"params": True}, in_axes=(None, None), axis_size=3)()
+
+    x = data((6, 3))
+    v_t, y_t, up_t, e_t = _train_and_eval(ensemble(fnn), x)
+    v_o, y_o, up_o, e_o = _train_and_eval(ensemble(nnn), x)
+    assert_same_variables(v_o, v_t, extra=("count",))
+    assert_close(y_o, y_t)
+    assert_same_variables(up_o, up_t, extra=("count",))
+    assert_close(e_o, e_t)
+    np.testing.assert_array_equal(up_o["batch_stats"]["BatchNorm_0"]["count"], [1, 1, 1])
+
+
+def _block(nn: Any, over_layers: bool) -> type[fnn.Module]:
+    class Block(fnn.Module):
+        @fnn.compact
+        def __call__(self, carry: Any, x: Any) -> tuple[Any, Any]:
+            h = fnn.Dense(5)(carry if over_layers else x)
+            h = nn.BatchNorm(use_running_average=False, momentum=0.8, **_flax_exact(nn))(h)
+            return (fnn.relu(h), None) if over_layers else (carry, h)
+
+    return Block
+
+
+def test_batch_norm_in_nn_scan_over_layers() -> None:
+    """Scan over layers: one BatchNorm per layer, statistics stacked along the scan."""
+
+    def steps(nn: Any, x: jax.Array) -> tuple[Any, ...]:
+        model = fnn.scan(_block(nn, True), variable_axes={"params": 0, "batch_stats": 0},
+                         split_rngs={"params": True}, length=3)()
+        v = model.init(KEY, x, None)
+        return v, *model.apply(v, x, None, mutable=["batch_stats"])
+
+    x = data((6, 5))
+    v_t, out_t, up_t = jitted(partial(steps, fnn), x)
+    v_o, out_o, up_o = jitted(partial(steps, nnn), x)
+    assert_same_variables(v_o, v_t, extra=("count",))
+    jax.tree.map(assert_close, out_o, out_t)
+    assert_same_variables(up_o, up_t, extra=("count",))
+    np.testing.assert_array_equal(up_o["batch_stats"]["BatchNorm_0"]["count"], [1, 1, 1])
+
+
+def test_batch_norm_in_nn_scan_over_time() -> None:
+    """Scan over time (flax #2052): one BatchNorm whose statistics are the scan carry."""
+
+    def steps(nn: Any, xs: jax.Array) -> tuple[Any, ...]:
+        v = _block(nn, False)().init(KEY, (), xs[0])  # a carried collection is made unscanned
+        model = fnn.scan(_block(nn, False), variable_carry="batch_stats",
+                         variable_broadcast="params", split_rngs={"params": False})()
+        return v, *model.apply(v, (), xs, mutable=["batch_stats"])
+
+    xs = data((4, 6, 3))
+    v_t, out_t, up_t = jitted(partial(steps, fnn), xs)
+    v_o, out_o, up_o = jitted(partial(steps, nnn), xs)
+    assert_same_variables(v_o, v_t, extra=("count",))
+    jax.tree.map(assert_close, out_o, out_t)
+    assert_same_variables(up_o, up_t, extra=("count",))
+    assert up_o["batch_stats"]["BatchNorm_0"]["count"] == 4
+
+
+# --------------------------------------------------------------------------- errors, namespace
+
+
+def test_bad_arguments_raise_clear_errors() -> None:
+    x = data((2, 4, 4, 6))
+    with pytest.raises(ValueError, match="passed to the constructor and at call time"):
+        nnn.BatchNorm(use_running_average=True).init(KEY, x, use_running_average=True)
+    with pytest.raises(ValueError, match=r"force_float32_reductions=False\) is not supported"):
+        nnn.LayerNorm(force_float32_reductions=False).init(KEY, x)
+    with pytest.raises(ValueError, match=r"force_float32_reductions=False\) is not supported"):
+        nnn.BatchNorm(force_float32_reductions=False).init(KEY, x, use_running_average=True)
+    with pytest.raises(ValueError, match="pass num_groups=None"):
+        nnn.GroupNorm(group_size=2).init(KEY, x)
+    with pytest.raises(ValueError, match="does not divide"):
+        nnn.GroupNorm(num_groups=4).init(KEY, x)
+    with pytest.raises(ValueError, match="must include the last axis"):
+        nnn.GroupNorm(num_groups=2, reduction_axes=(1, 2)).init(KEY, x)
+    with pytest.raises(ValueError, match="treats as the batch axis"):
+        nnn.InstanceNorm(feature_axes=(0, -1)).init(KEY, x)
+    with pytest.raises(ValueError, match="out of range"):
+        nnn.BatchNorm(axis=4).init(KEY, x, use_running_average=True)
+    with pytest.raises(ValueError, match=r"decay must be in \[0, 1\)"):
+        nnn.BatchNorm(momentum=1.5).init(KEY, x, use_running_average=False)
+    with pytest.raises(ValueError, match="running_var must be one of"):
+        nnn.BatchNorm(running_var="sample").init(KEY, x, use_running_average=False)
+    with pytest.raises(flax_errors.ModifyScopeVariableError, match="mean"):
+        bn = nnn.BatchNorm(use_running_average=False)
+        bn.apply(bn.init(KEY, x), x)  # training needs mutable=["batch_stats"], as in flax
+
+
+def test_namespace_falls_back_to_flax() -> None:
+    assert nnn.Dense is fnn.Dense and nnn.compact is fnn.compact and nnn.relu is fnn.relu
+    assert nnn.BatchNorm is not fnn.BatchNorm
+    assert "BatchNorm" in dir(nnn) and "Dense" in dir(nnn)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchLayer'"):
+        _ = nnn.NoSuchLayer
+
+
+@pytest.mark.parametrize("layer", ["group", "instance"])
+def test_group_and_instance_norm_pool_spatial_shards_with_axis_name(layer: str) -> None:
+    """Height split over a vmapped 'shard' axis: pooled statistics equal the unsplit layer."""
+    x = data((2, 4, 3, 6))
+    make = {"group": lambda **kw: nnn.GroupNorm(num_groups=2, **kw),
+            "instance": lambda **kw: nnn.InstanceNorm(**kw)}[layer]
+    variables = make().init(KEY, x)
+    want = make().apply(variables, x)
+    shards = jnp.stack(jnp.split(x, 2, axis=1))  # (shard, N, H/2, W, C)
+    got = jax.vmap(lambda s: make(axis_name="shard").apply(variables, s), axis_name="shard")(shards)
+    np.testing.assert_allclose(jnp.concatenate(list(got), axis=1), want, rtol=1e-5, atol=1e-5)
