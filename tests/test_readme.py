@@ -4,23 +4,30 @@ import re
 from pathlib import Path
 
 import jax
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def _python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _python_blocks(text: str = README) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
 def test_readme_has_python_examples() -> None:
     assert _python_blocks(), "README has no ```python examples"
 
 
-def test_readme_python_examples_run() -> None:
-    for block in _python_blocks():
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_python_examples_run(doc: Path) -> None:
+    """Each document's python blocks run in order, in one namespace, as a reader would."""
+    namespace = {"__name__": "doc_example"}
+    for block in _python_blocks(doc.read_text()):
         with jax.numpy_rank_promotion("allow"):
-            exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+            exec(compile(block, doc.name, "exec"), namespace)
 
 
 def test_ci_runs_the_readme_test_command() -> None:
