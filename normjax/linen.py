@@ -25,16 +25,42 @@ from flax import linen as _flax_linen
 
 from normjax._linen_batch_norm import BatchNorm
 from normjax._linen_norms import GroupNorm, InstanceNorm, LayerNorm, RMSNorm
+from normjax._linen_research import (
+    AlphaDropout,
+    BatchRenorm,
+    DecorrelatedBatchNorm,
+    EvoNormB0,
+    EvoNormS0,
+    FilterResponseNorm,
+    GaussianDropout,
+    GhostBatchNorm,
+    SpatialDropout,
+    SpectralNorm,
+    SwitchableNorm,
+    WeightStandardization,
+)
 from normjax._linen_wrappers import Dropout, WeightNorm
 
 __all__ = [
+    "AlphaDropout",
     "BatchNorm",
+    "BatchRenorm",
+    "DecorrelatedBatchNorm",
     "Dropout",
+    "EvoNormB0",
+    "EvoNormS0",
+    "FilterResponseNorm",
+    "GaussianDropout",
+    "GhostBatchNorm",
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
     "RMSNorm",
+    "SpatialDropout",
+    "SpectralNorm",
+    "SwitchableNorm",
     "WeightNorm",
+    "WeightStandardization",
 ]
 
 

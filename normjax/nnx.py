@@ -25,16 +25,42 @@ from flax import nnx as _flax_nnx
 
 from normjax._nnx_batch_norm import BatchNorm
 from normjax._nnx_norms import GroupNorm, InstanceNorm, LayerNorm, RMSNorm
+from normjax._nnx_research import (
+    AlphaDropout,
+    BatchRenorm,
+    DecorrelatedBatchNorm,
+    EvoNormB0,
+    EvoNormS0,
+    FilterResponseNorm,
+    GaussianDropout,
+    GhostBatchNorm,
+    SpatialDropout,
+    SpectralNorm,
+    SwitchableNorm,
+    WeightStandardization,
+)
 from normjax._nnx_wrappers import Dropout, WeightNorm
 
 __all__ = [
+    "AlphaDropout",
     "BatchNorm",
+    "BatchRenorm",
+    "DecorrelatedBatchNorm",
     "Dropout",
+    "EvoNormB0",
+    "EvoNormS0",
+    "FilterResponseNorm",
+    "GaussianDropout",
+    "GhostBatchNorm",
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
     "RMSNorm",
+    "SpatialDropout",
+    "SpectralNorm",
+    "SwitchableNorm",
     "WeightNorm",
+    "WeightStandardization",
 ]
 
 
