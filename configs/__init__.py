@@ -1,0 +1,1 @@
+"""Study configs for ``python -m experiments --config configs/<study>.py``."""

@@ -1,0 +1,43 @@
+"""``python -m experiments --config configs/<study>.py[:arg] --workdir runs/<name>``.
+
+Thin entry point: parse the command line, load and override the config, run the study.
+Exit status 0 on success, 2 on a bad command line or config (the message names the field).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+
+from experiments.cli import USAGE, apply_overrides, parse_args
+from experiments.config import load_config
+from experiments.errors import ConfigError
+from experiments.runner import run
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cmd = parse_args(args)
+        if cmd.help:
+            print(USAGE)
+            return 0
+        config = load_config(cmd.config)
+        apply_overrides(config, cmd.overrides)
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+        logging.getLogger("experiments").setLevel(logging.WARNING if cmd.quiet else logging.INFO)
+        command = shlex.join(["python", "-m", "experiments", *args])
+        run(config, cmd.workdir, max_chunks=cmd.max_chunks, command=command)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"done: see {cmd.workdir}/report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Config schema of a study, the ``technique(...)`` helper and config-file loading.
+
+A config file is a Python module with ``get_config(arg=None) -> ConfigDict`` (the run command in
+its docstring).  It starts from :func:`base_config`, which fixes the schema: every key a study
+may set exists there with its default, and the loaded config is locked, so a misspelled key is
+an error.  Fields (see :func:`base_config` for the defaults)::
+
+    name, notes                      title and free text shown in report.md
+    dataset.{name, seed, path, options}
+                                     experiments.data.load_dataset(name, seed=, path=, **options)
+    model.{kind, depth, width, activation, init_scale, kernel_init, kernel_size, stride,
+           conv_impl, norm_position} kind 'mlp' | 'cnn'; depth 0 = linear classifier;
+                                     conv_impl 'im2col' (matmul) | 'xla' (lax.conv)
+    optimizer.{name, learning_rate, momentum, schedule, warmup_steps, grad_clip_norm}
+    steps, batch_size, log_every     training length, minibatch size, steps per logged chunk
+    eval_batch_size, eval_train_examples
+                                     eval chunking; training examples used for train/* (0 = all)
+    seed, num_seeds                  seeds seed, seed+1, ..., trained together under vmap
+    techniques.<label>               technique(norm, dropout=, l1=, l2=, weight_decay=,
+                                     learning_rate=, **norm_options); add them one by one
+                                     (``config.techniques.none = technique()``) to keep their
+                                     order, which is the order of runs, tables and legends
+    only                             comma-separated subset of technique labels ('' = all)
+    sweep.<hparam>                   tuple of values (vmapped grid, values override the
+                                     techniques'); hparam in SWEEPABLE
+    figures                          write PNG figures and embed them in report.md
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from experiments.errors import ConfigError
+from experiments.registry import get_norm
+
+__all__ = ["SWEEPABLE", "base_config", "load_config", "technique", "technique_labels"]
+
+SWEEPABLE = ("learning_rate", "weight_decay", "dropout", "l1", "l2", "init_scale")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The full schema with defaults; configs override fields and add ``techniques``."""
+    c = ml_collections.ConfigDict()
+    c.name = "study"
+    c.notes = ""
+    c.dataset = {"name": "digits", "seed": 0, "path": "", "options": {}}
+    c.model = {"kind": "mlp", "depth": 2, "width": 64, "activation": "relu",
+               "init_scale": 1.0, "kernel_init": "lecun_normal", "kernel_size": 3,
+               "stride": 1, "conv_impl": "im2col", "norm_position": "before_activation"}
+    c.optimizer = {"name": "adam", "learning_rate": 1e-3, "momentum": 0.9,
+                   "schedule": "constant", "warmup_steps": 0, "grad_clip_norm": 0.0}
+    c.steps = 1000
+    c.batch_size = 64
+    c.log_every = 100
+    c.eval_batch_size = 1024
+    c.eval_train_examples = 2048
+    c.seed = 0
+    c.num_seeds = 3
+    c.techniques = ml_collections.ConfigDict(sort_keys=False)  # keeps the order they are added
+    c.only = ""
+    c.sweep = {name: () for name in SWEEPABLE}
+    c.figures = True
+    return c
+
+
+def technique(norm: str = "none", *, dropout: float = 0.0, l1: float = 0.0, l2: float = 0.0,
+              weight_decay: float = 0.0, learning_rate: float | None = None,
+              **norm_options: Any) -> ml_collections.ConfigDict:
+    """One technique: a registered norm (with its options) plus regularizers.
+
+    ``dropout`` is the drop probability after each hidden block; ``l1``/``l2`` weight the
+    coupled penalties ``sum |w|`` and ``1/2 sum w^2`` on kernels; ``weight_decay`` is decoupled
+    (AdamW-style, on kernels); ``learning_rate`` overrides ``optimizer.learning_rate`` (None:
+    keep it).  All norm options get the registry's defaults, so each can be overridden from the
+    command line.
+    """
+    entry = get_norm(norm, field_name="technique(norm=...)")
+    unknown = sorted(set(norm_options) - set(entry.defaults))
+    if unknown:
+        raise ConfigError(f"technique(norm={norm!r}): unknown norm option(s) {unknown}; "
+                          f"accepted: {sorted(entry.defaults) or 'none'}")
+    return ml_collections.ConfigDict({
+        "norm": norm, "norm_options": {**entry.defaults, **norm_options}, "dropout": dropout,
+        "l1": l1, "l2": l2, "weight_decay": weight_decay, "learning_rate": learning_rate})
+
+
+def technique_labels(config: ml_collections.ConfigDict) -> list[str]:
+    """Labels to run, in config order, restricted by ``config.only`` when it is set."""
+    labels = list(config.techniques.keys())
+    if not config.only:
+        return labels
+    chosen = [s.strip() for s in config.only.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in labels]
+    if unknown:
+        raise ConfigError(f"only: unknown technique label(s) {unknown}; known: {labels}")
+    return [label for label in labels if label in chosen]
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Load ``path/to/config.py[:arg]`` by calling its ``get_config([arg])``; returns it locked."""
+    path, _, arg = spec.partition(":")
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config: config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_normjax_config_{file.stem}", file)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(f"--config: cannot import {path!r} as a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if get_config is None:
+        raise ConfigError(f"--config: {path!r} has no get_config(arg=None) function")
+    takes_arg = bool(inspect.signature(get_config).parameters)
+    if arg and not takes_arg:
+        raise ConfigError(f"--config: {path!r}'s get_config() takes no argument, got {arg!r}")
+    config = get_config(arg or None) if takes_arg else get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"--config: get_config() in {path!r} must return a ConfigDict")
+    config.lock()
+    return config

@@ -1,0 +1,195 @@
+"""Run a study: validate, then train each technique in chunks, checkpointing as it goes.
+
+For each technique (in config order) all runs (seeds x sweep points) train together in one
+vmapped program.  After every chunk of ``log_every`` steps the runner evaluates, checks for
+divergence, writes the checkpoint (state + progress) and appends the chunk's rows to
+``metrics.jsonl``.  Rerunning on the same workdir resumes from the checkpoints; finished
+techniques are not redone.  A non-finite training loss (or eval loss) in any seed of a cell
+ends that cell with status ``"diverged at step N"``; the technique stops once all its cells
+have diverged, and the other techniques run as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments.checkpoint import CheckpointStore, Progress, fingerprint
+from experiments.data import Dataset, load_dataset
+from experiments.errors import ConfigError
+from experiments.program import Program, make_experiment
+from experiments.report import write_outputs
+from experiments.runs import Grid, make_grid
+from experiments.validation import validate_config, validate_with_data
+from experiments.writer import MetricsLog, write_json
+
+__all__ = ["ChunkHook", "load_data", "run"]
+
+log = logging.getLogger("experiments")
+ChunkHook = Callable[[str, int], None]
+
+
+@dataclass
+class _Session:
+    """What the chunks of one invocation share."""
+
+    config: ml_collections.ConfigDict
+    ds: Dataset
+    store: CheckpointStore
+    metrics: MetricsLog
+    max_chunks: int | None = None
+    on_chunk: ChunkHook | None = None
+    chunks: int = 0
+    progress: dict[str, Progress | None] = field(default_factory=dict)
+
+    @property
+    def out_of_chunks(self) -> bool:
+        return self.max_chunks is not None and self.chunks >= self.max_chunks
+
+
+def load_data(config: ml_collections.ConfigDict) -> Dataset:
+    """``load_dataset`` of ``config.dataset``, with loader errors as :class:`ConfigError`."""
+    d = config.dataset
+    try:
+        return load_dataset(d.name, seed=d.seed, path=d.path or None, **d.options.to_dict())
+    except (TypeError, ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"dataset ({d.name!r}): {e}") from e
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
+        max_chunks: int | None = None, on_chunk: ChunkHook | None = None,
+        command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the study of ``config`` in ``workdir``; returns the summary.
+
+    ``max_chunks`` stops after that many chunks in this call (the rest can be resumed);
+    ``on_chunk(technique, step)`` is called after each chunk is checkpointed (it may raise,
+    e.g. to stop); ``command`` is shown in report.md.
+    """
+    labels = validate_config(config)
+    if max_chunks is not None and max_chunks < 0:
+        raise ConfigError(f"max_chunks must be >= 0, got {max_chunks!r}")
+    ds = load_data(config)
+    validate_with_data(config, tuple(ds.input_shape), len(ds.x_train), len(ds.x_test))
+    workdir = Path(workdir)
+    session = _Session(config, ds, CheckpointStore(workdir), MetricsLog(workdir / "metrics.jsonl"),
+                       max_chunks, on_chunk)
+    for label in config.techniques.keys():  # fingerprints are checked before any training
+        session.progress[label] = session.store.load_progress(label, fingerprint(config, label))
+    write_json(workdir / "config.json", config.to_dict())
+    session.metrics.rewrite(row for p in session.progress.values() if p for row in p.rows)
+    for label in labels:
+        if session.out_of_chunks:
+            break
+        session.progress[label] = _train_technique(session, label)
+    return write_outputs(workdir, config, session.progress, command)
+
+
+def _train_technique(session: _Session, label: str) -> Progress:
+    config, progress = session.config, session.progress[label]
+    if progress is not None and progress.done:
+        log.info("[%s] already done (%s); not redone", label, ", ".join(progress.cell_status))
+        return progress
+    tech = config.techniques[label]
+    grid = make_grid(config, label, tech)
+    program = Program(make_experiment(config, tech, session.ds), session.ds, grid)
+    state = program.init()
+    if progress is None:
+        progress = Progress(label, fingerprint(config, label), grid.labels,
+                            ["running"] * len(grid.labels))
+    else:
+        state = session.store.load_state(label, state)
+        log.info("[%s] resuming at step %d of %d", label, progress.step, config.steps)
+    compiled = 0.0
+    while not progress.done and not session.out_of_chunks:
+        state, rows = _chunk(session.config, program, progress, state)
+        progress.compile_s += program.compile_s - compiled
+        compiled = program.compile_s
+        session.store.save(progress, state)  # checkpoint first: the rows are in it
+        session.metrics.append(rows)
+        session.chunks += 1
+        if session.on_chunk is not None:
+            session.on_chunk(label, progress.step)
+    return progress
+
+
+def _chunk(config: ml_collections.ConfigDict, program: Program, progress: Progress,
+           state: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """Train and evaluate one chunk; updates ``progress`` (rows, statuses, timings)."""
+    grid, start = program.grid, progress.step
+    n = min(config.log_every, config.steps - start)
+    state, per_step, seconds = program.train(state, n)
+    evals, eval_seconds = program.evaluate(state)
+    progress.eval_s += eval_seconds
+    progress.train_s += seconds
+    progress.step = start + n
+    _update_status(progress, grid, per_step["train/objective"], evals, start)
+    rows = _rows(config, progress, grid, per_step, evals,
+                 epoch=progress.step * config.batch_size / program.experiment.num_train,
+                 steps_per_s=n / seconds)
+    progress.rows.extend(rows)
+    progress.done = progress.step >= config.steps or "running" not in progress.cell_status
+    if progress.done:
+        progress.cell_status = ["ok" if s == "running" else s for s in progress.cell_status]
+    _log_chunk(progress, config.steps, rows, n / seconds)
+    return state, rows
+
+
+def _first_bad_step(objective: np.ndarray, evals: dict[str, np.ndarray],
+                    start: int) -> np.ndarray:
+    """Per run: the first step (1-based) with a non-finite loss, or -1 if none."""
+    bad = ~np.isfinite(objective)
+    first = np.where(bad.any(axis=1), start + 1 + bad.argmax(axis=1), -1)
+    eval_bad = ~np.all(np.isfinite(np.stack(list(evals.values()))), axis=0)
+    return np.where((first < 0) & eval_bad, start + objective.shape[1], first)
+
+
+def _update_status(progress: Progress, grid: Grid, objective: np.ndarray,
+                   evals: dict[str, np.ndarray], start: int) -> None:
+    """Mark cells with a non-finite loss in any seed as diverged, and say so."""
+    first = _first_bad_step(objective, evals, start)
+    for c, label in enumerate(grid.labels):
+        runs = np.flatnonzero((grid.cell == c) & (first >= 0))
+        if progress.cell_status[c] != "running" or not len(runs):
+            continue
+        step = int(first[runs].min())
+        progress.cell_status[c] = f"diverged at step {step}"
+        seeds = sorted(int(grid.seeds[r]) for r in runs)
+        log.warning("technique %r diverged at step %d: non-finite loss (seed%s %s); its results "
+                    "so far are kept and the other techniques continue", label, step,
+                    "s" if len(seeds) > 1 else "", ", ".join(map(str, seeds)))
+
+
+def _rows(config: ml_collections.ConfigDict, progress: Progress, grid: Grid,
+          per_step: dict[str, np.ndarray], evals: dict[str, np.ndarray], *, epoch: float,
+          steps_per_s: float) -> list[dict[str, Any]]:
+    """One row per run of every still-running cell: metrics averaged over the chunk's steps
+    (``train/batch_*``, ``grad_norm/*``, ``act_*``) and evaluated at its end (the rest)."""
+    means = {k: v.mean(axis=1) for k, v in per_step.items() if k != "train/objective"}
+    rows = []
+    for r in range(grid.num_runs):
+        c = int(grid.cell[r])
+        if progress.cell_status[c] != "running":
+            continue
+        row = {"technique": progress.technique, "cell": grid.labels[c],
+               "seed": int(grid.seeds[r]), "step": progress.step, "epoch": epoch}
+        row.update({f"hp/{k}": float(v[r]) for k, v in grid.hparams.items()})
+        row.update({k: float(v[r]) for k, v in {**means, **evals}.items()})
+        row.update({"time/elapsed_s": progress.train_s, "time/steps_per_s": steps_per_s})
+        rows.append(row)
+    return rows
+
+
+def _log_chunk(progress: Progress, steps: int, rows: list[dict[str, Any]],
+               steps_per_s: float) -> None:
+    if not rows:
+        return
+    loss = np.mean([row["train/loss"] for row in rows])
+    acc = np.mean([row["test/accuracy"] for row in rows])
+    log.info("[%s] step %d/%d  train/loss %.4f  test/accuracy %.4f  (%d runs, %.0f steps/s)",
+             progress.technique, progress.step, steps, loss, acc, len(rows), steps_per_s)

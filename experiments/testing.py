@@ -1,0 +1,48 @@
+"""Tiny configs for smoke tests: seconds to compile and run on a CPU.
+
+``tiny_config()`` trains a 2-hidden-layer MLP of width 8 on a 3-class synthetic Gaussian
+mixture (64 training, 40 test examples) for 4 steps, logged every 2, with 2 seeds.
+``shrink(config)`` cuts a study config down to ``steps`` steps, one seed, little data and at
+most two hidden layers, keeping its techniques.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import ml_collections
+
+from experiments.config import base_config, technique
+
+__all__ = ["shrink", "tiny_config"]
+
+
+def tiny_config(**techniques: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A tiny study with the given techniques (default: ``none`` and ``batch``)."""
+    config = base_config()
+    config.name = "tiny"
+    config.dataset.name = "synthetic"
+    config.dataset.options = {"num_train": 64, "num_test": 40, "dim": 8, "num_classes": 3}
+    config.model.update(kind="mlp", depth=2, width=8)
+    config.optimizer.update(name="adam", learning_rate=1e-2)
+    config.steps, config.log_every, config.batch_size = 4, 2, 16
+    config.eval_batch_size, config.eval_train_examples = 32, 0
+    config.num_seeds = 2
+    for label, tech in (techniques or {"none": technique(), "batch": technique("batch")}).items():
+        config.techniques[label] = tech
+    return config
+
+
+def shrink(config: ml_collections.ConfigDict, *, steps: int = 2) -> ml_collections.ConfigDict:
+    """``config`` with ``steps`` steps logged every step, one seed, small data, depth <= 2."""
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        config.steps, config.log_every, config.num_seeds = steps, 1, 1
+        config.model.depth = min(config.model.depth, 2)
+        config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps)
+        config.eval_train_examples = min(config.eval_train_examples or 256, 256)
+        if config.dataset.name == "mnist1d":
+            config.dataset.options.num_samples = 300
+        if config.dataset.name == "synthetic":
+            config.dataset.options.update(num_train=64, num_test=32)
+    return config
