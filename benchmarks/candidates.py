@@ -1,0 +1,185 @@
+"""Benchmark cases and the implementations timed on them.
+
+Every candidate is a function ``(x, scale, bias) -> y`` or ``-> (y, extra)`` (BatchNorm also
+returns its updated running statistics); the suite jits it for the forward timing and
+differentiates ``sum(y * cotangent)`` with respect to ``(x, scale, bias)`` for forward+backward.
+
+Candidates per case:
+
+* ``normjax``: the public functions (``normjax.layer_norm``, ``normjax.batch_norm``, ...).
+* ``normjax-fused``: the same computation through :func:`normjax._fused.fused_normalize`
+  (closed-form backward), called the way the technique functions would call it.
+* ``normjax-fused-1pass``: the same with ``fast_variance=True`` (one-pass ``E[x^2] - E[x]^2``
+  variance, flax's default ``use_fast_variance=True``): the like-for-like comparison with flax.
+* ``flax``: the ``flax.linen`` layer with matching settings (no channels-first GroupNorm there).
+* ``torch``: see :mod:`benchmarks.torch_candidates` (only when PyTorch is installed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import normjax
+from normjax._fused import fused_normalize
+
+Norm = Callable[[jax.Array, jax.Array, jax.Array], Any]
+
+__all__ = ["CASES", "Case", "flax_candidate", "fused_candidate", "normjax_candidate"]
+
+NUM_GROUPS = 32
+BN_DECAY = 0.99
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark shape.
+
+    Attributes:
+      name: label in the tables.
+      kind: ``"group"``, ``"layer"``, ``"batch"``, ``"instance"`` or ``"rms"``.
+      shape: input shape (full mode); ``quick_shape`` is used with ``--quick``.
+      dtype: input dtype name.
+      channel_axis: the channel (feature) axis for group/batch/instance norms.
+      quick: whether the case runs in ``--quick`` mode.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    channel_axis: int = -1
+    quick: bool = False
+    quick_shape: tuple[int, ...] | None = None
+
+    @property
+    def epsilon(self) -> float:
+        return 1e-5 if self.kind == "batch" else 1e-6
+
+    @property
+    def channels(self) -> int:
+        return self.shape[self.channel_axis]
+
+    @property
+    def reduction_axes(self) -> tuple[int, ...]:
+        """Statistics axes for BatchNorm / InstanceNorm (all but channel, and batch for IN)."""
+        c = self.channel_axis % len(self.shape)
+        skip = {c} if self.kind == "batch" else {0, c}
+        return tuple(a for a in range(len(self.shape)) if a not in skip)
+
+
+CASES: tuple[Case, ...] = (
+    Case("GroupNorm NHWC", "group", (16, 32, 32, 128), quick=True, quick_shape=(4, 32, 32, 128)),
+    Case("GroupNorm NCHW", "group", (16, 128, 32, 32), channel_axis=1),
+    Case("GroupNorm NHWC bf16", "group", (16, 32, 32, 128), "bfloat16"),
+    Case("LayerNorm", "layer", (16, 512, 768), quick=True, quick_shape=(4, 256, 768)),
+    Case("LayerNorm bf16", "layer", (16, 512, 768), "bfloat16"),
+    Case("BatchNorm NHWC", "batch", (64, 32, 32, 128), quick=True,
+         quick_shape=(16, 32, 32, 128)),
+    Case("BatchNorm NCHW", "batch", (64, 128, 32, 32), channel_axis=1),
+    Case("BatchNorm MLP", "batch", (1024, 1024), quick=True, quick_shape=(512, 1024)),
+    Case("BatchNorm MLP bf16", "batch", (1024, 1024), "bfloat16"),
+    Case("InstanceNorm NHWC", "instance", (16, 32, 32, 128), quick=True,
+         quick_shape=(4, 32, 32, 128)),
+    Case("InstanceNorm NCHW", "instance", (16, 128, 32, 32), channel_axis=1),
+    Case("RMSNorm", "rms", (16, 512, 768), quick=True, quick_shape=(4, 256, 768)),
+    Case("RMSNorm bf16", "rms", (16, 512, 768), "bfloat16"),
+)
+
+
+def _bn_state(case: Case) -> normjax.BatchNormState:
+    return normjax.batch_norm_init(case.channels)
+
+
+def normjax_candidate(case: Case) -> Norm:
+    """The public normjax function for ``case``."""
+    c, eps = case.channel_axis, case.epsilon
+    if case.kind == "layer":
+        return lambda x, s, b: normjax.layer_norm(x, s, b, epsilon=eps)
+    if case.kind == "rms":
+        return lambda x, s, b: normjax.rms_norm(x, s, epsilon=eps)
+    if case.kind == "group":
+        return lambda x, s, b: normjax.group_norm(x, s, b, num_groups=NUM_GROUPS,
+                                                  channel_axis=c, epsilon=eps)
+    if case.kind == "instance":
+        return lambda x, s, b: normjax.instance_norm(x, s, b, feature_axes=c, epsilon=eps)
+    state = _bn_state(case)
+    return lambda x, s, b: normjax.batch_norm(
+        x, state, scale=s, bias=b, reduction_axes=case.reduction_axes, train=True,
+        decay=BN_DECAY, epsilon=eps)
+
+
+def _fused_group_norm(x: jax.Array, s: jax.Array, b: jax.Array, c: int, **kw: Any) -> jax.Array:
+    c = c % x.ndim
+    groups = NUM_GROUPS
+    gshape = (*x.shape[:c], groups, x.shape[c] // groups, *x.shape[c + 1:])
+    axes = tuple(a for a in range(1, x.ndim + 1) if a != c)
+    y, _ = fused_normalize(x.reshape(gshape), s.reshape(groups, -1), b.reshape(groups, -1),
+                           reduction_axes=axes, feature_axes=(c, c + 1), **kw)
+    return y.reshape(x.shape)
+
+
+def fused_candidate(case: Case, *, fast_variance: bool = False) -> Norm:
+    """``case`` computed through ``fused_normalize``, as the technique functions would."""
+    c, axes = case.channel_axis, case.reduction_axes
+    kw = dict(epsilon=case.epsilon, fast_variance=fast_variance)
+    if case.kind == "layer":
+        return lambda x, s, b: fused_normalize(x, s, b, reduction_axes=-1, feature_axes=-1,
+                                               **kw)[0]
+    if case.kind == "rms":
+        return lambda x, s, b: fused_normalize(x, s, reduction_axes=-1, feature_axes=-1,
+                                               center=False, **kw)[0]
+    if case.kind == "group":
+        return lambda x, s, b: _fused_group_norm(x, s, b, c, **kw)
+    if case.kind == "instance":
+        return lambda x, s, b: fused_normalize(x, s, b, reduction_axes=axes, feature_axes=c,
+                                               **kw)[0]
+    state = _bn_state(case)
+
+    def batch_norm(x: jax.Array, s: jax.Array, b: jax.Array) -> tuple[jax.Array, Any]:
+        y, stats = fused_normalize(x, s, b, reduction_axes=axes, feature_axes=c, **kw)
+        return y, normjax.update_running_stats(state, stats, decay=BN_DECAY)
+
+    return batch_norm
+
+
+def _flax_module(case: Case) -> nn.Module | None:
+    dtype, eps, c = jnp.dtype(case.dtype), case.epsilon, case.channel_axis
+    if case.kind == "layer":
+        return nn.LayerNorm(epsilon=eps, dtype=dtype)
+    if case.kind == "rms":
+        return nn.RMSNorm(epsilon=eps, dtype=dtype)
+    if case.kind == "group":
+        channels_last = c % len(case.shape) == len(case.shape) - 1
+        if not channels_last:
+            return None  # flax's GroupNorm takes the last axis as the channel axis
+        return nn.GroupNorm(num_groups=NUM_GROUPS, epsilon=eps, dtype=dtype)
+    if case.kind == "instance":
+        return nn.InstanceNorm(epsilon=eps, dtype=dtype, feature_axes=c)
+    return nn.BatchNorm(use_running_average=False, axis=c, momentum=BN_DECAY, epsilon=eps,
+                        dtype=dtype)
+
+
+def flax_candidate(case: Case) -> Norm | None:
+    """The ``flax.linen`` layer for ``case``, or ``None`` where flax has no equivalent."""
+    module = _flax_module(case)
+    if module is None:
+        return None
+    x = jnp.zeros((2, *case.shape[1:]), case.dtype)
+    variables = jax.eval_shape(module.init, jax.random.key(0), x)
+    stats = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), variables.get("batch_stats"))
+
+    def apply(x: jax.Array, s: jax.Array, b: jax.Array) -> Any:
+        params = {"scale": s} if case.kind == "rms" else {"scale": s, "bias": b}
+        with jax.numpy_dtype_promotion("standard"):
+            if stats is None:
+                return module.apply({"params": params}, x)
+            return module.apply({"params": params, "batch_stats": stats}, x,
+                                mutable=["batch_stats"])
+
+    return apply

@@ -1,0 +1,161 @@
+"""Normalization speed: normjax next to flax.linen (and PyTorch when installed).
+
+Run::
+
+    python -m benchmarks.norms            # full suite, a few minutes
+    python -m benchmarks.norms --quick    # smaller shapes, fewer cases, under a minute
+
+Each case is timed forward (``y``) and forward+backward (``jax.grad`` of ``sum(y * ct)`` with
+respect to ``(x, scale, bias)``), jitted, warmed up, with ``block_until_ready`` after every call
+and all candidates interleaved (see :mod:`benchmarks.timing`). Next to them runs one
+elementwise XLA pass over the same bytes (forward: ``x * 2 + 1``, reading ``x`` and writing
+one array; forward+backward: ``x * 2 + ct * 3``, reading two arrays and writing one), the
+speed limit of a memory-bound kernel on this machine. GB/s counts those minimal bytes
+(2 or 3 arrays of the input's size). Results go to ``<out>/norms.md`` and ``<out>/norms.json``.
+
+The process re-executes itself once with glibc's malloc tuned to keep freed buffers
+(:data:`benchmarks.timing.MALLOC_TUNING`) unless ``--no-malloc-tuning`` is given; the setting
+in force is recorded in the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import candidates as cands
+from benchmarks.report import environment, write_results
+from benchmarks.timing import Timing, paired_ratio, reexec_with_malloc_tuning, time_interleaved
+from benchmarks.torch_candidates import torch_available, torch_timers
+
+__all__ = ["main", "run_case"]
+
+MODES = ("fwd", "fwd+bwd")
+ELEMENTWISE = "elementwise"
+
+
+def _primal(out: Any) -> jax.Array:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _inputs(case: cands.Case, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, np.float32) * 2 + 0.5
+    ct = rng.standard_normal(shape, np.float32)
+    c = shape[case.channel_axis]
+    scale = 1 + 0.1 * rng.standard_normal(c, np.float32)
+    bias = 0.1 * rng.standard_normal(c, np.float32)
+    return x, ct, scale, bias
+
+
+def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> dict:
+    x, ct, scale, bias = arrays
+    dt = jnp.dtype(case.dtype)
+    xj, ctj = jnp.asarray(x, dt), jnp.asarray(ct, dt)
+    sj, bj = jnp.asarray(scale), jnp.asarray(bias)
+    builders = {"normjax": cands.normjax_candidate, "normjax-fused": cands.fused_candidate,
+                "normjax-fused-1pass": partial(cands.fused_candidate, fast_variance=True),
+                "flax": cands.flax_candidate}
+    calls: dict[str, Callable[[], Any]] = {}
+    for name, build in builders.items():
+        fn = build(case)
+        if fn is None:
+            continue
+        if mode == "fwd":
+            f = jax.jit(fn)
+            calls[name] = lambda f=f: f(xj, sj, bj)
+        else:
+            g = jax.jit(jax.grad(lambda x, s, b, ct, fn=fn: jnp.sum(_primal(fn(x, s, b)) * ct),
+                                 argnums=(0, 1, 2)))
+            calls[name] = lambda g=g: g(xj, sj, bj, ctj)
+    if mode == "fwd":
+        e = jax.jit(lambda x: x * 2 + 1)
+        calls[ELEMENTWISE] = lambda: e(xj)
+    else:
+        e2 = jax.jit(lambda x, ct: x * 2 + ct * 3)
+        calls[ELEMENTWISE] = lambda: e2(xj, ctj)
+    return calls
+
+
+def _choose_repeats(calls: dict, budget_s: float, lo: int, hi: int) -> int:
+    one_round = sum(time_interleaved(calls, repeats=1, warmup=2)[n].min for n in calls)
+    return int(min(hi, max(lo, budget_s / max(one_round, 1e-9))))
+
+
+def _rows(case: cands.Case, shape: tuple[int, ...], mode: str, t: dict[str, Timing]) -> list:
+    nbytes = int(np.prod(shape)) * jnp.dtype(case.dtype).itemsize * (2 if mode == "fwd" else 3)
+    rows = []
+    for name, timing in t.items():
+        row = {"case": case.name, "kind": case.kind, "shape": list(shape), "dtype": case.dtype,
+               "mode": mode, "candidate": name, "median_ms": timing.median * 1e3,
+               "min_ms": timing.min * 1e3, "max_ms": timing.max * 1e3,
+               "repeats": len(timing.samples), "gb_per_s": nbytes / timing.median / 1e9,
+               "elementwise_fraction": paired_ratio(t[ELEMENTWISE], timing)}
+        for ref in ("flax", "normjax"):
+            row[f"time_over_{ref}"] = paired_ratio(timing, t[ref]) if ref in t else None
+        rows.append(row)
+    return rows
+
+
+def run_case(case: cands.Case, *, quick: bool, budget_s: float) -> list[dict]:
+    """Times every candidate of ``case`` in both modes; one result row per candidate."""
+    shape = case.quick_shape if quick and case.quick_shape else case.shape
+    arrays = _inputs(case, shape)
+    rows = []
+    for mode in MODES:
+        calls = _jax_calls(case, mode, arrays)
+        if torch_available():
+            calls["torch"] = torch_timers(case, arrays[0], arrays[1])[mode]
+        lo, hi = (5, 30) if quick else (15, 300)
+        repeats = _choose_repeats(calls, budget_s, lo, hi)
+        rows += _rows(case, shape, mode, time_interleaved(calls, repeats=repeats, warmup=1))
+    return rows
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.norms", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller shapes, fewer cases (<1 min)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                   help="directory for norms.md and norms.json (default: %(default)s)")
+    p.add_argument("--cases", default="", help="only cases whose name contains this text")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds of timing per case and mode (default: 0.6 quick, 4 full)")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="run under the allocator settings of the calling environment")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(argv)
+    if not args.no_malloc_tuning:
+        reexec_with_malloc_tuning("benchmarks.norms", argv)
+    selected = [c for c in cands.CASES
+                if (c.quick or not args.quick) and args.cases.lower() in c.name.lower()]
+    if not selected:
+        names = ", ".join(c.name for c in cands.CASES)
+        raise SystemExit(f"--cases {args.cases!r} matches no case; known cases: {names}.")
+    budget = args.budget if args.budget is not None else (0.6 if args.quick else 4.0)
+    rows: list[dict] = []
+    for case in selected:
+        print(f"timing {case.name} ...", flush=True)
+        rows += run_case(case, quick=args.quick, budget_s=budget)
+    env = environment(quick=args.quick, torch=torch_available())
+    md, js = write_results(rows, env, args.out)
+    print(md.read_text())
+    print(f"wrote {md} and {js} (pid {os.getpid()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""PyTorch (CPU, eager) counterparts of the benchmark cases, used only when torch is installed.
+
+Channels-last cases hand torch a permuted view (logical NCHW over NHWC memory), the same bytes
+the JAX candidates read. Parameters take the input dtype (torch's kernels want them equal).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks.candidates import BN_DECAY, NUM_GROUPS, Case
+
+__all__ = ["torch_available", "torch_timers"]
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` would succeed (without importing it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _functional(case: Case, torch: Any) -> Callable[..., Any]:
+    f = torch.nn.functional
+    eps, c = case.epsilon, case.channels
+    if case.kind == "layer":
+        return lambda x, w, b: f.layer_norm(x, (c,), w, b, eps)
+    if case.kind == "rms":
+        return lambda x, w, b: f.rms_norm(x, (c,), w, eps)
+    if case.kind == "group":
+        return lambda x, w, b: f.group_norm(x, NUM_GROUPS, w, b, eps)
+    if case.kind == "instance":
+        return lambda x, w, b: f.instance_norm(x, weight=w, bias=b, eps=eps)
+    mean, var = torch.zeros(c), torch.ones(c)
+    return lambda x, w, b: f.batch_norm(x, mean, var, w, b, training=True,
+                                        momentum=1 - BN_DECAY, eps=eps)
+
+
+def _to_channels_first(case: Case, a: Any) -> Any:
+    """NHWC data as a logical NCHW tensor (no copy) when the case is channels-last."""
+    if case.kind in ("layer", "rms") or a.ndim == 2 or case.channel_axis % a.ndim == 1:
+        return a
+    return a.permute(0, a.ndim - 1, *range(1, a.ndim - 1))
+
+
+def torch_timers(case: Case, x: np.ndarray, ct: np.ndarray) -> dict[str, Callable[[], Any]]:
+    """``{"fwd": ..., "fwd+bwd": ...}`` zero-argument callables for ``case`` (inputs float32)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    dtype = getattr(torch, case.dtype)
+    xt = _to_channels_first(case, torch.from_numpy(np.asarray(x, np.float32)).to(dtype))
+    ctt = _to_channels_first(case, torch.from_numpy(np.asarray(ct, np.float32)).to(dtype))
+    w = torch.ones(case.channels, dtype=dtype)
+    b = torch.zeros(case.channels, dtype=dtype)
+    fn = _functional(case, torch)
+    xg, wg, bg = (t.detach().clone().requires_grad_(True) for t in (xt, w, b))
+
+    def forward() -> Any:
+        with torch.no_grad():
+            return fn(xt, w, b)
+
+    def forward_backward() -> Any:
+        inputs = (xg, wg) if case.kind == "rms" else (xg, wg, bg)
+        return torch.autograd.grad(fn(xg, wg, bg), inputs, ctt)
+
+    return {"fwd": forward, "fwd+bwd": forward_backward}
