@@ -251,3 +251,5 @@ register_norm("instance", _instance, defaults={"epsilon": 1e-6}, check=_check_in
               centers=True)
 register_norm("weight", _weight, defaults={"epsilon": 1e-12}, kind="weight",
               check=_positive_epsilon)
+
+import experiments.registry_research  # noqa: E402, F401  (registers the research variants)
