@@ -55,7 +55,7 @@ from normjax.research import (
     whitening_matrix,
 )
 from normjax.rms_norm import rms_norm
-from normjax.stats import Moments, moments, standardize
+from normjax.stats import Moments, moments, set_fused_backward, standardize, use_fused_backward
 from normjax.weight_norm import weight_norm, weight_norm_init
 
 __version__ = "0.1.0"
@@ -103,6 +103,7 @@ __all__ = [
     "research",
     "rms_norm",
     "scaled_weight_standardization",
+    "set_fused_backward",
     "spatial_dropout",
     "spectral_norm",
     "spectral_norm_init",
@@ -110,6 +111,7 @@ __all__ = [
     "switchable_norm",
     "tlu",
     "update_running_stats",
+    "use_fused_backward",
     "weight_norm",
     "weight_norm_init",
     "weight_standardization",

@@ -1,54 +1,35 @@
-"""Standardize-over-moments with a closed-form backward pass (a ``jax.custom_vjp``).
+"""Routing of the norms through the closed-form backward of :mod:`normjax._fused_grad`.
 
-Every normalization in normjax computes ``y = (x - mu) * r * gamma + beta`` with
-``r = 1 / sqrt(var + epsilon)`` and ``(mu, var)`` the moments over the reduction axes.
-Differentiating that through :func:`normjax.moments` with autodiff stores and re-reads several
-full-size temporaries. The gradient has a closed form instead (Ioffe & Szegedy 2015,
-arXiv:1502.03167, Sec. 3), which this module implements once for BN/LN/IN/GN/RMSNorm. With
-``h = g * gamma`` (``g`` the output cotangent), ``xhat = (x - mu) * r``, weights ``m`` (the mask,
-or 1) and ``n = sum(m)`` over a group (psum'd across ``axis_name``)::
+:func:`fused_normalize` computes ``standardize(x, *moments(x, reduction_axes)) * scale + bias``
+and the moments in one ``jax.custom_vjp`` whose backward is the closed form of
+:mod:`normjax._fused_grad` (Ioffe & Szegedy 2015, arXiv:1502.03167, Sec. 3): the same values as
+:func:`normjax.moments` followed by :func:`normjax.standardize`, and faster gradients.
 
-    dx     = r * (h - m * [sum(h) + xhat * sum(h * xhat)] / n)   (sums over the whole group)
-           + m * (g_mu + 2 * g_var * (x - mu)) / n              (cotangents of the moments)
-    dgamma = sum(g * xhat)      over the non-feature axes
-    dbeta  = sum(g)             over the non-feature axes
-    deps   = -sum(r^3 * sum_group(h * (x - mu))) / 2
-
-Masked-out elements do not enter the statistics, so only masked-in elements carry the terms
-through ``mu`` and ``var``; every element still gets the direct term ``r * h`` through its own
-output. RMSNorm (``center=False``) drops the ``sum(h)`` and ``g_mu`` terms.
-
-Speed (XLA:CPU): the forward keeps the stable two-pass variance of :func:`normjax.moments`.
-Full-size reductions run over the reduction axes that are not feature axes first (per channel,
-as InstanceNorm does); GroupNorm then merges per-channel :class:`Moments` into group moments
-(:func:`merge_moments`). The backward reads ``x`` and ``g`` in two reductions (``sum g``,
-``sum g (x - c)``) plus one elementwise pass for ``dx``; LayerNorm/RMSNorm need four
-reductions (two per row, two per feature). The residuals are the input itself and per-group
-statistics; nothing full-size is stored. The comments mark the places where the formulation
-steers XLA:CPU's fusion (each measured).
-
-Reverse mode of any order and ``jax.hessian`` (forward-over-reverse) work; pure forward mode
-(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) raises, as for every ``custom_vjp``.
+:func:`normalize` is what ``batch_norm`` (train), ``layer_norm``, ``rms_norm``,
+``instance_norm`` and ``group_norm`` call: :func:`fused_normalize` for a floating-point input
+with a scalar ``epsilon`` while :func:`normjax.use_fused_backward` is on (the default), else
+``moments`` + ``standardize`` under plain autodiff (integer inputs, a per-feature ``epsilon``,
+and forward-mode AD, which no ``custom_vjp`` supports).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from functools import partial
-from typing import Any, NamedTuple
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from normjax._fused_grad import Config, merge_moments, normalize_vjp, param_view
+from normjax._fused_switch import fused_backward_enabled
 from normjax.stats import (
     Axes,
     Moments,
+    broadcast_mask,
     canonicalize_axes,
     check_epsilon,
     check_reduction,
-    feature_shape,
     moments,
     standardize,
     stats_dtype,
@@ -57,215 +38,29 @@ from normjax.stats import (
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-__all__ = ["fused_normalize", "merge_moments"]
+__all__ = ["fused_normalize", "merge_moments", "normalize"]
+
+FORWARD_MODE_HINT = (
+    "normjax's fused normalization has a closed-form reverse-mode gradient (a jax.custom_vjp), "
+    "and JAX cannot apply forward-mode autodiff (jax.jvp, jax.jacfwd, jax.linearize) to it. "
+    "Turn it off for this computation with `with normjax.use_fused_backward(False): ...` or "
+    "globally with `normjax.set_fused_backward(False)`; reverse mode (jax.grad, jax.vjp) and "
+    "jax.hessian work with it on."
+)
 
 
-class _Config(NamedTuple):
-    """Static description of one normalization (hashable: a ``nondiff_argnums`` entry)."""
+def _call(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
+    """:func:`normalize_vjp`, with a hint to the switch where forward-mode AD reaches it.
 
-    reduction_axes: tuple[int, ...]
-    feature_axes: tuple[int, ...]
-    center: bool
-    fast_variance: bool
-    axis_name: Hashable | None
-    axis_index_groups: tuple[tuple[int, ...], ...] | None
-    dtype: np.dtype
-
-    @property
-    def first_axes(self) -> tuple[int, ...]:
-        """Reduction axes that are not feature axes: reduced first, on the full-size array."""
-        return tuple(a for a in self.reduction_axes if a not in self.feature_axes)
-
-    @property
-    def group_axes(self) -> tuple[int, ...]:
-        """Reduction axes that are also feature axes (GroupNorm's channels-in-group, LN)."""
-        return tuple(a for a in self.reduction_axes if a in self.feature_axes)
-
-    def batch_axes(self, ndim: int) -> tuple[int, ...]:
-        """Axes neither reduced nor feature: parameter gradients sum over them too."""
-        used = set(self.reduction_axes) | set(self.feature_axes)
-        return tuple(a for a in range(ndim) if a not in used)
-
-
-def _sum(a: Array, axes: Sequence[int]) -> Array:
-    return jnp.sum(a, tuple(axes), keepdims=True) if axes else a
-
-
-def _private_sum(fn: Callable[..., Array], leaves: tuple[Any, ...], axes: Sequence[int]) -> Array:
-    """``sum(fn(*leaves), axes)`` on a private copy of ``leaves`` (no runtime cost).
-
-    XLA:CPU materializes a full-size value (``x - mu``, a broadcast) that several reductions
-    share; the barrier gives each reduction its own expression, which it then fuses.
+    (Only where the ``jvp`` is traced through this call; a ``jvp`` of a ``jax.jit``-wrapped
+    function meets the ``custom_vjp`` inside JAX and raises JAX's own ``TypeError``.)
     """
-    return _sum(fn(*lax.optimization_barrier(leaves)), axes)
-
-
-def _fusion_break(a: Array) -> Array:
-    """Identity (``reduce_precision`` to ``a``'s own precision) that XLA:CPU's library fusions
-    cannot absorb: keeps LayerNorm's per-row reductions out of the elementwise ``dx`` pass.
-    Fused into it they ran about 10x slower than as a kernel of their own (measured)."""
-    info = jnp.finfo(a.dtype)
-    return lax.reduce_precision(a, exponent_bits=info.nexp, mantissa_bits=info.nmant)
-
-
-def merge_moments(per: Moments, axes: Sequence[int]) -> Moments:
-    """Pools keepdims :class:`Moments` over ``axes`` (Chan, Golub & LeVeque 1979)::
-
-        n = sum n_i,   mean = sum n_i mean_i / n,   var = sum n_i (var_i + (mean_i - mean)^2) / n
-
-    Exact for the biased variance, stable (no ``E[x^2] - E[x]^2`` cancellation), and
-    count-weighted, so masks stay exact. Groups with ``n == 0`` get mean and var 0.
-    """
-    axes = tuple(axes)
-    n = jnp.sum(per.count, axes, keepdims=True)
-    inv = jnp.where(n > 0, 1 / jnp.where(n > 0, n, 1), 0)
-    mean = jnp.sum(per.count * per.mean, axes, keepdims=True) * inv
-    dev = per.mean - mean
-    var = jnp.sum(per.count * (per.var + dev * dev), axes, keepdims=True) * inv
-    return Moments(mean, var, n)
-
-
-def _group_moments(cfg: _Config, x: Array, mask: Array | None) -> tuple[Moments, Array]:
-    """Keepdims moments over ``cfg.reduction_axes``, staged per channel when that is cheaper.
-
-    Also returns the mean over ``first_axes`` only (the per-channel mean when staged, else
-    the group mean): the backward centers with it, a broadcast XLA:CPU reduces faster.
-    """
-    kwargs = dict(mask=mask, axis_name=cfg.axis_name, axis_index_groups=cfg.axis_index_groups,
-                  center=cfg.center, fast_variance=cfg.fast_variance, keepdims=True)
-    first, group = cfg.first_axes, cfg.group_axes
-    if not (first and group):
-        stats = moments(x, cfg.reduction_axes, **kwargs)
-        return stats, stats.mean
-    per = moments(x, first, **kwargs)
-    return merge_moments(per, group), per.mean
-
-
-def _param_view(p: ArrayLike, shape: tuple[int, ...], feat: tuple[int, ...], name: str) -> Array:
-    """``p`` reshaped to broadcast against ``shape`` (feature shape or a broadcastable rank)."""
-    p = jnp.asarray(p)
-    expected = feature_shape(shape, feat)
-    if p.shape == expected:
-        return p.reshape(tuple(shape[a] if a in feat else 1 for a in range(len(shape))))
-    if p.ndim == len(shape) and all(d in (1, s) for d, s in zip(p.shape, shape, strict=True)):
-        return p
-    raise ValueError(
-        f"{name} has shape {p.shape}, expected {expected} (the input shape {shape} at "
-        f"feature_axes {feat}) or a rank-{len(shape)} shape that broadcasts to the input."
-    )
-
-
-def _centered(cfg: _Config, x: Array, mean: Array) -> Array:
-    xf = x.astype(mean.dtype)
-    return xf - mean if cfg.center else xf
-
-
-def _forward(cfg: _Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    stats, center = _group_moments(cfg, x, mask)
-    xb, mean, var = x, stats.mean, stats.var
-    if cfg.first_axes or not cfg.center:
-        # Keeps XLA:CPU from materializing the shared ``x - mean`` of the variance pass and
-        # this one (BN/IN/GN: measured 1.3-1.5x faster). LayerNorm's row sums are left
-        # alone: there XLA fuses all three passes (bfloat16: 2x faster without the barrier).
-        xb, mean, var = lax.optimization_barrier((xb, mean, var))
-    y = standardize(xb, mean, var, epsilon=eps, scale=scale, bias=bias,
-                    feature_axes=cfg.feature_axes, dtype=cfg.dtype)
-    return (y, *stats), (x, scale, bias, mask, eps, *stats, center)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _normalize(cfg: _Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    return _forward(cfg, x, scale, bias, mask, eps)[0]
-
-
-def _group_sums(cfg: _Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, ...]:
-    """``(sum h, sum h (x - mu))`` per group and the parameter gradients (before reshaping).
-
-    Full-size reductions go over ``first_axes`` (per channel) when there are any; the group
-    and batch sums then run on those small results. Otherwise (LayerNorm, RMSNorm) the four
-    sums each read the inputs once.
-    """
-    x, scale, bias, _, _, mean, var, _, center = res
-    sdt = mean.dtype
-    r = lax.rsqrt(var + res[4].astype(sdt))
-    first, group, batch = cfg.first_axes, cfg.group_axes, cfg.batch_axes(x.ndim)
-    g_of = lambda g: g.astype(sdt)  # noqa: E731
-    gxc_of = lambda g, x, m: g.astype(sdt) * _centered(cfg, x, m)  # noqa: E731
-    dscale = dbias = None
-    if first:
-        p1 = _private_sum(g_of, (gy,), first)
-        # sum g (x - mean) = sum g (x - center) + (center - mean) sum g, exactly.
-        p2 = _private_sum(gxc_of, (gy, x, center), first)
-        if group and cfg.center:
-            p2 = p2 + (center - mean) * p1
-        s1, t2 = _sum(gamma * p1, group), _sum(gamma * p2, group)
-        if bias is not None:
-            dbias = _sum(p1, batch)
-        if scale is not None:
-            dscale = _sum(r * p2, batch)
-        return r, s1, t2, dscale, dbias
-    s1 = _private_sum(lambda g, c: g_of(g) * c, (gy, gamma), group)
-    t2 = _private_sum(lambda g, x, m, c: gxc_of(g, x, m) * c, (gy, x, mean, gamma), group)
-    if bias is not None:
-        dbias = _private_sum(g_of, (gy,), batch)
-    if scale is not None:
-        dscale = _private_sum(lambda g, x, m, s: gxc_of(g, x, m) * s, (gy, x, mean, r), batch)
-    return r, s1, t2, dscale, dbias
-
-
-def _param_grad(grad: Array | None, p: Any, shape: tuple[int, ...], cfg: _Config) -> Any:
-    """Sums a keepdims per-feature gradient down to the shape and dtype of parameter ``p``."""
-    if p is None:
-        return None
-    view = _param_view(p, shape, cfg.feature_axes, "parameter")
-    extra = tuple(a for a in range(len(shape)) if view.shape[a] == 1 and grad.shape[a] != 1)
-    return _sum(grad, extra).reshape(jnp.shape(p)).astype(jnp.result_type(p))
-
-
-def _vma(a: Any) -> frozenset:
-    """Manual mesh axes along which ``a`` varies (empty outside ``shard_map``)."""
-    aval = jax.typeof(a)
-    mat = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; older releases: aval.vma
-    return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
-
-
-def _like_primal(ct: Array | None, primal: Any) -> Array | None:
-    """Sums a cotangent over the ``shard_map`` axes along which it varies but its primal does
-    not, so a replicated parameter gets every member's contribution (what autodiff does)."""
-    extra = () if ct is None else tuple(sorted(_vma(ct) - _vma(primal), key=str))
-    return lax.psum(ct, extra) if extra else ct
-
-
-def _backward(cfg: _Config, res: tuple, cts: tuple) -> tuple:
-    x, scale, bias, mask, eps, mean, var, count, _ = res
-    gy, gmean, gvar, _ = cts
-    sdt = mean.dtype
-    gamma = (jnp.ones((1,) * x.ndim, sdt) if scale is None
-             else _param_view(scale, x.shape, cfg.feature_axes, "scale").astype(sdt))
-    r, s1, t2, dscale, dbias = _group_sums(cfg, res, gy, gamma)
-    deps = jnp.sum(-0.5 * r**3 * t2).astype(jnp.result_type(eps))
-    if cfg.axis_name is not None:
-        s1, t2 = lax.psum((s1, t2), cfg.axis_name, axis_index_groups=cfg.axis_index_groups)
-    # c0 = (g_mu - r s1) / n and c1 = (2 g_var - r^3 t2) / n, written to end in a division
-    # by a data-dependent value: XLA then materializes them (a division is "expensive")
-    # instead of recomputing their expressions for every element of dx.
-    sigma = jnp.sqrt(var + eps.astype(sdt))
-    n = jnp.where(count > 0, count, jnp.inf)
-    c1 = (2 * gvar.astype(sdt) * sigma**3 - t2) / (n * sigma**3)
-    c0 = (gmean.astype(sdt) * sigma - s1) / (n * sigma) if cfg.center else jnp.zeros((), sdt)
-    if not cfg.first_axes:  # row sums over minor axes: XLA:CPU would fuse them into dx
-        c0, c1 = _fusion_break(c0), _fusion_break(c1)
-    xb, gb, mb = lax.optimization_barrier((x, gy, mean))
-    corr = c0 + c1 * _centered(cfg, xb, mb)
-    if mask is not None:
-        corr = jnp.where(jnp.broadcast_to(jnp.asarray(mask).astype(bool), x.shape), corr, 0)
-    dx = (r * gamma) * gb.astype(sdt) + corr
-    dscale = _like_primal(_param_grad(dscale, scale, x.shape, cfg), scale)
-    dbias = _like_primal(_param_grad(dbias, bias, x.shape, cfg), bias)
-    return dx.astype(x.dtype), dscale, dbias, None, _like_primal(deps, eps)
-
-
-_normalize.defvjp(_forward, _backward)
+    try:
+        return normalize_vjp(cfg, x, scale, bias, mask, eps)
+    except TypeError as err:
+        if "forward-mode" not in str(err):
+            raise
+        raise TypeError(FORWARD_MODE_HINT) from err
 
 
 def _check_input(x: Array, epsilon: Any) -> None:
@@ -300,7 +95,7 @@ def fused_normalize(
     The values equal :func:`normjax.moments` followed by :func:`normjax.standardize` with the
     same arguments (``center=False`` is RMSNorm: ``var`` holds ``E[x^2]``); the gradient with
     respect to ``x``, ``scale``, ``bias``, ``epsilon`` and the returned moments is the closed
-    form in the module docstring.
+    form in :mod:`normjax._fused_grad`.
 
     Args:
       x: floating-point input.
@@ -320,6 +115,9 @@ def fused_normalize(
     Returns:
       ``(y, Moments(mean, var, count))``.
 
+    Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) raises a ``TypeError``: use
+    :func:`normalize` with :func:`normjax.use_fused_backward` ``(False)`` instead.
+
     Raises:
       TypeError: a non-floating input.
       ValueError: bad axes, an empty reduction, a non-scalar or negative epsilon, or a
@@ -333,12 +131,59 @@ def fused_normalize(
     scale, bias, mask = (None if a is None else jnp.asarray(a) for a in (scale, bias, mask))
     for name, p in (("scale", scale), ("bias", bias)):
         if p is not None:
-            _param_view(p, x.shape, feat, name)
+            param_view(p, x.shape, feat, name)
     groups = None if axis_index_groups is None else tuple(tuple(g) for g in axis_index_groups)
-    cfg = _Config(axes, feat, bool(center), bool(fast_variance), axis_name, groups,
+    cfg = Config(axes, feat, bool(center), bool(fast_variance), axis_name, groups,
                   np.dtype(x.dtype if dtype is None else dtype))
     eps = jnp.asarray(epsilon, stats_dtype(x.dtype))
-    y, mean, var, count = _normalize(cfg, x, scale, bias, mask, eps)
+    y, mean, var, count = _call(cfg, x, scale, bias, mask, eps)
     if not keepdims:
         mean, var, count = (jnp.squeeze(a, axes) for a in (mean, var, count))
     return y, Moments(mean, var, count)
+
+
+def routes_to_fused(x: Array, epsilon: Any) -> bool:
+    """Whether :func:`normalize` takes the fused path for input ``x`` and this ``epsilon``."""
+    return (bool(jnp.issubdtype(x.dtype, jnp.floating)) and jnp.ndim(epsilon) == 0
+            and fused_backward_enabled())
+
+
+def normalize(
+    x: ArrayLike,
+    scale: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    reduction_axes: Axes,
+    feature_axes: Axes,
+    epsilon: float | ArrayLike,
+    center: bool = True,
+    mask: ArrayLike | None = None,
+    axis_name: Hashable | None = None,
+    axis_index_groups: Any = None,
+    fast_variance: bool = False,
+    dtype: Any = None,
+    keepdims: bool = True,
+) -> tuple[Array, Moments]:
+    """``(y, moments)`` of the norms: :func:`fused_normalize` where :func:`routes_to_fused`,
+    else :func:`normjax.moments` + :func:`normjax.standardize` (the same values).
+
+    The arguments are those of :func:`fused_normalize`. Bad axes, an empty reduction and a bad
+    mask raise the errors of :func:`normjax.moments` on both paths, before anything else.
+    """
+    x = jnp.asarray(x)
+    kwargs = dict(mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
+                  center=center, fast_variance=fast_variance)
+    if not routes_to_fused(x, epsilon):
+        stats = moments(x, reduction_axes, keepdims=True, **kwargs)
+        y = standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
+                        feature_axes=feature_axes, dtype=dtype)
+        if not keepdims:
+            axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
+            stats = Moments(*(jnp.squeeze(a, axes) for a in stats))
+        return y, stats
+    axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
+    check_reduction(x.shape, axes, axis_name, "moments")
+    if mask is not None:
+        broadcast_mask(mask, x.shape)  # moments' check and message, ahead of the parameters'
+    return fused_normalize(x, scale, bias, reduction_axes=axes, feature_axes=feature_axes,
+                           epsilon=epsilon, dtype=dtype, keepdims=keepdims, **kwargs)

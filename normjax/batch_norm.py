@@ -19,6 +19,11 @@ Running statistics follow an exponential moving average with ``decay`` the weigh
 divided by ``1 - decay^t``. It is kept already debiased, so eval uses the state as it is and
 the initial values never leak in: the effective weight on the old value is
 ``decay * (1 - decay^t) / (1 - decay^(t+1))`` (0 on the first update).
+
+In train mode the gradient is the closed form of :mod:`normjax._fused_grad` (a
+``jax.custom_vjp``; faster than autodiff) for floating-point input and a scalar ``epsilon``. It
+does not support forward-mode AD (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those
+inside ``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax._fused import normalize
 from normjax.stats import (
     Axes,
     AxisName,
@@ -40,7 +46,6 @@ from normjax.stats import (
     check_reduction,
     complement_axes,
     feature_shape,
-    moments,
     standardize,
 )
 
@@ -210,6 +215,9 @@ def batch_norm(
 
     Returns:
       ``(y, new_state)``; in eval mode ``new_state is state``.
+
+    Forward-mode AD in train mode needs ``normjax.use_fused_backward(False)`` (see the module
+    docstring).
     """
     check_train(train)
     x = jnp.asarray(x)
@@ -222,10 +230,9 @@ def batch_norm(
                         feature_axes=feat, dtype=dtype)
         return y, state
     check_batch(x.shape, axes, axis_name)
-    stats = moments(x, axes, mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
-                    fast_variance=fast_variance)
-    y = standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
-                    feature_axes=feat, dtype=dtype)
+    y, stats = normalize(x, scale, bias, reduction_axes=axes, feature_axes=feat, epsilon=epsilon,
+                         mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
+                         fast_variance=fast_variance, dtype=dtype, keepdims=False)
     new_state = update_running_stats(state, stats, decay=decay, debias=debias,
                                      running_var=running_var)
     return y, new_state

@@ -9,6 +9,11 @@ normalized over (its spatial positions) x (the channels of one group)::
 ``scale`` and ``bias`` are per channel. ``num_groups=1`` is LayerNorm over all non-batch axes;
 ``group_size=1`` is InstanceNorm. Defaults follow flax (channels last, ``epsilon=1e-6``); pass
 ``channel_axis=1`` for channels-first (NCHW) input.
+
+The gradient is the closed form of :mod:`normjax._fused_grad` (a ``jax.custom_vjp``; faster than
+autodiff) for floating-point input and a scalar ``epsilon``. It does not support forward-mode AD
+(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those inside
+``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax.stats import Axes, AxisName, broadcast_mask, canonicalize_axes, moments, standardize
+from normjax._fused import normalize
+from normjax.stats import Axes, AxisName, broadcast_mask, canonicalize_axes
 
 __all__ = ["group_norm", "resolve_num_groups"]
 
@@ -87,6 +93,8 @@ def group_norm(
         spatially sharded input), weighted by the true element counts.
       fast_variance: one-pass variance (less stable).
       dtype: output dtype (default ``x.dtype``).
+
+    Forward-mode AD needs ``normjax.use_fused_backward(False)`` (see the module docstring).
     """
     x = jnp.asarray(x)
     (c,) = canonicalize_axes(channel_axis, x.ndim, name="channel_axis")
@@ -100,13 +108,12 @@ def group_norm(
     xg = x.reshape(gshape)
     if mask is not None:
         mask = broadcast_mask(mask, x.shape).reshape(gshape)
-    stats = moments(xg, _grouped_axes(x.ndim, c, batch), mask=mask, axis_name=axis_name,
-                    axis_index_groups=axis_index_groups, fast_variance=fast_variance,
-                    keepdims=True)
     gscale = None if scale is None else _grouped_param(scale, x.shape[c], groups, "scale")
     gbias = None if bias is None else _grouped_param(bias, x.shape[c], groups, "bias")
-    y = standardize(xg, stats.mean, stats.var, epsilon=epsilon, scale=gscale, bias=gbias,
-                    feature_axes=(c, c + 1), dtype=dtype)
+    y, _ = normalize(xg, gscale, gbias, reduction_axes=_grouped_axes(x.ndim, c, batch),
+                     feature_axes=(c, c + 1), epsilon=epsilon, mask=mask, axis_name=axis_name,
+                     axis_index_groups=axis_index_groups, fast_variance=fast_variance,
+                     dtype=dtype)
     return y.reshape(x.shape)
 
 

@@ -7,6 +7,11 @@ Each example and each channel is normalized over its spatial positions::
 
 It equals GroupNorm with ``group_size=1``. Defaults follow flax (channels last,
 ``epsilon=1e-6``); pass ``feature_axes=1`` for channels-first (NCHW) input.
+
+The gradient is the closed form of :mod:`normjax._fused_grad` (a ``jax.custom_vjp``; faster than
+autodiff) for floating-point input and a scalar ``epsilon``. It does not support forward-mode AD
+(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those inside
+``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from normjax.stats import Axes, AxisName, canonicalize_axes, complement_axes, moments, standardize
+from normjax._fused import normalize
+from normjax.stats import Axes, AxisName, canonicalize_axes, complement_axes
 
 __all__ = ["instance_norm"]
 
@@ -48,6 +54,8 @@ def instance_norm(
         spatially sharded input), weighted by the true element counts.
       fast_variance: one-pass variance (less stable).
       dtype: output dtype (default ``x.dtype``).
+
+    Forward-mode AD needs ``normjax.use_fused_backward(False)`` (see the module docstring).
     """
     x = jnp.asarray(x)
     feat = canonicalize_axes(feature_axes, x.ndim, name="feature_axes")
@@ -58,8 +66,6 @@ def instance_norm(
             "either a channel axis or a batch axis."
         )
     axes = complement_axes(feat + batch, x.ndim)
-    stats = moments(x, axes, mask=mask, axis_name=axis_name,
-                    axis_index_groups=axis_index_groups, fast_variance=fast_variance,
-                    keepdims=True)
-    return standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
-                       feature_axes=feat, dtype=dtype)
+    return normalize(x, scale, bias, reduction_axes=axes, feature_axes=feat, epsilon=epsilon,
+                     mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
+                     fast_variance=fast_variance, dtype=dtype)[0]

@@ -8,6 +8,11 @@ Each example is normalized over its own features, so the result does not depend 
 ``scale`` and ``bias`` live on ``feature_axes``. Defaults follow flax (last axis for both,
 ``epsilon=1e-6``); for a channels-first image (N, C, H, W) normalized over (C, H, W) with a
 per-channel scale use ``reduction_axes=(1, 2, 3), feature_axes=1``.
+
+The gradient is the closed form of :mod:`normjax._fused_grad` (a ``jax.custom_vjp``; faster than
+autodiff) for floating-point input and a scalar ``epsilon``. It does not support forward-mode AD
+(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those inside
+``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from normjax.stats import Axes, AxisName, moments, standardize
+from normjax._fused import normalize
+from normjax.stats import Axes, AxisName
 
 __all__ = ["layer_norm"]
 
@@ -48,10 +53,10 @@ def layer_norm(
       axis_name, axis_index_groups: reduce across a named axis too (model parallelism).
       fast_variance: one-pass variance (less stable).
       dtype: output dtype (default ``x.dtype``).
+
+    Forward-mode AD needs ``normjax.use_fused_backward(False)`` (see the module docstring).
     """
-    x = jnp.asarray(x)
-    stats = moments(x, reduction_axes, mask=mask, axis_name=axis_name,
-                    axis_index_groups=axis_index_groups, fast_variance=fast_variance,
-                    keepdims=True)
-    return standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
-                       feature_axes=feature_axes, dtype=dtype)
+    return normalize(x, scale, bias, reduction_axes=reduction_axes, feature_axes=feature_axes,
+                     epsilon=epsilon, mask=mask, axis_name=axis_name,
+                     axis_index_groups=axis_index_groups, fast_variance=fast_variance,
+                     dtype=dtype)[0]

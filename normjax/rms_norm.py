@@ -2,6 +2,11 @@
 
 LayerNorm without re-centering: ``y = x / sqrt(mean(x^2, reduction_axes) + epsilon) * scale``.
 Defaults follow flax (last axis, ``epsilon=1e-6``).
+
+The gradient is the closed form of :mod:`normjax._fused_grad` (a ``jax.custom_vjp``; faster than
+autodiff) for floating-point input and a scalar ``epsilon``. It does not support forward-mode AD
+(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those inside
+``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
 """
 
 from __future__ import annotations
@@ -9,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from normjax.stats import Axes, AxisName, moments, standardize
+from normjax._fused import normalize
+from normjax.stats import Axes, AxisName
 
 __all__ = ["rms_norm"]
 
@@ -39,9 +44,9 @@ def rms_norm(
       mask: boolean, broadcastable to ``x``; only masked-in elements enter the statistic.
       axis_name, axis_index_groups: reduce across a named axis too.
       dtype: output dtype (default ``x.dtype``).
+
+    Forward-mode AD needs ``normjax.use_fused_backward(False)`` (see the module docstring).
     """
-    x = jnp.asarray(x)
-    stats = moments(x, reduction_axes, mask=mask, axis_name=axis_name,
-                    axis_index_groups=axis_index_groups, center=False, keepdims=True)
-    return standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale,
-                       feature_axes=feature_axes, dtype=dtype)
+    return normalize(x, scale, reduction_axes=reduction_axes, feature_axes=feature_axes,
+                     epsilon=epsilon, center=False, mask=mask, axis_name=axis_name,
+                     axis_index_groups=axis_index_groups, dtype=dtype)[0]

@@ -13,6 +13,10 @@ statistics run over. :func:`moments` computes those statistics once, carefully:
   statistics are the *global* ones over every member of the named axis, weighted by the true
   element counts: sums, sums of squared deviations and counts are reduced with ``psum`` —
   never a mean of per-device means, which is wrong as soon as counts differ.
+
+The norms built on this core (BN/LN/IN/GN/RMSNorm) differentiate through a closed-form backward
+(``normjax._fused``) unless :func:`use_fused_backward` / :func:`set_fused_backward` (defined in
+``normjax._fused_switch``, re-exported here) turn it off.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax._fused_switch import fused_backward_enabled, set_fused_backward, use_fused_backward
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 Axes = int | Sequence[int]
@@ -37,9 +43,12 @@ __all__ = [
     "canonicalize_axes",
     "complement_axes",
     "feature_shape",
+    "fused_backward_enabled",
     "moments",
+    "set_fused_backward",
     "standardize",
     "stats_dtype",
+    "use_fused_backward",
 ]
 
 
