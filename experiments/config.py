@@ -16,6 +16,11 @@ an error.  Fields (see :func:`base_config` for the defaults)::
     eval_batch_size, eval_train_examples
                                      eval chunking; training examples used for train/* (0 = all)
     seed, num_seeds                  seeds seed, seed+1, ..., trained together under vmap
+    devices                          devices the batch is split over (0 = all, or as many as
+                                     batch_size splits evenly over; an explicit count must
+                                     divide batch_size), see experiments.parallel
+    bn_sync                          BatchNorm statistics over the global batch ('global',
+                                     synchronized) or each device's share ('local')
     techniques.<label>               technique(norm, dropout=, l1=, l2=, weight_decay=,
                                      learning_rate=, **norm_options); add them one by one
                                      (``config.techniques.none = technique()``) to keep their
@@ -61,6 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_train_examples = 2048
     c.seed = 0
     c.num_seeds = 3
+    c.devices = 0
+    c.bn_sync = "global"
     c.techniques = ml_collections.ConfigDict(sort_keys=False)  # keeps the order they are added
     c.only = ""
     c.sweep = {name: () for name in SWEEPABLE}

@@ -4,7 +4,9 @@
 ``jax.jit(jax.vmap(...))`` (state axis 0 = runs; data shared) and compiles them ahead of time
 (``lower(...).compile()``) so that compile time is measured apart from training time.  The
 train chunk donates the incoming state.  Compiled chunks are cached by length (the last chunk
-may be shorter than ``log_every``).
+may be shorter than ``log_every``).  With ``experiment.parallel`` the state and the training set
+are replicated over the devices of the data mesh, the eval batches are split over them, and the
+programs are compiled for that layout (see :mod:`experiments.parallel`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from experiments.data import Dataset
+from experiments.parallel import DataParallel
 from experiments.runs import Grid, structure_flags
 from experiments.train import EvalSet, Experiment, TrainState, build_model
 
@@ -34,13 +37,14 @@ def _run_once_options() -> dict[str, Any] | None:
 
 
 def make_experiment(config: ml_collections.ConfigDict, tech: ml_collections.ConfigDict,
-                    ds: Dataset) -> Experiment:
-    """The :class:`Experiment` of technique ``tech`` on dataset ``ds``."""
+                    ds: Dataset, parallel: DataParallel | None = None) -> Experiment:
+    """The :class:`Experiment` of technique ``tech`` on dataset ``ds`` (on ``parallel``'s
+    devices; ``None``: one device)."""
     flags = structure_flags(config, tech)
     model = build_model(config, tech, num_classes=ds.num_classes,
                         use_dropout=flags["use_dropout"])
     return Experiment(config, model, tuple(ds.input_shape), len(ds.x_train),
-                      use_l1=flags["use_l1"], use_l2=flags["use_l2"])
+                      use_l1=flags["use_l1"], use_l2=flags["use_l2"], parallel=parallel)
 
 
 def make_eval_set(x: np.ndarray, y: np.ndarray, batch_size: int, *,
@@ -61,14 +65,20 @@ def make_eval_set(x: np.ndarray, y: np.ndarray, batch_size: int, *,
 
 
 def _eval_sets(config: ml_collections.ConfigDict, ds: Dataset,
-               batch_stats: bool) -> dict[str, EvalSet]:
+               batch_stats: bool, bn_groups: int = 1) -> dict[str, EvalSet]:
     k = config.eval_train_examples or len(ds.x_train)
     sets = {"train": make_eval_set(ds.x_train[:k], ds.y_train[:k], config.eval_batch_size),
             "test": make_eval_set(ds.x_test, ds.y_test, config.eval_batch_size)}
-    if batch_stats:  # BatchNorm with the statistics of training-sized test batches
-        sets["test_batch_stats"] = make_eval_set(ds.x_test, ds.y_test, config.batch_size,
+    if batch_stats:  # BatchNorm with the statistics of test batches normalized as in training
+        size = config.batch_size // bn_groups  # per device with bn_sync='local'
+        sets["test_batch_stats"] = make_eval_set(ds.x_test, ds.y_test, size,
                                                  drop_remainder=True)
     return sets
+
+
+def _replicated_outputs(parallel: DataParallel | None) -> dict[str, Any]:
+    """``jax.jit`` options: every output (state, metrics) replicated over the data mesh."""
+    return {} if parallel is None else {"out_shardings": parallel.replicated}
 
 
 class Program:
@@ -78,20 +88,30 @@ class Program:
         self.experiment = experiment
         self.grid = grid
         self.compile_s = 0.0
-        self._x, self._y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-        self._init = jax.jit(jax.vmap(experiment.init))
+        par, out = experiment.parallel, _replicated_outputs(experiment.parallel)
+        self._x, self._y = self.place_state((ds.x_train, ds.y_train))
+        self._init = jax.jit(jax.vmap(experiment.init), **out)
         self._chunk = jax.jit(jax.vmap(experiment.train_chunk, in_axes=(0, None, None, None)),
-                              static_argnums=3, donate_argnums=0)
-        self._eval = jax.jit(jax.vmap(experiment.evaluate, in_axes=(0, None)))
+                              static_argnums=3, donate_argnums=0, **out)
+        self._eval = jax.jit(jax.vmap(experiment.evaluate, in_axes=(0, None)), **out)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
             shapes = jax.eval_shape(self._init, *self._grid_args())
         self.has_batch_stats = bool(jax.tree_util.tree_leaves(shapes.batch_stats))
-        self._sets = _eval_sets(experiment.config, ds, self.has_batch_stats)
+        sets = _eval_sets(experiment.config, ds, self.has_batch_stats,
+                          par.groups if par is not None else 1)
+        self._sets = sets if par is None else par.place_batches(sets)
         self._compiled: dict[Any, Callable[..., Any]] = {}
 
+    def place_state(self, tree: Any) -> Any:
+        """Host values (e.g. a restored checkpoint) as device arrays in the programs' layout:
+        replicated over the data mesh, or on the default device without one."""
+        if self.experiment.parallel is None:
+            return jax.tree.map(jnp.asarray, tree)
+        return self.experiment.parallel.place(tree)
+
     def _grid_args(self) -> tuple[jax.Array, dict[str, jax.Array]]:
-        hp = {k: jnp.asarray(v, jnp.float32) for k, v in self.grid.hparams.items()}
-        return jnp.asarray(self.grid.seeds), hp
+        hp = {k: np.asarray(v, np.float32) for k, v in self.grid.hparams.items()}
+        return self.place_state((np.asarray(self.grid.seeds), hp))
 
     def _compile(self, key: Any, fn: Any, *args: Any,
                  options: dict[str, Any] | None = None) -> Callable[..., Any]:

@@ -7,10 +7,18 @@ divergence, writes the checkpoint (state + progress) and appends the chunk's row
 techniques are not redone.  A non-finite training loss (or eval loss) in any seed of a cell
 ends that cell with status ``"diverged at step N"``; the technique stops once all its cells
 have diverged, and the other techniques run as usual.
+
+Each batch is split over ``config.devices`` devices (:mod:`experiments.parallel`); the layout
+used (device and process counts, BatchNorm mode) is recorded as ``summary["parallel"]``.  With
+``bn_sync='local'`` the numbers depend on the device count, so ``devices=0`` is resolved to the
+actual count in the config (``config.json``, checkpoint fingerprints) before anything runs.
+Multi-process runs are set up from the environment (:func:`experiments.parallel.
+initialize_distributed`) when :func:`run` starts.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +31,7 @@ import numpy as np
 from experiments.checkpoint import CheckpointStore, Progress, fingerprint
 from experiments.data import Dataset, load_dataset
 from experiments.errors import ConfigError
+from experiments.parallel import DataParallel, from_config, initialize_distributed
 from experiments.program import Program, make_experiment
 from experiments.report import write_outputs
 from experiments.runs import Grid, make_grid
@@ -43,6 +52,7 @@ class _Session:
     ds: Dataset
     store: CheckpointStore
     metrics: MetricsLog
+    parallel: DataParallel
     max_chunks: int | None = None
     on_chunk: ChunkHook | None = None
     chunks: int = 0
@@ -74,11 +84,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
     labels = validate_config(config)
     if max_chunks is not None and max_chunks < 0:
         raise ConfigError(f"max_chunks must be >= 0, got {max_chunks!r}")
+    initialize_distributed()
     ds = load_data(config)
     validate_with_data(config, tuple(ds.input_shape), len(ds.x_train), len(ds.x_test))
+    config, parallel = _layout(config)
     workdir = Path(workdir)
     session = _Session(config, ds, CheckpointStore(workdir), MetricsLog(workdir / "metrics.jsonl"),
-                       max_chunks, on_chunk)
+                       parallel, max_chunks, on_chunk)
     for label in config.techniques.keys():  # fingerprints are checked before any training
         session.progress[label] = session.store.load_progress(label, fingerprint(config, label))
     write_json(workdir / "config.json", config.to_dict())
@@ -87,7 +99,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
         if session.out_of_chunks:
             break
         session.progress[label] = _train_technique(session, label)
-    return write_outputs(workdir, config, session.progress, command)
+    summary = write_outputs(workdir, config, session.progress, command)
+    summary["parallel"] = parallel.describe()
+    write_json(workdir / "summary.json", summary)
+    return summary
+
+
+def _layout(config: ml_collections.ConfigDict
+            ) -> tuple[ml_collections.ConfigDict, DataParallel]:
+    """The device layout of ``config``.  With ``bn_sync='local'`` the results depend on the
+    device count, so a copy of the config records the resolved count in ``devices``."""
+    parallel = from_config(config)
+    if config.bn_sync == "local" and config.devices != parallel.num_devices:
+        config = copy.deepcopy(config)
+        config.devices = parallel.num_devices
+    return config, parallel
 
 
 def _train_technique(session: _Session, label: str) -> Progress:
@@ -97,13 +123,14 @@ def _train_technique(session: _Session, label: str) -> Progress:
         return progress
     tech = config.techniques[label]
     grid = make_grid(config, label, tech)
-    program = Program(make_experiment(config, tech, session.ds), session.ds, grid)
+    parallel = session.parallel if session.parallel.num_devices > 1 else None
+    program = Program(make_experiment(config, tech, session.ds, parallel), session.ds, grid)
     state = program.init()
     if progress is None:
         progress = Progress(label, fingerprint(config, label), grid.labels,
                             ["running"] * len(grid.labels))
     else:
-        state = session.store.load_state(label, state)
+        state = program.place_state(session.store.load_state(label, state))
         log.info("[%s] resuming at step %d of %d", label, progress.step, config.steps)
     compiled = 0.0
     while not progress.done and not session.out_of_chunks:

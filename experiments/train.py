@@ -11,7 +11,9 @@ runs at once under ``jax.vmap``.  Randomness is derived from the seed, never car
 
 so a chunk of steps is one ``lax.scan`` (:meth:`Experiment.train_chunk`) that draws each batch's
 indices on device.  :meth:`Experiment.train_step` takes the batch as an argument and keeps no
-Python-side state, so it can later be sharded over devices; the state buffers are donated.
+Python-side state; the state buffers are donated.  With ``Experiment.parallel`` the batch is
+split over the devices of a data mesh and BatchNorm statistics are global or per device
+(:mod:`experiments.parallel`).
 
 Loss: ``CE(logits, y) + l1 * sum|w| + l2 * 1/2 sum w^2`` (kernels only, ``normjax`` penalties).
 """
@@ -31,6 +33,7 @@ from jax import lax
 import normjax
 from experiments.models import CNN, MLP
 from experiments.optim import make_optimizer
+from experiments.parallel import DataParallel, apply_per_device
 from experiments.registry import build_norm
 
 __all__ = ["EvalSet", "Experiment", "TrainState", "batch_indices", "build_model"]
@@ -111,6 +114,7 @@ class Experiment:
     num_train: int
     use_l1: bool = False
     use_l2: bool = False
+    parallel: DataParallel | None = None  # None: one device, no sharding
 
     def _optimizer(self, hp: dict[str, jax.Array]) -> optax.GradientTransformation:
         return make_optimizer(self.config.optimizer, steps=self.config.steps,
@@ -141,9 +145,16 @@ class Experiment:
               ) -> tuple[jax.Array, tuple[dict[str, jax.Array], PyTree]]:
         x, y = batch
         key = jax.random.fold_in(_run_key(state.seed, 2), state.step)
-        logits, mutated = self.model.apply(
-            self._variables(state, params), x, train=True, rngs={"dropout": key},
-            dropout_rate=state.hparams["dropout"], mutable=["batch_stats", "intermediates"])
+        variables = self._variables(state, params)
+
+        def apply(x: jax.Array, key: jax.Array) -> tuple[jax.Array, PyTree]:
+            return self.model.apply(variables, x, train=True, rngs={"dropout": key},
+                                    dropout_rate=state.hparams["dropout"],
+                                    mutable=["batch_stats", "intermediates"])
+
+        per_device = self.parallel is not None and self.parallel.groups > 1
+        logits, mutated = (apply_per_device(apply, x, key, self.parallel)
+                           if per_device and state.batch_stats else apply(x, key))
         ce, correct = _cross_entropy(logits, y)
         penalty = self._penalty(params, state.hparams)
         objective = jnp.mean(ce) + penalty
@@ -173,7 +184,10 @@ class Experiment:
 
         def body(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
             idx = batch_indices(_run_key(state.seed, 1), state.step, self.num_train, batch_size)
-            return self.train_step(state, (x[idx], y[idx]))
+            batch = (x[idx], y[idx])
+            if self.parallel is not None:  # split the batch over the devices
+                batch = self.parallel.shard_batch(batch)
+            return self.train_step(state, batch)
 
         return lax.scan(body, state, None, length=num_steps)
 

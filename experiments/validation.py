@@ -17,6 +17,7 @@ from experiments.config import SWEEPABLE, base_config, technique, technique_labe
 from experiments.errors import ConfigError
 from experiments.models import ACTIVATIONS, CONV_IMPLS, KERNEL_INITS, NORM_POSITIONS
 from experiments.optim import OPTIMIZERS, SCHEDULES
+from experiments.parallel import BN_SYNC_MODES
 from experiments.registry import check_norm
 
 __all__ = ["validate_config", "validate_with_data"]
@@ -76,6 +77,8 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
     for name in ("steps", "batch_size", "log_every", "num_seeds", "eval_batch_size"):
         _int_at_least(name, config[name], 1)
     _int_at_least("seed", config.seed, 0)
+    _int_at_least("devices", config.devices, 0)
+    _choice("bn_sync", config.bn_sync, BN_SYNC_MODES)
     _int_at_least("eval_train_examples", config.eval_train_examples, 0)
     _int_at_least("dataset.seed", config.dataset.seed, 0)
     if not isinstance(config.dataset.name, str) or not config.dataset.name:
