@@ -28,6 +28,7 @@ def tiny_config(**techniques: ml_collections.ConfigDict) -> ml_collections.Confi
     config.steps, config.log_every, config.batch_size = 4, 2, 16
     config.eval_batch_size, config.eval_train_examples = 32, 0
     config.num_seeds = 2
+    config.devices = 1  # one device: smoke tests need no collectives
     for label, tech in (techniques or {"none": technique(), "batch": technique("batch")}).items():
         config.techniques[label] = tech
     return config
@@ -38,6 +39,7 @@ def shrink(config: ml_collections.ConfigDict, *, steps: int = 2) -> ml_collectio
     config = copy.deepcopy(config)
     with config.unlocked():
         config.steps, config.log_every, config.num_seeds = steps, 1, 1
+        config.devices = 1
         config.model.depth = min(config.model.depth, 2)
         config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps)
         config.eval_train_examples = min(config.eval_train_examples or 256, 256)
