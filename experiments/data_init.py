@@ -1,0 +1,93 @@
+"""Data-dependent initialization of WeightNorm (Salimans & Kingma 2016, Sec. 3) for the runner.
+
+For each weight-normalized hidden layer, in order from the input, the pre-activations
+``t = g * (v . x) / ||v|| + b`` on a batch of training data are standardized per unit::
+
+    g <- g / sigma[t],   b <- (b - mu[t]) / sigma[t]
+
+so every layer starts with zero-mean, unit-variance pre-activations on that batch (the later
+layers see the already re-initialized earlier ones).  ``mu`` and ``sigma`` are computed with
+:func:`normjax.moments` over every axis but the features (batch and, for a CNN, positions).
+
+:func:`seed_checkpoint` writes the re-initialized parameters as a step-0 checkpoint of a
+technique, which :func:`experiments.runner.run` then resumes from, so training, metrics and
+reports are the runner's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import normjax
+from experiments.checkpoint import CheckpointStore, Progress, fingerprint
+from experiments.data import Dataset
+from experiments.program import make_experiment
+from experiments.runs import make_grid
+
+__all__ = ["SCALE_KEY", "seed_checkpoint", "weight_norm_data_init"]
+
+SCALE_KEY = "linear/kernel/scale"  # the WeightNorm scale of a block's linear layer
+PyTree = Any
+
+
+def weight_norm_data_init(model: nn.Module, params: PyTree, x: jax.Array, *,
+                          epsilon: float = 1e-6) -> PyTree:
+    """``params`` with every ``layer_<i>/weight_norm`` re-initialized on the batch ``x``.
+
+    Raises ``ValueError`` if the model has no weight-normalized block with a bias.
+    """
+    blocks = sorted((k for k, v in params.items() if k.startswith("layer_")
+                     and SCALE_KEY in v.get("weight_norm", {})), key=lambda k: int(k[6:]))
+    if not blocks or any("bias" not in params[k]["linear"] for k in blocks):
+        raise ValueError("weight_norm_data_init needs blocks 'layer_<i>' with a weight_norm "
+                         f"scale {SCALE_KEY!r} and a linear bias (technique norm='weight')")
+    params = jax.tree_util.tree_map(lambda a: a, params)  # a copy we may edit
+
+    def wanted(module: nn.Module, method: str) -> bool:
+        return module.name == "weight_norm" and method == "__call__"
+
+    for name in blocks:
+        _, state = model.apply({"params": params}, x, train=False, mutable=["intermediates"],
+                               capture_intermediates=wanted)
+        t = state["intermediates"][name]["weight_norm"]["__call__"][0]
+        m = normjax.moments(t, tuple(range(t.ndim - 1)))
+        inv = jax.lax.rsqrt(m.var + epsilon)
+        block = params[name]
+        block["weight_norm"][SCALE_KEY] = block["weight_norm"][SCALE_KEY] * inv
+        block["linear"]["bias"] = (block["linear"]["bias"] - m.mean) * inv
+    return params
+
+
+def seed_checkpoint(config: ml_collections.ConfigDict, label: str, ds: Dataset,
+                    workdir: str | Path,
+                    transform: Callable[[nn.Module, PyTree, jax.Array], PyTree], *,
+                    num_examples: int = 512) -> None:
+    """Write a step-0 checkpoint of ``label`` whose params are ``transform(model, params, x)``.
+
+    ``x`` is a fixed batch of ``num_examples`` training inputs; the transform runs on every
+    run (seed, sweep point).  The runner resumes from it.  If ``label`` already has a
+    checkpoint in ``workdir`` (a run being resumed) nothing is written.
+    """
+    store = CheckpointStore(workdir)
+    if store.path(label).exists():
+        return
+    tech = config.techniques[label]
+    grid = make_grid(config, label, tech)
+    experiment = make_experiment(config, tech, ds)
+    hparams = {k: jnp.asarray(v, jnp.float32) for k, v in grid.hparams.items()}
+    idx = np.random.default_rng(0).permutation(len(ds.x_train))[:num_examples]
+    x = jnp.asarray(ds.x_train[idx])
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
+        state = jax.jit(jax.vmap(experiment.init))(jnp.asarray(grid.seeds), hparams)
+        params = jax.jit(jax.vmap(lambda p: transform(experiment.model, p, x)))(state.params)
+    progress = Progress(label, fingerprint(config, label), grid.labels,
+                        ["running"] * len(grid.labels))
+    store.save(progress, state._replace(params=params))

@@ -1,0 +1,302 @@
+"""Extra measurements on saved train states; training itself is never changed.
+
+A *probe* is a factory ``probe(model, config, ds) -> fn`` where ``fn(state) -> {name: array}``
+measures one run: ``state`` is the run's state dict (``params``, ``batch_stats``, ``hparams``,
+``seed``, ``step``, as stored in the runner's checkpoints).  :class:`ProbeHook` is an
+``on_chunk`` hook for :func:`experiments.runner.run`: after every chunk it reads the
+technique's checkpoint (``checkpoints/<technique>.msgpack``, leading axis = runs), applies the
+probe to every run with one ``jit(vmap(fn))`` and appends one row per run to
+``probes.jsonl``::
+
+    {"technique", "cell", "seed", "step", <name>: value or nested list, ...}
+
+:meth:`ProbeHook.record_initial` adds the rows of step 0 (the initial parameters).
+
+Probes here:
+
+* :func:`grad_norm_probe`: per-layer gradient norms on one training batch (train mode),
+  ``||dL/dtheta_layer||`` as the runner logs them, but at any step including 0.
+* :func:`input_quantile_probe`: quantiles (15/50/85%) of the input of each hidden layer's
+  nonlinearity (after the norm, if any) per unit, on a fixed batch in train mode (Ioffe &
+  Szegedy 2015, Figure 1).
+* :func:`landscape_probe`: loss and gradient along ``theta - eta g`` (Santurkar et al. 2018).
+* :func:`precise_bn_probe`: test accuracy after replacing the running BatchNorm statistics by
+  the exact population statistics of ``K`` training batches (Wu & Johnson 2021, Precise BN),
+  pooled with :func:`normjax.precise_moments`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+import normjax
+from experiments.config import technique_labels
+from experiments.data import Dataset
+from experiments.program import make_experiment
+from experiments.runs import make_grid
+from experiments.train import build_model
+from experiments.writer import MetricsLog, read_jsonl
+from normjax.linen import BatchNorm
+
+__all__ = ["Probe", "ProbeHook", "grad_norm_probe", "initial_state", "input_quantile_probe",
+           "landscape_probe", "preactivations", "precise_batch_stats", "precise_bn_probe",
+           "read_state"]
+
+State = dict[str, Any]
+Probe = Callable[[nn.Module, ml_collections.ConfigDict, Dataset],
+                 Callable[[State], dict[str, jax.Array]]]
+
+
+def read_state(workdir: str | Path, label: str) -> State:
+    """The train state of every run of ``label`` from its checkpoint (leading axis = runs)."""
+    path = Path(workdir) / "checkpoints" / f"{label}.msgpack"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint for technique {label!r} at {path}; run the "
+                                f"study first")
+    return flax.serialization.msgpack_restore(path.read_bytes())["state"]
+
+
+def initial_state(config: ml_collections.ConfigDict, label: str, ds: Dataset) -> State:
+    """The step-0 state dict of every run of ``label``, as the runner initializes it."""
+    tech = config.techniques[label]
+    grid = make_grid(config, label, tech)
+    experiment = make_experiment(config, tech, ds)
+    hparams = {k: jnp.asarray(v, jnp.float32) for k, v in grid.hparams.items()}
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
+        state = jax.jit(jax.vmap(experiment.init))(jnp.asarray(grid.seeds), hparams)
+    return flax.serialization.to_state_dict(state)
+
+
+def _model(config: ml_collections.ConfigDict, label: str, ds: Dataset) -> nn.Module:
+    """The technique's model without dropout layers (probes are deterministic)."""
+    return build_model(config, config.techniques[label], num_classes=ds.num_classes,
+                       use_dropout=False)
+
+
+def _variables(state: State) -> dict[str, Any]:
+    return {"params": state["params"],
+            **({"batch_stats": state["batch_stats"]} if state["batch_stats"] else {})}
+
+
+def _train_loss(model: nn.Module, state: State, params: Any, x: jax.Array,
+                y: jax.Array) -> jax.Array:
+    """Mean cross-entropy with BatchNorm on the batch statistics (training mode)."""
+    logits, _ = model.apply({**_variables(state), "params": params}, x, train=True,
+                            mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def _batch(ds: Dataset, size: int, *, split: str = "train") -> tuple[jax.Array, jax.Array]:
+    """The first ``size`` examples of a fixed permutation (seed 0) of a split."""
+    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
+    idx = np.random.default_rng(0).permutation(len(x))[:min(size, len(x))]
+    return jnp.asarray(x[idx]), jnp.asarray(y[idx])
+
+
+def grad_norm_probe(batch_size: int | None = None) -> Probe:
+    """``grad_norm/<top-level module>`` on one training batch (default: the batch size)."""
+    def factory(model: nn.Module, config: ml_collections.ConfigDict,
+                ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
+        x, y = _batch(ds, batch_size or config.batch_size)
+
+        def fn(state: State) -> dict[str, jax.Array]:
+            grads = jax.grad(lambda p: _train_loss(model, state, p, x, y))(state["params"])
+            return {f"grad_norm/{k}": optax.global_norm(g) for k, g in grads.items()}
+        return fn
+    return factory
+
+
+def preactivations(model: nn.Module, variables: dict[str, Any], x: jax.Array) -> dict[str, Any]:
+    """The input of each hidden block's nonlinearity in training mode, by block name.
+
+    That is the norm's output when the block has an activation norm placed before the
+    activation, else the (possibly weight-normalized) linear layer's output.
+    """
+    def wanted(module: nn.Module, method: str) -> bool:
+        return method == "__call__" and module.name in ("norm", "linear", "weight_norm")
+
+    _, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
+                           capture_intermediates=wanted)
+    out = {}
+    for name, sub in state["intermediates"].items():
+        if not name.startswith("layer_"):
+            continue
+        for source in ("norm", "weight_norm", "linear"):
+            if source in sub and "__call__" in sub[source]:
+                out[name] = sub[source]["__call__"][0]
+                break
+    return out
+
+
+def input_quantile_probe(num_examples: int = 512, num_units: int = 16,
+                         quantiles: Sequence[float] = (0.15, 0.5, 0.85)) -> Probe:
+    """``input_q/<layer>``: (units, quantiles) of the nonlinearity's input on a fixed batch.
+
+    Spatial positions (CNN) count as samples; the first ``num_units`` units are kept.
+    """
+    qs = jnp.asarray(quantiles, jnp.float32)
+
+    def factory(model: nn.Module, config: ml_collections.ConfigDict,
+                ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
+        x, _ = _batch(ds, num_examples)
+
+        def fn(state: State) -> dict[str, jax.Array]:
+            out = {}
+            for name, h in preactivations(model, _variables(state), x).items():
+                h = h.reshape(-1, h.shape[-1])[:, :num_units]
+                out[f"input_q/{name}"] = jnp.quantile(h, qs, axis=0).T
+            return out
+        return fn
+    return factory
+
+
+def landscape_probe(factors: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+                    batch_size: int | None = None) -> Probe:
+    """Loss and gradient change along the gradient, at steps ``eta = factor * lr``.
+
+    Returns ``landscape/eta``, ``landscape/loss`` and ``landscape/grad_change`` (one entry per
+    factor: ``L(theta - eta g)``, ``||grad L(theta - eta g) - g||``) and ``landscape/grad_norm``
+    (``||g||``), on one fixed training batch (BatchNorm in training mode); summarize them with
+    :func:`experiments.metrics.landscape_summary`.
+    """
+    f = jnp.asarray(factors, jnp.float32)
+
+    def factory(model: nn.Module, config: ml_collections.ConfigDict,
+                ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
+        x, y = _batch(ds, batch_size or config.batch_size)
+
+        def fn(state: State) -> dict[str, jax.Array]:
+            loss = jax.value_and_grad(lambda p: _train_loss(model, state, p, x, y))
+            _, g = loss(state["params"])
+            etas = f * state["hparams"]["learning_rate"]
+
+            def at(eta: jax.Array) -> tuple[jax.Array, jax.Array]:
+                moved = jax.tree_util.tree_map(lambda p, d: p - eta * d, state["params"], g)
+                value, g2 = loss(moved)
+                diff = jax.tree_util.tree_map(lambda a, b: a - b, g2, g)
+                return value, optax.global_norm(diff)
+
+            values, changes = jax.vmap(at)(etas)
+            return {"landscape/eta": etas, "landscape/loss": values,
+                    "landscape/grad_change": changes, "landscape/grad_norm": optax.global_norm(g)}
+        return fn
+    return factory
+
+
+def _bn_recorder(records: dict[tuple[str, ...], normjax.Moments]) -> Callable[..., Any]:
+    """Interceptor: the input moments of every normjax ``BatchNorm`` call, by module path."""
+    def interceptor(next_fun: Callable[..., Any], args: tuple, kwargs: dict,
+                    context: Any) -> Any:
+        module = context.module
+        if isinstance(module, BatchNorm) and context.method_name == "__call__":
+            x = jnp.asarray(args[0])
+            records[tuple(module.scope.path)] = normjax.moments(x, tuple(range(x.ndim - 1)))
+        return next_fun(*args, **kwargs)
+    return interceptor
+
+
+def precise_batch_stats(model: nn.Module, variables: dict[str, Any],
+                        batches: jax.Array) -> dict[str, Any]:
+    """``variables["batch_stats"]`` with every BatchNorm's ``mean``/``var`` replaced by the
+    statistics of its inputs pooled exactly over ``batches (K, b, ...)`` in training mode
+    (weights frozen; :func:`normjax.precise_moments`).  ``count`` is left as it is.
+    """
+    def stats_fn(batch: jax.Array) -> dict[tuple[str, ...], normjax.Moments]:
+        records: dict[tuple[str, ...], normjax.Moments] = {}
+        with nn.intercept_methods(_bn_recorder(records)):
+            model.apply(variables, batch, train=True, mutable=["batch_stats"])
+        return records
+
+    pooled = normjax.precise_moments(stats_fn, batches)
+    stats = jax.tree_util.tree_map(lambda a: a, variables["batch_stats"])  # a copy to edit
+    for path, m in pooled.items():
+        node = stats
+        for key in path:
+            node = node[key]
+        node["mean"], node["var"] = m.mean, m.var
+    return stats
+
+
+def precise_bn_probe(num_batches: int = 20) -> Probe:
+    """``precise/test_accuracy``, ``precise/test_loss``: eval mode with Precise BN statistics.
+
+    The running ``mean``/``var`` of every BatchNorm are replaced by the statistics pooled
+    exactly over ``num_batches`` training batches of the training batch size, run in training
+    mode with the weights frozen; then the whole test set is evaluated in eval mode.
+    """
+    def factory(model: nn.Module, config: ml_collections.ConfigDict,
+                ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
+        b = config.batch_size
+        k = max(1, min(num_batches, len(ds.x_train) // b))
+        x, _ = _batch(ds, k * b)
+        batches = x.reshape(k, b, *x.shape[1:])
+        x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+
+        def fn(state: State) -> dict[str, jax.Array]:
+            variables = _variables(state)
+            stats = precise_batch_stats(model, variables, batches)
+            logits = model.apply({**variables, "batch_stats": stats}, x_test, train=False)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_test)
+            acc = jnp.mean((jnp.argmax(logits, -1) == y_test).astype(jnp.float32))
+            return {"precise/test_accuracy": acc, "precise/test_loss": ce.mean()}
+        return fn
+    return factory
+
+
+class ProbeHook:
+    """Runs ``probe`` on every run's state after each chunk; rows go to ``probes.jsonl``.
+
+    ``every`` probes every ``every``-th chunk only (the last chunk is always probed).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, ds: Dataset, workdir: str | Path,
+                 probe: Probe, *, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every!r}")
+        self.config, self.ds, self.workdir = config, ds, Path(workdir)
+        self.probe, self.every = probe, every
+        self.log = MetricsLog(self.workdir / "probes.jsonl")
+        self._fns: dict[str, Callable[[State], dict[str, jax.Array]]] = {}
+
+    def _fn(self, label: str) -> Callable[[State], dict[str, jax.Array]]:
+        if label not in self._fns:
+            fn = self.probe(_model(self.config, label, self.ds), self.config, self.ds)
+            self._fns[label] = jax.jit(jax.vmap(fn))
+        return self._fns[label]
+
+    def record(self, label: str, state: State, step: int) -> None:
+        """Probe every run of ``label`` in ``state`` and append the rows of ``step``."""
+        with jax.numpy_dtype_promotion("standard"):
+            values = jax.device_get(self._fn(label)(state))
+        grid = make_grid(self.config, label, self.config.techniques[label])
+        rows = []
+        for r in range(grid.num_runs):
+            row = {"technique": label, "cell": grid.labels[int(grid.cell[r])],
+                   "seed": int(grid.seeds[r]), "step": step}
+            row.update({k: np.asarray(v[r]).tolist() for k, v in values.items()})
+            rows.append(row)
+        self.log.append(rows)
+
+    def record_initial(self) -> None:
+        """Rows of step 0 for every technique that will run (and has none yet: resuming)."""
+        done = {r["technique"] for r in read_jsonl(self.log.path) if r["step"] == 0} \
+            if self.log.path.exists() else set()
+        for label in technique_labels(self.config):
+            if label not in done:
+                self.record(label, initial_state(self.config, label, self.ds), 0)
+
+    def __call__(self, label: str, step: int) -> None:
+        chunk = -(-step // self.config.log_every)
+        if chunk % self.every and step < self.config.steps:
+            return
+        self.record(label, read_state(self.workdir, label), step)

@@ -1,0 +1,119 @@
+"""The study command: every claim config runs at tiny size and yields a report section."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from experiments import studies
+from experiments.metrics import Check
+
+VERDICTS = ("holds", "holds in part", "mixed", "contradicted", "does not hold at this scale")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NORMJAX_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.mark.parametrize("name", studies.STUDIES)
+def test_study_runs_tiny_and_writes_its_section(name, tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "docs"
+    section, seconds = studies.run_study(name, tiny=True, runs_dir=runs, out=out)
+    assert section.verdict in VERDICTS and seconds > 0
+    assert section.checks and all(isinstance(c, Check) for c in section.checks)
+    text = (runs / name / "section.md").read_text()
+    assert text.startswith(f"## {section.title}")
+    assert f"**Verdict: {section.verdict}.**" in text and "Criterion:" in text
+    assert re.search(r"^\|---", text, re.MULTILINE), "no table"
+    assert re.search(r"\| .*\d.* \|", text), "table has no numbers"
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (out / link).stat().st_size > 1000, link
+    assert section.figures
+    info = json.loads((runs / name / "section.json").read_text())
+    assert info["verdict"] == section.verdict and info["tiny"] is True
+    assert set(info["part_seconds"]) == set(studies.load_claim(name).parts(True))
+
+
+def test_command_writes_the_report_and_keeps_other_sections(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "docs"
+    other = runs / "landscape"  # a section from an earlier invocation
+    other.mkdir(parents=True)
+    (other / "section.md").write_text("## Earlier section\n\nkept\n")
+    (other / "section.json").write_text(json.dumps(
+        {"title": "Earlier section", "verdict": "mixed", "seconds": 60.0, "tiny": False}))
+    assert studies.main(["--only", "bn_init_scale", "--tiny", "--runs", str(runs),
+                         "--out", str(out)]) == 0
+    report = (out / "studies.md").read_text()
+    title = studies.load_claim("bn_init_scale").TITLE
+    assert f"## {title}" in report and f"[{title}]" in report and "(tiny run)" in report
+    assert "## Earlier section" in report and "| 2 | [Earlier section]" in report
+    assert report.index(f"## {title}") < report.index("## Earlier section")  # study order
+    assert "bn_init_scale_init_scale.png" in report
+    assert "bn_init_scale:" in capsys.readouterr().out
+
+
+def test_command_rejects_unknown_study(capsys):
+    assert studies.main(["--only", "bn_magic", "--tiny"]) == 2
+    assert "unknown study name(s) ['bn_magic']" in capsys.readouterr().err
+
+
+def test_load_claim_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown study 'nope'"):
+        studies.load_claim("nope")
+    (tmp_path / "claim_half.py").write_text("TITLE = 'x'\n")
+    with pytest.raises(ValueError, match=r"lacks \['CLAIM', 'parts', 'get_config', 'analyze'\]"):
+        studies.load_claim("half", tmp_path)
+
+
+def test_every_claim_config_is_complete():
+    for name in studies.STUDIES:
+        module = studies.load_claim(name)
+        assert module.parts(False) and set(module.parts(True)) <= set(module.parts(False))
+        for part in module.parts(False):
+            config = module.get_config(part)
+            assert config.num_seeds >= 3 and config.steps % config.log_every == 0, (name, part)
+            if config.steps < 2000:
+                assert config.num_seeds >= 5, (name, part)
+
+
+@pytest.mark.parametrize(("name", "arg"), [("bn_batch_size", "rnn_b2"),
+                                           ("bn_batch_size", "mlp_bx"),
+                                           ("dropout_gap", "l3"), ("gradient_flow", "gelu"),
+                                           ("mnist1d", "resnet"), ("group_norm", "spectral")])
+def test_claim_configs_reject_bad_parts(name, arg):
+    with pytest.raises(ValueError, match=f"configs/claim_{name}.py: argument"):
+        studies.load_claim(name).get_config(arg)
+
+
+def test_tiny_config_shrinks():
+    config = studies.load_claim("gradient_flow").get_config("relu")
+    tiny = studies.tiny_config(config)
+    assert (tiny.steps, tiny.log_every, tiny.num_seeds, tiny.model.depth) == (3, 1, 2, 2)
+    assert config.steps == 300 and config.model.depth == 16  # the original is untouched
+    assert list(studies.tiny_config(config, ("batch",)).techniques) == ["batch"]
+    assert list(tiny.techniques) == ["none", "batch"]
+
+
+def test_markdown_table():
+    assert studies.markdown_table(["a", "b"], [["1", "2"]]) == ["| a | b |", "|---|---|",
+                                                                 "| 1 | 2 |"]
+    with pytest.raises(ValueError, match="has 1 entries, header has 2"):
+        studies.markdown_table(["a", "b"], [["1"]])
+
+
+def test_part_final_marks_diverged_cells(tmp_path):
+    config = studies.load_claim("bn_learning_rate").get_config()
+    summary = {"results": {"none": {"technique": "none", "status": "diverged at step 3",
+                                    "hparams": {}},
+                           "batch": {"technique": "batch", "status": "ok", "hparams": {}}}}
+    rows = [{"cell": "batch", "seed": s, "step": 1, "test/accuracy": 0.5 + s} for s in (0, 1)]
+    part = studies.Part("main", config, tmp_path, summary, rows, [], 1.0)
+    assert np.all(part.final("none", "test/accuracy", failed=0.0) == 0.0)
+    assert len(part.final("none", "test/accuracy")) == config.num_seeds
+    np.testing.assert_array_equal(part.final("batch", "test/accuracy"), [0.5, 1.5])
+    with pytest.raises(KeyError, match="no probe"):
+        part.probe_array("batch", "input_q/layer_0")
