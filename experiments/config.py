@@ -75,16 +75,18 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def technique(norm: str = "none", *, dropout: float = 0.0, l1: float = 0.0, l2: float = 0.0,
+def technique(norm: str = "none", *, dropout: float = 0.0, dropout_kind: str = "bernoulli",
+              l1: float = 0.0, l2: float = 0.0,
               weight_decay: float = 0.0, learning_rate: float | None = None,
               **norm_options: Any) -> ml_collections.ConfigDict:
     """One technique: a registered norm (with its options) plus regularizers.
 
-    ``dropout`` is the drop probability after each hidden block; ``l1``/``l2`` weight the
-    coupled penalties ``sum |w|`` and ``1/2 sum w^2`` on kernels; ``weight_decay`` is decoupled
-    (AdamW-style, on kernels); ``learning_rate`` overrides ``optimizer.learning_rate`` (None:
-    keep it).  All norm options get the registry's defaults, so each can be overridden from the
-    command line.
+    ``dropout`` is the drop probability after each hidden block, ``dropout_kind`` its form
+    (``bernoulli``, ``spatial`` (channel-wise), ``alpha`` (SELU nets) or ``gaussian``);
+    ``l1``/``l2`` weight the coupled penalties ``sum |w|`` and ``1/2 sum w^2`` on kernels;
+    ``weight_decay`` is decoupled (AdamW-style, on kernels); ``learning_rate`` overrides
+    ``optimizer.learning_rate`` (None: keep it).  All norm options get the registry's defaults,
+    so each can be overridden from the command line.
     """
     entry = get_norm(norm, field_name="technique(norm=...)")
     unknown = sorted(set(norm_options) - set(entry.defaults))
@@ -93,6 +95,7 @@ def technique(norm: str = "none", *, dropout: float = 0.0, l1: float = 0.0, l2: 
                           f"accepted: {sorted(entry.defaults) or 'none'}")
     return ml_collections.ConfigDict({
         "norm": norm, "norm_options": {**entry.defaults, **norm_options}, "dropout": dropout,
+        "dropout_kind": dropout_kind,
         "l1": l1, "l2": l2, "weight_decay": weight_decay, "learning_rate": learning_rate})
 
 

@@ -101,6 +101,13 @@ class PatchConv(nn.Module):
         return y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
 
 
+# Dropout layers by config name (``technique(dropout_kind=...)``): inverted Bernoulli dropout,
+# channel-wise (spatial) dropout, alpha dropout for SELU nets, multiplicative Gaussian noise.
+DROPOUTS: dict[str, Callable[..., jax.Array]] = {
+    "bernoulli": normjax.dropout, "spatial": normjax.spatial_dropout,
+    "alpha": normjax.alpha_dropout, "gaussian": normjax.gaussian_dropout}
+
+
 class Block(nn.Module):
     """One hidden layer: linear -> norm -> activation -> dropout (see the module docstring)."""
 
@@ -109,6 +116,7 @@ class Block(nn.Module):
     activation: str = "relu"
     norm_position: str = "before_activation"
     use_dropout: bool = False
+    dropout_kind: str = "bernoulli"
     kernel_init: str = "lecun_normal"
     conv_kernel: tuple[int, ...] = ()  # () -> Dense; (k,) -> 1-D conv; (k, k) -> 2-D conv
     stride: int = 1
@@ -144,7 +152,7 @@ class Block(nn.Module):
         self.sow("intermediates", "activation", x)
         if self.use_dropout:
             key = self.make_rng("dropout") if train else None
-            x = normjax.dropout(key, x, rate=dropout_rate, train=train)
+            x = DROPOUTS[self.dropout_kind](key, x, rate=dropout_rate, train=train)
         return x
 
 
@@ -158,12 +166,13 @@ class _Classifier(nn.Module):
     activation: str = "relu"
     norm_position: str = "before_activation"
     use_dropout: bool = False
+    dropout_kind: str = "bernoulli"
     kernel_init: str = "lecun_normal"
 
     def _block_kwargs(self) -> dict[str, Any]:
         return {"features": self.width, "norms": self.norms, "activation": self.activation,
                 "norm_position": self.norm_position, "use_dropout": self.use_dropout,
-                "kernel_init": self.kernel_init}
+                "dropout_kind": self.dropout_kind, "kernel_init": self.kernel_init}
 
     def _body(self, x: jax.Array, make_block: Callable[[int], Block], *, train: bool,
               use_running_average: bool | None, dropout_rate: float | jax.Array) -> jax.Array:

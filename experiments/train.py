@@ -68,7 +68,7 @@ def build_model(config: ml_collections.ConfigDict, tech: ml_collections.ConfigDi
     kwargs = {"num_classes": num_classes, "norms": build_norm(tech.norm, options),
               "depth": m.depth, "width": m.width, "activation": m.activation,
               "norm_position": m.norm_position, "use_dropout": use_dropout,
-              "kernel_init": m.kernel_init}
+              "dropout_kind": tech.dropout_kind, "kernel_init": m.kernel_init}
     if m.kind == "cnn":
         return CNN(**kwargs, kernel_size=m.kernel_size, stride=m.stride, conv_impl=m.conv_impl)
     return MLP(**kwargs)

@@ -109,6 +109,17 @@ def _check_optimizer(opt: ml_collections.ConfigDict, steps: int) -> None:
         raise ConfigError(f"optimizer.warmup_steps ({opt.warmup_steps}) exceeds steps ({steps})")
 
 
+def _check_dropout_kind(path: str, tech: Any) -> None:
+    from experiments.models import DROPOUTS
+
+    if tech.dropout_kind not in DROPOUTS:
+        raise ConfigError(f"{path}.dropout_kind must be one of {sorted(DROPOUTS)}, "
+                          f"got {tech.dropout_kind!r}")
+    if tech.dropout_kind in ("alpha", "gaussian") and tech.dropout >= 1:
+        raise ConfigError(f"{path}.dropout must be < 1 for dropout_kind={tech.dropout_kind!r} "
+                          f"(it rescales by 1/(1 - rate)), got {tech.dropout}")
+
+
 def _check_technique(label: str, tech: Any, model: ml_collections.ConfigDict) -> None:
     path = f"techniques.{label}"
     if not _LABEL.match(label):
@@ -117,6 +128,7 @@ def _check_technique(label: str, tech: Any, model: ml_collections.ConfigDict) ->
         raise ConfigError(f"{path} must be made with technique(...), got {tech!r}")
     _check_keys(tech, technique(), f"{path}.")
     _number_in(f"{path}.dropout", tech.dropout, 0.0, 1.0, high_open=False)
+    _check_dropout_kind(path, tech)
     for name in ("l1", "l2", "weight_decay"):
         _number_in(f"{path}.{name}", tech[name], 0.0)
     if tech.learning_rate is not None:
