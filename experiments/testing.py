@@ -36,8 +36,13 @@ def tiny_config(**techniques: ml_collections.ConfigDict) -> ml_collections.Confi
 
 def shrink(config: ml_collections.ConfigDict, *, steps: int = 2) -> ml_collections.ConfigDict:
     """``config`` with ``steps`` steps logged every step, one seed, small data, depth <= 2."""
-    config = copy.deepcopy(config)
+    order = list(config.techniques.keys())
+    config = copy.deepcopy(config)  # (deepcopy sorts a ConfigDict's keys: restore the order)
     with config.unlocked():
+        techniques = ml_collections.ConfigDict(sort_keys=False)
+        for label in order:
+            techniques[label] = config.techniques[label]
+        config.techniques = techniques
         config.steps, config.log_every, config.num_seeds = steps, 1, 1
         config.devices = 1
         config.model.depth = min(config.model.depth, 2)
