@@ -8,15 +8,15 @@ comparisons as the median of per-round ratios (both robust to the occasional slo
 
 from __future__ import annotations
 
-import os
 import statistics
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jax
+
+from experiments.allocator import MALLOC_TUNING, allocator_setting, reexec_with_malloc_tuning
 
 __all__ = [
     "MALLOC_TUNING",
@@ -26,12 +26,6 @@ __all__ = [
     "reexec_with_malloc_tuning",
     "time_interleaved",
 ]
-
-#: glibc settings that keep freed large buffers in the heap instead of unmapping them, so
-#: a fresh output buffer does not page-fault on every call (mallopt(3): M_MMAP_MAX,
-#: M_TRIM_THRESHOLD).
-MALLOC_TUNING = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
-_REEXEC_MARK = "NORMJAX_BENCH_REEXEC"
 
 
 @dataclass
@@ -87,24 +81,3 @@ def paired_ratio(a: Timing, b: Timing) -> float:
     if len(a.samples) != len(b.samples):
         raise ValueError("paired_ratio needs timings from the same interleaved run.")
     return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
-
-
-def allocator_setting() -> str:
-    """A one-line description of the glibc malloc tuning this process runs under."""
-    values = {k: os.environ.get(k) for k in MALLOC_TUNING}
-    if all(v is None for v in values.values()):
-        return "glibc default (large buffers returned to the kernel: fresh outputs page-fault)"
-    return "tuned: " + " ".join(f"{k}={v}" for k, v in values.items() if v is not None)
-
-
-def reexec_with_malloc_tuning(module: str, argv: Sequence[str]) -> None:
-    """Re-executes ``python -m module argv`` with :data:`MALLOC_TUNING` set (does not return).
-
-    glibc reads these variables only at start-up, hence the re-exec. Does nothing when they
-    are already set or when this process is itself the re-executed one.
-    """
-    if os.environ.get(_REEXEC_MARK) or all(k in os.environ for k in MALLOC_TUNING):
-        return
-    env = {**os.environ, **MALLOC_TUNING, _REEXEC_MARK: "1"}
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)

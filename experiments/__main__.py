@@ -10,12 +10,13 @@ import logging
 import shlex
 import sys
 
+from experiments.allocator import reexec_with_malloc_tuning
 from experiments.cli import USAGE, apply_overrides, parse_args
 from experiments.config import load_config
 from experiments.errors import ConfigError
 from experiments.runner import run
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,5 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The command-line entry point: :func:`main` under the tuned allocator
+    (:mod:`experiments.allocator`; the process re-executes itself once to apply it)."""
+    reexec_with_malloc_tuning("experiments", sys.argv[1:])
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -29,7 +29,8 @@ __all__ = ["CheckpointStore", "Progress", "fingerprint"]
 
 VERSION = 1
 # fields that change only what is reported, never the numbers of a technique
-_NOT_FINGERPRINTED = ("name", "notes", "figures", "only", "techniques")
+#: Fields results do not depend on (run_strategy: the same numbers up to float rounding).
+_NOT_FINGERPRINTED = ("name", "notes", "figures", "only", "techniques", "run_strategy")
 
 
 def fingerprint(config: ml_collections.ConfigDict, label: str) -> dict[str, Any]:
@@ -53,6 +54,7 @@ class Progress:
     compile_s: float = 0.0
     train_s: float = 0.0
     eval_s: float = 0.0
+    run_strategy: str = ""  # e.g. "sequential (auto: CNN on cpu ...)", see experiments.strategy
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -15,12 +15,15 @@ an error.  Fields (see :func:`base_config` for the defaults)::
     steps, batch_size, log_every     training length, minibatch size, steps per logged chunk
     eval_batch_size, eval_train_examples
                                      eval chunking; training examples used for train/* (0 = all)
-    seed, num_seeds                  seeds seed, seed+1, ..., trained together under vmap
+    seed, num_seeds                  seeds seed, seed+1, ..., trained together (run_strategy)
     devices                          devices the batch is split over (0 = all, or as many as
                                      batch_size splits evenly over; an explicit count must
                                      divide batch_size), see experiments.parallel
     bn_sync                          BatchNorm statistics over the global batch ('global',
                                      synchronized) or each device's share ('local')
+    run_strategy                     how the runs of a technique share one program: 'auto'
+                                     (by backend and model), 'vmap', 'sequential' or
+                                     'interleaved' (see experiments.strategy)
     techniques.<label>               technique(norm, dropout=, l1=, l2=, weight_decay=,
                                      learning_rate=, **norm_options); add them one by one
                                      (``config.techniques.none = technique()``) to keep their
@@ -68,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_seeds = 3
     c.devices = 0
     c.bn_sync = "global"
+    c.run_strategy = "auto"
     c.techniques = ml_collections.ConfigDict(sort_keys=False)  # keeps the order they are added
     c.only = ""
     c.sweep = {name: () for name in SWEEPABLE}

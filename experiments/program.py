@@ -1,7 +1,8 @@
-"""Compiled, run-vmapped programs of one technique: init, train chunk, evaluate.
+"""Compiled programs of one technique over all its runs: init, train chunk, evaluate.
 
 :class:`Program` wraps the pure single-run methods of :class:`experiments.train.Experiment` in
-``jax.jit(jax.vmap(...))`` (state axis 0 = runs; data shared) and compiles them ahead of time
+``jax.jit`` over the runs (state axis 0 = runs; data shared), batched or looped as the run
+strategy says (:mod:`experiments.strategy`; init is always vmapped), and compiles them ahead of time
 (``lower(...).compile()``) so that compile time is measured apart from training time.  The
 train chunk donates the incoming state.  Compiled chunks are cached by length (the last chunk
 may be shorter than ``log_every``).  With ``experiment.parallel`` the state and the training set
@@ -23,6 +24,7 @@ import numpy as np
 from experiments.data import Dataset
 from experiments.parallel import DataParallel
 from experiments.runs import Grid, structure_flags
+from experiments.strategy import map_runs, resolve_strategy, scan_interleaved
 from experiments.train import EvalSet, Experiment, TrainState, build_model
 
 __all__ = ["Program", "make_eval_set", "make_experiment"]
@@ -76,6 +78,12 @@ def _eval_sets(config: ml_collections.ConfigDict, ds: Dataset,
     return sets
 
 
+def _chunk_over_runs(experiment: Experiment, strategy: str) -> Callable[..., Any]:
+    """``train_chunk`` of every run under ``strategy`` ('vmap' or 'sequential')."""
+    mapped = map_runs(lambda s, x, y, n: experiment.train_chunk(s, x, y, n), strategy, 3)
+    return lambda state, x, y, num_steps: mapped(state, x, y, num_steps)
+
+
 def _replicated_outputs(parallel: DataParallel | None) -> dict[str, Any]:
     """``jax.jit`` options: every output (state, metrics) replicated over the data mesh."""
     return {} if parallel is None else {"out_shardings": parallel.replicated}
@@ -90,10 +98,13 @@ class Program:
         self.compile_s = 0.0
         par, out = experiment.parallel, _replicated_outputs(experiment.parallel)
         self._x, self._y = self.place_state((ds.x_train, ds.y_train))
+        self.strategy = resolve_strategy(experiment.config, grid.num_runs)
+        name = self.strategy.name
         self._init = jax.jit(jax.vmap(experiment.init), **out)
-        self._chunk = jax.jit(jax.vmap(experiment.train_chunk, in_axes=(0, None, None, None)),
-                              static_argnums=3, donate_argnums=0, **out)
-        self._eval = jax.jit(jax.vmap(experiment.evaluate, in_axes=(0, None)), **out)
+        chunk = (scan_interleaved(experiment.data_step, grid.num_runs)
+                 if name == "interleaved" else _chunk_over_runs(experiment, name))
+        self._chunk = jax.jit(chunk, static_argnums=3, donate_argnums=0, **out)
+        self._eval = jax.jit(map_runs(experiment.evaluate, name, 1), **out)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
             shapes = jax.eval_shape(self._init, *self._grid_args())
         self.has_batch_stats = bool(jax.tree_util.tree_leaves(shapes.batch_stats))

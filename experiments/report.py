@@ -5,11 +5,14 @@
     {"study", "dataset", "model", "optimizer", "steps", "num_seeds", "swept": [hparam, ...],
      "results": {<cell>: {"technique", "hparams": {swept values}, "status", "step",
                           "num_seeds", "final": {<metric>: {"mean", "std", "values"}} | null,
-                          "compile_s", "train_s", "eval_s", "steps_per_s"}}}
+                          "compile_s", "train_s", "eval_s", "steps_per_s",
+                          "run_strategy"}}}
 
 ``compile_s``/``train_s``/``eval_s`` are seconds summed over all invocations (a resumed technique
-compiles again); ``steps_per_s`` counts steps of the vmapped program, in which all runs of the
-technique step together.  ``status`` is ``"ok"``, ``"diverged at step N"`` (then ``final`` is
+compiles again); ``steps_per_s`` counts steps of the technique's program, in which all its runs
+advance together.  ``run_strategy`` says how those runs were executed (``vmap``,
+``sequential`` or ``interleaved``, and why; see :mod:`experiments.strategy`).
+``status`` is ``"ok"``, ``"diverged at step N"`` (then ``final`` is
 null), ``"incomplete (step k of S)"`` or ``"not run"``.  ``std`` is the sample standard
 deviation (ddof=1; 0 for one seed).
 ``summary.csv`` has one row per cell with ``<metric>_mean`` / ``<metric>_std`` columns for the
@@ -77,7 +80,7 @@ def _cell_entries(config: ml_collections.ConfigDict, progress: Progress) -> dict
                          "status": status, "step": progress.step,
                          "num_seeds": config.num_seeds, "final": final,
                          "compile_s": progress.compile_s, "train_s": progress.train_s,
-                         "eval_s": progress.eval_s,
+                         "eval_s": progress.eval_s, "run_strategy": progress.run_strategy,
                          "steps_per_s": progress.step / progress.train_s
                          if progress.train_s else None}
     return entries
@@ -97,7 +100,7 @@ def summarize(config: ml_collections.ConfigDict,
             results[cell] = {"technique": label, "hparams": swept, "status": "not run",
                              "step": 0, "num_seeds": config.num_seeds, "final": None,
                              "compile_s": None, "train_s": None, "eval_s": None,
-                             "steps_per_s": None}
+                             "steps_per_s": None, "run_strategy": None}
     swept = [k for k, v in config.sweep.items() if v]
     return {"study": config.name, "dataset": config.dataset.name, "model": config.model.kind,
             "optimizer": config.optimizer.name, "steps": config.steps,
@@ -127,6 +130,17 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _strategy_lines(summary: dict[str, Any]) -> list[str]:
+    """``- runs: <strategy> for <techniques>`` (how each technique's runs were executed)."""
+    used: dict[str, list[str]] = {}
+    for e in summary["results"].values():
+        if e.get("run_strategy") and e["technique"] not in used.get(e["run_strategy"], []):
+            used.setdefault(e["run_strategy"], []).append(e["technique"])
+    if len(used) == 1:
+        return [f"- runs of each technique executed: {next(iter(used))}"]
+    return [f"- runs executed: {s} for {', '.join(t)}" for s, t in used.items()]
+
+
 def render_report(config: ml_collections.ConfigDict, summary: dict[str, Any],
                   figures: list[tuple[str, str]], command: str | None = None) -> str:
     """``report.md``: setup, results table, figures, files."""
@@ -138,6 +152,7 @@ def render_report(config: ml_collections.ConfigDict, summary: dict[str, Any],
              f"batch {config.batch_size}, {config.steps} steps, {config.num_seeds} seeds "
              f"(from {config.seed}), logged every {config.log_every} steps",
              *([f"- swept: {', '.join(summary['swept'])}"] if summary["swept"] else []),
+             *_strategy_lines(summary),
              *([f"- reproduce: `{command}`"] if command else []), "",
              f"## Final metrics (mean ± std over {config.num_seeds} seeds)", "",
              "| technique | status | test accuracy | train accuracy | test loss | "

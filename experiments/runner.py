@@ -1,7 +1,9 @@
 """Run a study: validate, then train each technique in chunks, checkpointing as it goes.
 
 For each technique (in config order) all runs (seeds x sweep points) train together in one
-vmapped program.  After every chunk of ``log_every`` steps the runner evaluates, checks for
+compiled program, batched or looped over the runs (``run_strategy``, :mod:`experiments.strategy`;
+the one used is recorded per cell as ``run_strategy`` in the summary and in report.md).
+After every chunk of ``log_every`` steps the runner evaluates, checks for
 divergence, writes the checkpoint (state + progress) and appends the chunk's rows to
 ``metrics.jsonl``.  Rerunning on the same workdir resumes from the checkpoints; finished
 techniques are not redone.  A non-finite training loss (or eval loss) in any seed of a cell
@@ -9,7 +11,8 @@ ends that cell with status ``"diverged at step N"``; the technique stops once al
 have diverged, and the other techniques run as usual.
 
 Each batch is split over ``config.devices`` devices (:mod:`experiments.parallel`); the layout
-used (device and process counts, BatchNorm mode) is recorded as ``summary["parallel"]``.  With
+used (device and process counts, BatchNorm mode) is recorded as ``summary["parallel"]``, the
+malloc setting (:mod:`experiments.allocator`) as ``summary["allocator"]``.  With
 ``bn_sync='local'`` the numbers depend on the device count, so ``devices=0`` is resolved to the
 actual count in the config (``config.json``, checkpoint fingerprints) before anything runs.
 Multi-process runs are set up from the environment (:func:`experiments.parallel.
@@ -28,6 +31,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from experiments.allocator import allocator_setting
 from experiments.checkpoint import CheckpointStore, Progress, fingerprint
 from experiments.data import Dataset, load_dataset
 from experiments.errors import ConfigError
@@ -101,6 +105,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
         session.progress[label] = _train_technique(session, label)
     summary = write_outputs(workdir, config, session.progress, command)
     summary["parallel"] = parallel.describe()
+    summary["allocator"] = allocator_setting()
     write_json(workdir / "summary.json", summary)
     return summary
 
@@ -132,6 +137,7 @@ def _train_technique(session: _Session, label: str) -> Progress:
     else:
         state = program.place_state(session.store.load_state(label, state))
         log.info("[%s] resuming at step %d of %d", label, progress.step, config.steps)
+    progress.run_strategy = f"{program.strategy.name} ({program.strategy.reason})"
     compiled = 0.0
     while not progress.done and not session.out_of_chunks:
         state, rows = _chunk(session.config, program, progress, state)

@@ -177,19 +177,20 @@ class Experiment:
                                    batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
 
+    def data_step(self, state: TrainState, x: jax.Array, y: jax.Array
+                  ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One step on the run's next batch of the training set ``(x, y)``, drawn on device."""
+        idx = batch_indices(_run_key(state.seed, 1), state.step, self.num_train,
+                            self.config.batch_size)
+        batch = (x[idx], y[idx])
+        if self.parallel is not None:  # split the batch over the devices
+            batch = self.parallel.shard_batch(batch)
+        return self.train_step(state, batch)
+
     def train_chunk(self, state: TrainState, x: jax.Array, y: jax.Array, num_steps: int
                     ) -> tuple[TrainState, dict[str, jax.Array]]:
         """``num_steps`` steps as one ``lax.scan``; metrics are stacked per step."""
-        batch_size = self.config.batch_size
-
-        def body(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
-            idx = batch_indices(_run_key(state.seed, 1), state.step, self.num_train, batch_size)
-            batch = (x[idx], y[idx])
-            if self.parallel is not None:  # split the batch over the devices
-                batch = self.parallel.shard_batch(batch)
-            return self.train_step(state, batch)
-
-        return lax.scan(body, state, None, length=num_steps)
+        return lax.scan(lambda s, _: self.data_step(s, x, y), state, None, length=num_steps)
 
     def _eval_pass(self, state: TrainState, data: EvalSet, *,
                    use_running_average: bool) -> tuple[jax.Array, jax.Array]:

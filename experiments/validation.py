@@ -19,6 +19,7 @@ from experiments.models import ACTIVATIONS, CONV_IMPLS, KERNEL_INITS, NORM_POSIT
 from experiments.optim import OPTIMIZERS, SCHEDULES
 from experiments.parallel import BN_SYNC_MODES
 from experiments.registry import check_norm
+from experiments.strategy import RUN_STRATEGIES
 
 __all__ = ["validate_config", "validate_with_data"]
 
@@ -79,6 +80,7 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
     _int_at_least("seed", config.seed, 0)
     _int_at_least("devices", config.devices, 0)
     _choice("bn_sync", config.bn_sync, BN_SYNC_MODES)
+    _choice("run_strategy", config.run_strategy, RUN_STRATEGIES)
     _int_at_least("eval_train_examples", config.eval_train_examples, 0)
     _int_at_least("dataset.seed", config.dataset.seed, 0)
     if not isinstance(config.dataset.name, str) or not config.dataset.name:

@@ -1,0 +1,113 @@
+"""How the runs of one technique (seeds x sweep points) share one compiled program.
+
+Every run is the same single-run computation (:class:`experiments.train.Experiment`) on
+different data in its state (seed, hyperparameters).  There are three ways to put R runs into
+one jitted program, and which is fastest depends on the backend and the model:
+
+``vmap``
+    ``jax.vmap`` over the runs: one batched computation.  Dense layers become batched matrix
+    products, which is what accelerators (and CPUs, for MLPs) do best.
+``sequential``
+    ``lax.map`` over the runs: each run's whole chunk of steps, one run after the other, inside
+    one program.  Nothing is batched, so every operation keeps its single-run form (on CPU a
+    vmapped convolution becomes a grouped convolution or a larger im2col product, which can be
+    slower than R separate ones).
+``interleaved``
+    one ``lax.scan`` over steps whose body takes one step of every run in turn (unrolled over
+    the runs): the runs advance together, as with ``vmap``, but each keeps its single-run
+    operations and XLA may overlap independent runs.  Compile time grows with R.
+
+``run_strategy='auto'`` (the default) picks by backend and model, following the measurements of
+``python -m benchmarks.train_step`` (see ``docs/performance.md``): ``vmap`` on GPU/TPU and for
+MLPs, ``sequential`` for CNNs on CPU.  The strategy used, and why, is recorded in
+``summary.json`` (``run_strategy``) and in ``report.md``.  All strategies compute the same
+numbers up to floating-point reassociation, so a run may be resumed under another strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax import lax
+
+__all__ = ["RUN_STRATEGIES", "Strategy", "map_runs", "resolve_strategy", "scan_interleaved"]
+
+RUN_STRATEGIES = ("auto", "vmap", "sequential", "interleaved")
+#: Runs above which 'interleaved' is not chosen automatically (its program grows with R).
+MAX_AUTO_INTERLEAVED = 8
+
+
+class Strategy(NamedTuple):
+    """The strategy a technique runs under and the reason it was chosen."""
+
+    name: str
+    reason: str
+
+
+def resolve_strategy(config: ml_collections.ConfigDict, num_runs: int,
+                     backend: str | None = None) -> Strategy:
+    """The strategy for ``num_runs`` runs of ``config`` on ``backend`` (default: JAX's).
+
+    An explicit ``config.run_strategy`` is used as given; ``'auto'`` picks ``vmap`` for a single
+    run, on accelerators and for MLPs, and ``sequential`` for CNNs on CPU.
+    """
+    name = config.run_strategy
+    if name not in RUN_STRATEGIES:
+        raise ValueError(f"run_strategy must be one of {list(RUN_STRATEGIES)}, got {name!r}.")
+    if name != "auto":
+        return Strategy(name, "set in the config")
+    backend = backend or jax.default_backend()
+    if num_runs == 1:
+        return Strategy("vmap", "auto: a single run")
+    if backend != "cpu":
+        return Strategy("vmap", f"auto: batched runs on {backend}")
+    if config.model.kind == "mlp":
+        return Strategy("vmap", "auto: MLP on cpu (batched matrix products win)")
+    return Strategy("sequential", "auto: CNN on cpu (batched convolutions lose to "
+                                  "one run at a time)")
+
+
+def map_runs(fn: Callable[..., Any], strategy: str, num_shared: int) -> Callable[..., Any]:
+    """``fn(run_state, *shared)`` applied to every run of a stacked state (leading axis = runs).
+
+    ``vmap`` batches the runs; ``sequential`` and ``interleaved`` loop over them with
+    ``lax.map`` (whole-call granularity; see :func:`scan_interleaved` for step granularity).
+    """
+    if strategy == "vmap":
+        return jax.vmap(fn, in_axes=(0, *([None] * num_shared)))
+
+    def mapped(state: Any, *shared: Any) -> Any:
+        return lax.map(lambda s: fn(s, *shared), state)
+
+    return mapped
+
+
+def _take(tree: Any, r: int) -> Any:
+    return jax.tree.map(lambda a: a[r], tree)
+
+
+def _stack(trees: list[Any]) -> Any:
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def scan_interleaved(step: Callable[..., tuple[Any, Any]], num_runs: int
+                     ) -> Callable[..., tuple[Any, Any]]:
+    """A chunk of ``num_steps`` steps of all runs, one step of every run per scan iteration.
+
+    ``step(run_state, x, y) -> (run_state, metrics)``; the returned function takes the stacked
+    state, ``x``, ``y`` and a static ``num_steps`` and returns the stacked state and metrics of
+    shape ``(runs, num_steps, ...)``, as the ``vmap`` of a single-run chunk would.
+    """
+    def chunk(state: Any, x: jax.Array, y: jax.Array, num_steps: int) -> tuple[Any, Any]:
+        def body(states: Any, _: None) -> tuple[Any, Any]:
+            outs = [step(_take(states, r), x, y) for r in range(num_runs)]
+            return _stack([o[0] for o in outs]), _stack([o[1] for o in outs])
+
+        state, metrics = lax.scan(body, state, None, length=num_steps)
+        return state, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), metrics)
+
+    return chunk

@@ -1,0 +1,101 @@
+"""Run strategies (vmap / sequential / interleaved): choice, equal results, recording."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.config import technique
+from experiments.data import load_dataset
+from experiments.errors import ConfigError
+from experiments.program import Program, make_experiment
+from experiments.runner import run
+from experiments.runs import make_grid
+from experiments.strategy import RUN_STRATEGIES, resolve_strategy
+from experiments.testing import tiny_config
+from experiments.validation import validate_config
+
+STRATEGIES = RUN_STRATEGIES[1:]
+
+
+def _cnn_config(strategy: str = "auto", num_seeds: int = 2):
+    config = tiny_config(batch=technique("batch", dropout=0.1))
+    config.dataset.name = "digits"
+    config.dataset.options = {}
+    config.model.update(kind="cnn", depth=2, width=4, stride=2)
+    config.num_seeds, config.run_strategy = num_seeds, strategy
+    config.eval_train_examples, config.eval_batch_size = 64, 512
+    return config
+
+
+@pytest.mark.parametrize(("kind", "runs", "backend", "expected"), [
+    ("cnn", 4, "cpu", "sequential"), ("mlp", 4, "cpu", "vmap"), ("cnn", 4, "gpu", "vmap"),
+    ("cnn", 1, "cpu", "vmap"), ("mlp", 3, "tpu", "vmap")])
+def test_auto_picks_by_backend_and_model(kind, runs, backend, expected):
+    config = tiny_config()
+    config.model.kind = kind
+    choice = resolve_strategy(config, runs, backend)
+    assert choice.name == expected
+    assert choice.reason.startswith("auto")
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_explicit_strategy_is_used_as_given(name):
+    config = tiny_config()
+    config.run_strategy = name
+    assert resolve_strategy(config, 5, "gpu") == (name, "set in the config")
+
+
+def test_unknown_strategy_is_a_config_error_naming_the_field():
+    config = tiny_config()
+    config.run_strategy = "parallel"
+    with pytest.raises(ConfigError, match=r"run_strategy must be one of .*'parallel'"):
+        validate_config(config)
+
+
+def _train(strategy: str, steps: int = 3):
+    config = _cnn_config(strategy)
+    ds = load_dataset("digits", seed=0)
+    tech = config.techniques.batch
+    program = Program(make_experiment(config, tech, ds), ds, make_grid(config, "batch", tech))
+    assert program.strategy.name == strategy
+    state, metrics, _ = program.train(program.init(), steps)
+    evals, _ = program.evaluate(state)
+    return jax.device_get(state), metrics, evals
+
+
+def test_strategies_compute_the_same_runs():
+    """Two seeds of a BatchNorm + dropout CNN: the three strategies agree step by step."""
+    ref_state, ref_metrics, ref_evals = _train("vmap")
+    assert ref_metrics["train/objective"].shape == (2, 3)
+    for name in ("sequential", "interleaved"):
+        state, metrics, evals = _train(name)
+        for key, value in ref_metrics.items():
+            np.testing.assert_allclose(metrics[key], value, rtol=2e-4, atol=1e-5, err_msg=key)
+        for key, value in ref_evals.items():
+            np.testing.assert_allclose(evals[key], value, rtol=2e-4, atol=1e-5, err_msg=key)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5),
+                     state, ref_state)
+    # the seeds differ from each other (the runs are not collapsed into one)
+    assert not np.allclose(ref_metrics["train/objective"][0], ref_metrics["train/objective"][1])
+
+
+def test_strategy_is_recorded_and_resume_may_switch(tmp_path):
+    config = _cnn_config("auto")
+    config.steps, config.log_every = 4, 2
+    first = run(config, tmp_path, max_chunks=1)
+    entry = first["results"]["batch"]
+    assert entry["status"] == "incomplete (step 2 of 4)"
+    assert entry["run_strategy"].startswith("sequential (auto: CNN on cpu")
+    config.run_strategy = "vmap"  # not part of the checkpoint fingerprint
+    summary = run(config, tmp_path)
+    assert summary["results"]["batch"]["status"] == "ok"
+    assert summary["results"]["batch"]["run_strategy"] == "vmap (set in the config)"
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["results"]["batch"]["run_strategy"] == "vmap (set in the config)"
+    assert saved["allocator"]
+    assert "- runs of each technique executed: vmap (set in the config)" in (
+        tmp_path / "report.md").read_text()
