@@ -6,11 +6,12 @@ differentiates ``sum(y * cotangent)`` with respect to ``(x, scale, bias)`` for f
 
 Candidates per case:
 
-* ``normjax``: the public functions (``normjax.layer_norm``, ``normjax.batch_norm``, ...).
-* ``normjax-fused``: the same computation through :func:`normjax._fused.fused_normalize`
-  (closed-form backward), called the way the technique functions would call it.
-* ``normjax-fused-1pass``: the same with ``fast_variance=True`` (one-pass ``E[x^2] - E[x]^2``
+* ``normjax``: the public functions (``normjax.layer_norm``, ``normjax.batch_norm``, ...) with
+  their defaults (closed-form backward, stable variance).
+* ``normjax-1pass``: the same with ``fast_variance=True`` (one-pass ``E[x^2] - E[x]^2``
   variance, flax's default ``use_fast_variance=True``): the like-for-like comparison with flax.
+* ``normjax-autodiff``: the public functions traced under ``normjax.use_fused_backward(False)``
+  (gradients by JAX's autodiff through the statistics instead of the closed form).
 * ``flax``: the ``flax.linen`` layer with matching settings (no channels-first GroupNorm there).
 * ``torch``: see :mod:`benchmarks.torch_candidates` (only when PyTorch is installed).
 """
@@ -26,11 +27,10 @@ import jax
 import jax.numpy as jnp
 
 import normjax
-from normjax._fused import fused_normalize
 
 Norm = Callable[[jax.Array, jax.Array, jax.Array], Any]
 
-__all__ = ["CASES", "Case", "flax_candidate", "fused_candidate", "normjax_candidate"]
+__all__ = ["CASES", "Case", "flax_candidate", "normjax_candidate"]
 
 NUM_GROUPS = 32
 BN_DECAY = 0.99
@@ -96,56 +96,35 @@ def _bn_state(case: Case) -> normjax.BatchNormState:
     return normjax.batch_norm_init(case.channels)
 
 
-def normjax_candidate(case: Case) -> Norm:
-    """The public normjax function for ``case``."""
-    c, eps = case.channel_axis, case.epsilon
+def normjax_candidate(case: Case, *, fast_variance: bool = False, fused: bool = True) -> Norm:
+    """The public normjax function for ``case``.
+
+    ``fast_variance=True`` selects the one-pass variance (flax's default formula);
+    ``fused=False`` traces it under ``normjax.use_fused_backward(False)`` (plain autodiff).
+    """
+    c, kw = case.channel_axis, dict(epsilon=case.epsilon, fast_variance=fast_variance)
     if case.kind == "layer":
-        return lambda x, s, b: normjax.layer_norm(x, s, b, epsilon=eps)
-    if case.kind == "rms":
-        return lambda x, s, b: normjax.rms_norm(x, s, epsilon=eps)
-    if case.kind == "group":
-        return lambda x, s, b: normjax.group_norm(x, s, b, num_groups=NUM_GROUPS,
-                                                  channel_axis=c, epsilon=eps)
-    if case.kind == "instance":
-        return lambda x, s, b: normjax.instance_norm(x, s, b, feature_axes=c, epsilon=eps)
-    state = _bn_state(case)
-    return lambda x, s, b: normjax.batch_norm(
-        x, state, scale=s, bias=b, reduction_axes=case.reduction_axes, train=True,
-        decay=BN_DECAY, epsilon=eps)
+        fn = lambda x, s, b: normjax.layer_norm(x, s, b, **kw)  # noqa: E731
+    elif case.kind == "rms":
+        fn = lambda x, s, b: normjax.rms_norm(x, s, epsilon=case.epsilon)  # noqa: E731
+    elif case.kind == "group":
+        fn = lambda x, s, b: normjax.group_norm(  # noqa: E731
+            x, s, b, num_groups=NUM_GROUPS, channel_axis=c, **kw)
+    elif case.kind == "instance":
+        fn = lambda x, s, b: normjax.instance_norm(x, s, b, feature_axes=c, **kw)  # noqa: E731
+    else:
+        state = _bn_state(case)
+        fn = lambda x, s, b: normjax.batch_norm(  # noqa: E731
+            x, state, scale=s, bias=b, reduction_axes=case.reduction_axes, train=True,
+            decay=BN_DECAY, **kw)
+    if fused:
+        return fn
 
+    def autodiff(x: jax.Array, s: jax.Array, b: jax.Array) -> Any:
+        with normjax.use_fused_backward(False):
+            return fn(x, s, b)
 
-def _fused_group_norm(x: jax.Array, s: jax.Array, b: jax.Array, c: int, **kw: Any) -> jax.Array:
-    c = c % x.ndim
-    groups = NUM_GROUPS
-    gshape = (*x.shape[:c], groups, x.shape[c] // groups, *x.shape[c + 1:])
-    axes = tuple(a for a in range(1, x.ndim + 1) if a != c)
-    y, _ = fused_normalize(x.reshape(gshape), s.reshape(groups, -1), b.reshape(groups, -1),
-                           reduction_axes=axes, feature_axes=(c, c + 1), **kw)
-    return y.reshape(x.shape)
-
-
-def fused_candidate(case: Case, *, fast_variance: bool = False) -> Norm:
-    """``case`` computed through ``fused_normalize``, as the technique functions would."""
-    c, axes = case.channel_axis, case.reduction_axes
-    kw = dict(epsilon=case.epsilon, fast_variance=fast_variance)
-    if case.kind == "layer":
-        return lambda x, s, b: fused_normalize(x, s, b, reduction_axes=-1, feature_axes=-1,
-                                               **kw)[0]
-    if case.kind == "rms":
-        return lambda x, s, b: fused_normalize(x, s, reduction_axes=-1, feature_axes=-1,
-                                               center=False, **kw)[0]
-    if case.kind == "group":
-        return lambda x, s, b: _fused_group_norm(x, s, b, c, **kw)
-    if case.kind == "instance":
-        return lambda x, s, b: fused_normalize(x, s, b, reduction_axes=axes, feature_axes=c,
-                                               **kw)[0]
-    state = _bn_state(case)
-
-    def batch_norm(x: jax.Array, s: jax.Array, b: jax.Array) -> tuple[jax.Array, Any]:
-        y, stats = fused_normalize(x, s, b, reduction_axes=axes, feature_axes=c, **kw)
-        return y, normjax.update_running_stats(state, stats, decay=BN_DECAY)
-
-    return batch_norm
+    return autodiff
 
 
 def _flax_module(case: Case) -> nn.Module | None:

@@ -62,8 +62,9 @@ def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> d
     dt = jnp.dtype(case.dtype)
     xj, ctj = jnp.asarray(x, dt), jnp.asarray(ct, dt)
     sj, bj = jnp.asarray(scale), jnp.asarray(bias)
-    builders = {"normjax": cands.normjax_candidate, "normjax-fused": cands.fused_candidate,
-                "normjax-fused-1pass": partial(cands.fused_candidate, fast_variance=True),
+    builders = {"normjax": cands.normjax_candidate,
+                "normjax-1pass": partial(cands.normjax_candidate, fast_variance=True),
+                "normjax-autodiff": partial(cands.normjax_candidate, fused=False),
                 "flax": cands.flax_candidate}
     calls: dict[str, Callable[[], Any]] = {}
     for name, build in builders.items():

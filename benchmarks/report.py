@@ -48,19 +48,19 @@ def _fmt(v: float | None, spec: str) -> str:
 def _summary(rows: list[dict]) -> list[str]:
     by = {(r["case"], r["mode"], r["candidate"]): r for r in rows}
     keys = list(dict.fromkeys((r["case"], r["mode"]) for r in rows))
-    out = ["| case | mode | flax ms | normjax ms | fused ms | elementwise ms | normjax ÷ flax "
-           "| fused ÷ flax | fused 1-pass ÷ flax | fused ÷ normjax | normjax % elem. rate "
-           "| fused % elem. rate |", "|---" * 12 + "|"]
+    out = ["| case | mode | flax ms | normjax ms | elementwise ms | normjax ÷ flax "
+           "| 1-pass ÷ flax | autodiff ÷ normjax | normjax % elem. rate | flax % elem. rate |",
+           "|---" * 10 + "|"]
     for case, mode in keys:
         get = lambda name, case=case, mode=mode: by.get((case, mode, name))  # noqa: E731
-        nj, fz, fl, el = get("normjax"), get("normjax-fused"), get("flax"), get("elementwise")
-        one = get("normjax-fused-1pass")
-        ms = [_fmt(r and r["median_ms"], ".3f") for r in (fl, nj, fz, el)]
-        ratios = [_fmt(nj["time_over_flax"], ".2f"), _fmt(fz["time_over_flax"], ".2f"),
+        nj, fl, el = get("normjax"), get("flax"), get("elementwise")
+        one, auto = get("normjax-1pass"), get("normjax-autodiff")
+        ms = [_fmt(r and r["median_ms"], ".3f") for r in (fl, nj, el)]
+        ratios = [_fmt(nj["time_over_flax"], ".2f"),
                   _fmt(one and one["time_over_flax"], ".2f"),
-                  _fmt(fz["time_over_normjax"], ".2f"),
+                  _fmt(auto and auto["time_over_normjax"], ".2f"),
                   _fmt(100 * nj["elementwise_fraction"], ".0f"),
-                  _fmt(100 * fz["elementwise_fraction"], ".0f")]
+                  _fmt(fl and 100 * fl["elementwise_fraction"], ".0f")]
         out.append(f"| {case} | {mode} | " + " | ".join(ms + ratios) + " |")
     return out
 
@@ -84,9 +84,10 @@ def markdown(rows: list[dict], env: dict[str, Any]) -> str:
     lines += [f"- **{k}**: {v}" for k, v in env.items()]
     lines += ["", "Ratios are medians of per-round ratios from interleaved timing (lower "
               "÷ values are faster; 1.00 = equal). *% elem. rate* = time of one elementwise "
-              "XLA pass over the same bytes ÷ this time. *fused* = `normjax._fused` "
-              "(closed-form backward, two-pass variance); *fused 1-pass* = the same with "
-              "`fast_variance=True` (flax's default variance formula).", "", "## Summary", ""]
+              "XLA pass over the same bytes ÷ this time. *normjax* = the public functions "
+              "with their defaults; *1-pass* = the same with `fast_variance=True` (flax's "
+              "default variance formula); *autodiff* = the same under "
+              "`normjax.use_fused_backward(False)`.", "", "## Summary", ""]
     lines += _summary(rows)
     lines += ["", "## All candidates", ""]
     lines += _detail(rows)
