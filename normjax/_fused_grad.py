@@ -18,14 +18,18 @@ Masked-out elements do not enter the statistics, so only masked-in elements carr
 through ``mu`` and ``var``; every element still gets the direct term ``r * h`` through its own
 output. RMSNorm (``center=False``) drops the ``sum(h)`` and ``g_mu`` terms.
 
-Speed (XLA:CPU): the forward keeps the stable two-pass variance of :func:`normjax.moments`.
-Full-size reductions run over the reduction axes that are not feature axes first (per channel,
-as InstanceNorm does); GroupNorm then merges per-channel :class:`Moments` into group moments
-(:func:`merge_moments`). The backward reads ``x`` and ``g`` in two reductions (``sum g``,
-``sum g (x - c)``) plus one elementwise pass for ``dx``; LayerNorm/RMSNorm need four
-reductions (two per row, two per feature). The residuals are the input itself and per-group
-statistics; nothing full-size is stored. The comments mark the places where the formulation
-steers XLA:CPU's fusion (each measured).
+Speed (XLA:CPU). Forward: for statistics over non-feature axes (BN/IN/GN, unmasked), the
+moments come from two plain reductions, ``sum x`` and ``sum x^2``, per channel, and the stable
+two-pass variance is computed instead only when some group has ``mean^2 > 64 var`` (a
+``lax.cond`` on a scalar, kept a branch under ``vmap``; :data:`normjax.stats.GUARD_RATIO`):
+the stability of :func:`normjax.moments`' default at the cost of flax's one-pass forward.
+LayerNorm/RMSNorm rows and masked inputs use the two-pass moments directly (XLA fuses the row
+statistics and the output into one kernel). GroupNorm merges per-channel sums (or per-channel
+:class:`Moments`, :func:`merge_moments`) into group moments. Backward: ``sum g`` and
+``sum g x`` per channel (``sum g (x - c)`` after a two-pass forward) plus one elementwise pass
+for ``dx``; LayerNorm/RMSNorm need four reductions (two per row, two per feature). The
+residuals are the input itself and per-group statistics; nothing full-size is stored. The
+comments mark the places where the formulation steers XLA:CPU's fusion (each measured).
 
 Reverse mode of any order and ``jax.hessian`` (forward-over-reverse) work; pure forward mode
 (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) raises, as for every ``custom_vjp``; the norms
@@ -43,7 +47,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from normjax.stats import Moments, feature_shape, moments, standardize
+from normjax.stats import (
+    Moments,
+    feature_shape,
+    guarded_variance,
+    moments,
+    standardize,
+    stats_dtype,
+)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -91,14 +102,6 @@ def _private_sum(fn: Callable[..., Array], leaves: tuple[Any, ...], axes: Sequen
     return _sum(fn(*lax.optimization_barrier(leaves)), axes)
 
 
-def _fusion_break(a: Array) -> Array:
-    """Identity (``reduce_precision`` to ``a``'s own precision) that XLA:CPU's library fusions
-    cannot absorb: keeps LayerNorm's per-row reductions out of the elementwise ``dx`` pass.
-    Fused into it they ran about 10x slower than as a kernel of their own (measured)."""
-    info = jnp.finfo(a.dtype)
-    return lax.reduce_precision(a, exponent_bits=info.nexp, mantissa_bits=info.nmant)
-
-
 def merge_moments(per: Moments, axes: Sequence[int]) -> Moments:
     """Pools keepdims :class:`Moments` over ``axes`` (Chan, Golub & LeVeque 1979)::
 
@@ -116,20 +119,63 @@ def merge_moments(per: Moments, axes: Sequence[int]) -> Moments:
     return Moments(mean, var, n)
 
 
-def _group_moments(cfg: Config, x: Array, mask: Array | None) -> tuple[Moments, Array]:
-    """Keepdims moments over ``cfg.reduction_axes``, staged per channel when that is cheaper.
+def _guarded(cfg: Config, x: Array) -> bool:
+    """Whether the forward takes the guarded one-pass variance: unmasked, centered, stable
+    variance requested, and statistics that run over non-feature axes (BN/IN/GN; LayerNorm's
+    row statistics fuse into one kernel with the output, where the second pass is free)."""
+    return cfg.center and not cfg.fast_variance and bool(cfg.first_axes)
 
-    Also returns the mean over ``first_axes`` only (the per-channel mean when staged, else
-    the group mean): the backward centers with it, a broadcast XLA:CPU reduces faster.
+
+def _two_pass_var(cfg: Config, x: Array) -> Array:
+    kwargs = dict(axis_name=cfg.axis_name, axis_index_groups=cfg.axis_index_groups,
+                  guard=False, keepdims=True)
+    first, group = cfg.first_axes, cfg.group_axes
+    if first and group:
+        return merge_moments(moments(x, first, **kwargs), group).var
+    return moments(x, cfg.reduction_axes, **kwargs).var
+
+
+def _guarded_moments(cfg: Config, x: Array) -> tuple[Moments, Array]:
+    """Moments from the sums of ``x`` and ``x^2`` (two plain reductions, which XLA:CPU runs
+    as fast single-input kernels), with the stable two-pass variance computed instead (a
+    ``lax.cond``) when any group has ``mean^2 > GUARD_RATIO * var``, as :func:`normjax.moments`
+    does. Returns the moments and that condition (a scalar bool, the same on every member of
+    ``axis_name``)."""
+    xf = x.astype(stats_dtype(x.dtype))
+    first, group = cfg.first_axes, cfg.group_axes
+    s1, s2 = jnp.sum(xf, first, keepdims=True), jnp.sum(xf * xf, first, keepdims=True)
+    if group:  # keep the per-channel reductions (XLA would merge them into one over the group)
+        s1, s2 = lax.optimization_barrier((s1, s2))
+        s1, s2 = jnp.sum(s1, group, keepdims=True), jnp.sum(s2, group, keepdims=True)
+    n = jnp.full(s1.shape, float(np.prod([x.shape[a] for a in cfg.reduction_axes])), xf.dtype)
+    if cfg.axis_name is not None:
+        s1, s2, n = lax.psum((s1, s2, n), cfg.axis_name, axis_index_groups=cfg.axis_index_groups)
+    mean = s1 / n
+    var, bad = guarded_variance(mean, s2 / n - mean * mean, lambda: _two_pass_var(cfg, x))
+    return Moments(mean, var, n), bad
+
+
+def _group_moments(cfg: Config, x: Array, mask: Array | None
+                   ) -> tuple[Moments, Array, Array | None]:
+    """Keepdims moments over ``cfg.reduction_axes``, the centering mean for the backward, and
+    whether the two-pass variance was taken (``None`` where the forward is not guarded).
+
+    Unguarded moments are staged per channel when that is cheaper; the centering mean is then
+    the mean over ``first_axes`` only (the per-channel mean), a broadcast XLA:CPU reduces
+    faster in the backward.
     """
+    if mask is None and _guarded(cfg, x):
+        stats, bad = _guarded_moments(cfg, x)
+        return stats, stats.mean, bad
     kwargs = dict(mask=mask, axis_name=cfg.axis_name, axis_index_groups=cfg.axis_index_groups,
-                  center=cfg.center, fast_variance=cfg.fast_variance, keepdims=True)
+                  center=cfg.center, fast_variance=cfg.fast_variance, guard=False,
+                  keepdims=True)
     first, group = cfg.first_axes, cfg.group_axes
     if not (first and group):
         stats = moments(x, cfg.reduction_axes, **kwargs)
-        return stats, stats.mean
+        return stats, stats.mean, None
     per = moments(x, first, **kwargs)
-    return merge_moments(per, group), per.mean
+    return merge_moments(per, group), per.mean, None
 
 
 def param_view(p: ArrayLike, shape: tuple[int, ...], feat: tuple[int, ...], name: str) -> Array:
@@ -152,7 +198,7 @@ def _centered(cfg: Config, x: Array, mean: Array) -> Array:
 
 
 def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    stats, center = _group_moments(cfg, x, mask)
+    stats, center, bad = _group_moments(cfg, x, mask)
     xb, mean, var = x, stats.mean, stats.var
     if cfg.first_axes or not cfg.center:
         # Keeps XLA:CPU from materializing the shared ``x - mean`` of the variance pass and
@@ -161,13 +207,36 @@ def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array
         xb, mean, var = lax.optimization_barrier((xb, mean, var))
     y = standardize(xb, mean, var, epsilon=eps, scale=scale, bias=bias,
                     feature_axes=cfg.feature_axes, dtype=cfg.dtype)
-    return (y, *stats), (x, scale, bias, mask, eps, *stats, center)
+    return (y, *stats), (x, scale, bias, mask, eps, *stats, center, bad)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def normalize_vjp(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
     """``(y, mean, var, count)`` (keepdims moments) with the closed-form backward above."""
     return _forward(cfg, x, scale, bias, mask, eps)[0]
+
+
+def _centered_gsum(cfg: Config, res: tuple, gy: Array, p1: Array) -> Array:
+    """``sum g (x - mean)`` over ``first_axes`` (``p1 = sum g`` there).
+
+    After a guarded one-pass forward, as ``sum g x - mean sum g``: a product of two inputs,
+    which XLA:CPU reduces much faster than one with a broadcast operand, and accurate where that
+    forward was taken (``|mean| <= 8 std``). Otherwise centered on the (per-channel) mean,
+    ``sum g (x - c) + (c - mean) sum g``, exactly.
+    """
+    x, _, _, _, _, mean, _, _, center, bad = res
+    sdt = mean.dtype
+
+    def shifted(gy: Array, x: Array, c: Array) -> Array:
+        p2 = _private_sum(lambda g, x, c: g.astype(sdt) * _centered(cfg, x, c), (gy, x, c),
+                          cfg.first_axes)
+        return p2 + (c - mean) * p1 if cfg.group_axes and cfg.center else p2
+
+    if bad is None:
+        return shifted(gy, x, center)
+    gx = _private_sum(lambda g, x: g.astype(sdt) * x.astype(sdt), (gy, x), cfg.first_axes)
+    return lax.cond(bad, lambda gy, x, c, plain: shifted(gy, x, c),
+                    lambda gy, x, c, plain: plain, gy, x, center, gx - mean * p1)
 
 
 def _group_sums(cfg: Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, ...]:
@@ -177,31 +246,30 @@ def _group_sums(cfg: Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, 
     and batch sums then run on those small results. Otherwise (LayerNorm, RMSNorm) the four
     sums each read the inputs once.
     """
-    x, scale, bias, _, _, mean, var, _, center = res
+    x, scale, bias, _, eps, mean, var, _, _, _ = res
     sdt = mean.dtype
-    r = lax.rsqrt(var + res[4].astype(sdt))
+    r = lax.rsqrt(var + eps.astype(sdt))
     first, group, batch = cfg.first_axes, cfg.group_axes, cfg.batch_axes(x.ndim)
     g_of = lambda g: g.astype(sdt)  # noqa: E731
-    gxc_of = lambda g, x, m: g.astype(sdt) * _centered(cfg, x, m)  # noqa: E731
     dscale = dbias = None
     if first:
         p1 = _private_sum(g_of, (gy,), first)
-        # sum g (x - mean) = sum g (x - center) + (center - mean) sum g, exactly.
-        p2 = _private_sum(gxc_of, (gy, x, center), first)
-        if group and cfg.center:
-            p2 = p2 + (center - mean) * p1
+        p2 = _centered_gsum(cfg, res, gy, p1)
         s1, t2 = _sum(gamma * p1, group), _sum(gamma * p2, group)
         if bias is not None:
             dbias = _sum(p1, batch)
         if scale is not None:
             dscale = _sum(r * p2, batch)
         return r, s1, t2, dscale, dbias
+    # (x - m) * (g * c), not (g * (x - m)) * c: XLA:CPU's reduction kernel multiplies an
+    # intermediate by a broadcast about 1.6x slower (measured).
+    gxc_times = lambda g, x, m, c: _centered(cfg, x, m) * (g_of(g) * c)  # noqa: E731
     s1 = _private_sum(lambda g, c: g_of(g) * c, (gy, gamma), group)
-    t2 = _private_sum(lambda g, x, m, c: gxc_of(g, x, m) * c, (gy, x, mean, gamma), group)
+    t2 = _private_sum(gxc_times, (gy, x, mean, gamma), group)
     if bias is not None:
         dbias = _private_sum(g_of, (gy,), batch)
     if scale is not None:
-        dscale = _private_sum(lambda g, x, m, s: gxc_of(g, x, m) * s, (gy, x, mean, r), batch)
+        dscale = _private_sum(gxc_times, (gy, x, mean, r), batch)
     return r, s1, t2, dscale, dbias
 
 
@@ -229,7 +297,7 @@ def _like_primal(ct: Array | None, primal: Any) -> Array | None:
 
 
 def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
-    x, scale, bias, mask, eps, mean, var, count, _ = res
+    x, scale, bias, mask, eps, mean, var, count, _, _ = res
     gy, gmean, gvar, _ = cts
     sdt = mean.dtype
     gamma = (jnp.ones((1,) * x.ndim, sdt) if scale is None
@@ -245,8 +313,6 @@ def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     n = jnp.where(count > 0, count, jnp.inf)
     c1 = (2 * gvar.astype(sdt) * sigma**3 - t2) / (n * sigma**3)
     c0 = (gmean.astype(sdt) * sigma - s1) / (n * sigma) if cfg.center else jnp.zeros((), sdt)
-    if not cfg.first_axes:  # row sums over minor axes: XLA:CPU would fuse them into dx
-        c0, c1 = _fusion_break(c0), _fusion_break(c1)
     xb, gb, mb = lax.optimization_barrier((x, gy, mean))
     corr = c0 + c1 * _centered(cfg, xb, mb)
     if mask is not None:

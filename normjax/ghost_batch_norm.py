@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from normjax._fused import normalize
 from normjax.accumulation import pool_moments
 from normjax.batch_norm import (
     BatchNormState,
@@ -56,8 +57,6 @@ from normjax.stats import (
     canonicalize_axes,
     complement_axes,
     feature_shape,
-    moments,
-    standardize,
 )
 
 Array = jax.Array
@@ -184,10 +183,10 @@ def ghost_batch_norm(
         mask = _grouped_mask(mask, x.shape, gshape)
     gaxes = tuple(a if a < b else a + 1 for a in axes)  # the V axis replaces the batch axis
     gfeat = tuple(a if a < b else a + 1 for a in feat)
-    stats = moments(xg, gaxes, mask=mask, axis_name=axis_name,
-                    axis_index_groups=axis_index_groups, keepdims=True)
-    y = standardize(xg, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
-                    feature_axes=gfeat, dtype=dtype).reshape(x.shape)
+    y, stats = normalize(xg, scale, bias, reduction_axes=gaxes, feature_axes=gfeat,
+                         epsilon=epsilon, mask=mask, axis_name=axis_name,
+                         axis_index_groups=axis_index_groups, dtype=dtype, keepdims=True)
+    y = y.reshape(x.shape)
     per_group = Moments(*(jnp.squeeze(s, gaxes) for s in stats))  # features, G at group_axis
     group_axis = sum(a < b for a in feat)
     running = _running_moments(per_group, group_axis, running_stats, running_var == "unbiased")

@@ -5,10 +5,13 @@ statistics run over. :func:`moments` computes those statistics once, carefully:
 
 * **Precision.** Accumulation happens in ``float32`` for ``float16`` / ``bfloat16`` /
   ``float32`` inputs (``float64`` stays ``float64``), whatever the input dtype.
-* **Stability.** The default variance is the two-pass form ``Var = E[(x - E[x])^2]``, which
-  stays exact when ``|mean| >> std``. The one-pass ``E[x^2] - E[x]^2`` form (what flax and
-  haiku use by default; it loses all precision at e.g. mean 3000, std 1 in float32) is
-  available with ``fast_variance=True``.
+* **Stability.** The default variance is *guarded*: the one-pass ``E[x^2] - E[x]^2`` (one read
+  of the input, as fast as flax) wherever every group has ``mean^2 <= 64 var``, where its
+  relative error is at most about 65 roundings (float32: ~8e-6), and the two-pass
+  ``E[(x - E[x])^2]`` (exact when ``|mean| >> std``) for the whole call otherwise, chosen by a
+  ``lax.cond`` on a scalar. ``guard=False`` always takes the two-pass form. The unguarded
+  one-pass form (what flax and haiku use by default; it loses all precision at e.g. mean 3000,
+  std 1 in float32) is ``fast_variance=True``.
 * **Masks and devices.** With a ``mask`` only masked-in elements count. With ``axis_name`` the
   statistics are the *global* ones over every member of the named axis, weighted by the true
   element counts: sums, sums of squared deviations and counts are reduced with ``psum`` —
@@ -22,7 +25,7 @@ The norms built on this core (BN/LN/IN/GN/RMSNorm) differentiate through a close
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -38,12 +41,14 @@ Axes = int | Sequence[int]
 AxisName = Hashable | None
 
 __all__ = [
+    "GUARD_RATIO",
     "Moments",
     "broadcast_mask",
     "canonicalize_axes",
     "complement_axes",
     "feature_shape",
     "fused_backward_enabled",
+    "guarded_variance",
     "moments",
     "set_fused_backward",
     "standardize",
@@ -153,6 +158,34 @@ def check_reduction(
         )
 
 
+#: The one-pass variance is kept where ``mean^2 <= GUARD_RATIO * var`` in every group (its
+#: relative error is then at most about ``1 + GUARD_RATIO`` roundings of the statistics dtype).
+GUARD_RATIO = 16.0
+
+
+@jax.custom_batching.custom_vmap
+def _any(pred: Array) -> Array:
+    """``jnp.any(pred)``; under ``vmap`` it also reduces over the mapped axis (an unbatched
+    result), so the ``lax.cond`` it drives stays a branch instead of becoming a select that
+    computes both variance formulas for every member."""
+    return jnp.any(pred)
+
+
+@_any.def_vmap
+def _any_vmap(axis_size: int, in_batched: list[bool], pred: Array) -> tuple[Array, bool]:
+    del axis_size, in_batched
+    return jnp.any(pred), False
+
+
+def guarded_variance(mean: Array, one_pass: Array, two_pass: Callable[[], Array]
+                     ) -> tuple[Array, Array]:
+    """``(var, bad)``: ``max(one_pass, 0)`` unless some group has ``mean^2 > GUARD_RATIO *
+    one_pass``, then ``two_pass()`` (evaluated only in that case); ``bad`` says which."""
+    bad = _any(lax.stop_gradient(mean * mean - GUARD_RATIO * one_pass) > 0)
+    var = lax.cond(bad, two_pass, lambda: jnp.maximum(one_pass, 0))
+    return var, bad
+
+
 def _safe_div(num: Array, den: Array) -> Array:
     """``num / den`` where ``den > 0`` and 0 elsewhere, with finite gradients everywhere."""
     positive = den > 0
@@ -168,6 +201,7 @@ def moments(
     axis_index_groups: Any = None,
     center: bool = True,
     fast_variance: bool = False,
+    guard: bool = True,
     keepdims: bool = False,
 ) -> Moments:
     """Mean, variance and element count of ``x`` over ``reduction_axes``.
@@ -176,8 +210,14 @@ def moments(
 
         n    = sum_i m_i                      (psum over axis_name)
         mean = sum_i m_i x_i / n              (psum over axis_name)
-        var  = sum_i m_i (x_i - mean)^2 / n   (two-pass, the default)
-        var  = max(0, sum_i m_i x_i^2 / n - mean^2)      (fast_variance=True)
+        var  = sum_i m_i (x_i - mean)^2 / n   (two-pass)
+        var  = max(0, sum_i m_i x_i^2 / n - mean^2)      (one-pass)
+
+    By default (no mask, ``center=True``) the one-pass form is taken when every group has
+    ``mean^2 <= 64 var`` (relative error at most about 65 roundings, float32 ~8e-6; one read of
+    ``x`` and one collective round) and the two-pass form otherwise (see :data:`GUARD_RATIO`);
+    with a mask, or ``guard=False``, always the two-pass form; with ``fast_variance=True``
+    always the one-pass form.
 
     The variance is the biased (population) one. With ``center=False`` the mean is zero and
     ``var`` is the raw second moment ``E[x^2]`` (RMSNorm). Where no element is masked in
@@ -192,8 +232,10 @@ def moments(
         The result is the statistics of all members' elements pooled together.
       axis_index_groups: subgroups of ``axis_name`` to reduce within (see ``lax.psum``).
       center: subtract the mean (``False`` gives ``E[x^2]`` in ``var``).
-      fast_variance: use the one-pass ``E[x^2] - E[x]^2`` form (one collective round instead
-        of two, less accurate when ``|mean| >> std``).
+      fast_variance: always use the one-pass ``E[x^2] - E[x]^2`` form (one collective round
+        instead of two, inaccurate when ``|mean| >> std``).
+      guard: with the default stable variance, take the one-pass form where it is accurate
+        (``False``: always two passes).
       keepdims: keep the reduced axes as size-1 dimensions.
 
     Returns:
@@ -217,14 +259,19 @@ def moments(
         sq, n = _psum((jnp.sum(xf * xf, axes, keepdims=True), n), axis_name, axis_index_groups)
         var = _safe_div(sq, n)
         mean = jnp.zeros_like(var)
-    elif fast_variance:
+    elif fast_variance or (guard and keep is None):
         s, sq, n = _psum(
             (jnp.sum(xf, axes, keepdims=True), jnp.sum(xf * xf, axes, keepdims=True), n),
             axis_name,
             axis_index_groups,
         )
         mean = _safe_div(s, n)
-        var = jnp.maximum(_safe_div(sq, n) - mean * mean, 0)
+        one_pass = _safe_div(sq, n) - mean * mean
+        if fast_variance:
+            var = jnp.maximum(one_pass, 0)
+        else:
+            var, _ = guarded_variance(mean, one_pass, lambda: _two_pass_var(
+                xf, mean, axes, n, axis_name, axis_index_groups))
     else:
         s, n = _psum((jnp.sum(xf, axes, keepdims=True), n), axis_name, axis_index_groups)
         mean = _safe_div(s, n)
@@ -237,6 +284,13 @@ def moments(
     if not keepdims:
         mean, var, n = (jnp.squeeze(a, axes) for a in (mean, var, n))
     return Moments(mean, var, n)
+
+
+def _two_pass_var(xf: Array, mean: Array, axes: tuple[int, ...], n: Array,
+                  axis_name: AxisName, axis_index_groups: Any) -> Array:
+    dev = xf - mean
+    ss = _psum(jnp.sum(dev * dev, axes, keepdims=True), axis_name, axis_index_groups)
+    return _safe_div(ss, n)
 
 
 def _as_broadcastable(
