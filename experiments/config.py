@@ -22,8 +22,9 @@ an error.  Fields (see :func:`base_config` for the defaults)::
     bn_sync                          BatchNorm statistics over the global batch ('global',
                                      synchronized) or each device's share ('local')
     run_strategy                     how the runs of a technique share one program: 'auto'
-                                     (by backend and model), 'vmap', 'sequential' or
-                                     'interleaved' (see experiments.strategy)
+                                     (by backend and model), 'vmap', 'sequential',
+                                     'interleaved' or 'measure' (time each, keep the fastest;
+                                     see experiments.strategy)
     techniques.<label>               technique(norm, dropout=, l1=, l2=, weight_decay=,
                                      learning_rate=, **norm_options); add them one by one
                                      (``config.techniques.none = technique()``) to keep their

@@ -24,7 +24,14 @@ import numpy as np
 from experiments.data import Dataset
 from experiments.parallel import DataParallel
 from experiments.runs import Grid, structure_flags
-from experiments.strategy import map_runs, resolve_strategy, scan_interleaved
+from experiments.strategy import (
+    MEASURE_STEPS,
+    MEASURED,
+    Strategy,
+    map_runs,
+    resolve_strategy,
+    scan_interleaved,
+)
 from experiments.train import EvalSet, Experiment, TrainState, build_model
 
 __all__ = ["Program", "make_eval_set", "make_experiment"]
@@ -99,12 +106,9 @@ class Program:
         par, out = experiment.parallel, _replicated_outputs(experiment.parallel)
         self._x, self._y = self.place_state((ds.x_train, ds.y_train))
         self.strategy = resolve_strategy(experiment.config, grid.num_runs)
-        name = self.strategy.name
         self._init = jax.jit(jax.vmap(experiment.init), **out)
-        chunk = (scan_interleaved(experiment.data_step, grid.num_runs)
-                 if name == "interleaved" else _chunk_over_runs(experiment, name))
-        self._chunk = jax.jit(chunk, static_argnums=3, donate_argnums=0, **out)
-        self._eval = jax.jit(map_runs(experiment.evaluate, name, 1), **out)
+        if self.strategy.name != "measure":  # else chosen on the first train() call
+            self._chunk, self._eval = self._programs(self.strategy.name)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
             shapes = jax.eval_shape(self._init, *self._grid_args())
         self.has_batch_stats = bool(jax.tree_util.tree_leaves(shapes.batch_stats))
@@ -112,6 +116,33 @@ class Program:
                           par.groups if par is not None else 1)
         self._sets = sets if par is None else par.place_batches(sets)
         self._compiled: dict[Any, Callable[..., Any]] = {}
+
+    def _programs(self, name: str) -> tuple[Any, Any]:
+        """The jitted train chunk and evaluation of every run under strategy ``name``."""
+        exp, out = self.experiment, _replicated_outputs(self.experiment.parallel)
+        chunk = (scan_interleaved(exp.data_step, self.grid.num_runs)
+                 if name == "interleaved" else _chunk_over_runs(exp, name))
+        return (jax.jit(chunk, static_argnums=3, donate_argnums=0, **out),
+                jax.jit(map_runs(exp.evaluate, name, 1), **out))
+
+    def _measure(self, state: TrainState, num_steps: int) -> None:
+        """Times a short chunk of every strategy on copies of ``state``; keeps the fastest."""
+        steps = min(num_steps, MEASURE_STEPS)
+        per_step = {}
+        for name in MEASURED:
+            chunk, _ = self._programs(name)
+            fn = self._compile(("probe", name), chunk, state, self._x, self._y, steps)
+            times = []
+            for _ in range(2):
+                copy = jax.tree.map(jnp.copy, state)
+                start = time.perf_counter()
+                jax.block_until_ready(fn(copy, self._x, self._y))
+                times.append(time.perf_counter() - start)
+            per_step[name] = min(times) / steps
+        best = min(per_step, key=per_step.__getitem__)
+        timings = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in per_step.items())
+        self.strategy = Strategy(best, f"measured: ms per step of all runs: {timings}")
+        self._chunk, self._eval = self._programs(best)
 
     def place_state(self, tree: Any) -> Any:
         """Host values (e.g. a restored checkpoint) as device arrays in the programs' layout:
@@ -144,8 +175,10 @@ class Program:
 
         ``state`` is donated: do not use it afterwards.
         """
-        fn = self._compile(("train", num_steps), self._chunk, state, self._x, self._y,
-                           num_steps)
+        if self.strategy.name == "measure":
+            self._measure(state, num_steps)
+        fn = self._compile(("train", self.strategy.name, num_steps), self._chunk, state,
+                           self._x, self._y, num_steps)
         start = time.perf_counter()
         state, metrics = fn(state, self._x, self._y)
         metrics = jax.device_get(metrics)
@@ -153,7 +186,10 @@ class Program:
 
     def evaluate(self, state: TrainState) -> tuple[dict[str, np.ndarray], float]:
         """Eval metrics of every run (arrays of shape (R,)) and seconds (without compiling)."""
-        fn = self._compile("eval", self._eval, state, self._sets)
+        if self.strategy.name == "measure":
+            raise RuntimeError("Program.evaluate before the first train(): with "
+                               "run_strategy='measure' the strategy is chosen there.")
+        fn = self._compile(("eval", self.strategy.name), self._eval, state, self._sets)
         start = time.perf_counter()
         metrics = jax.device_get(fn(state, self._sets))
         return metrics, time.perf_counter() - start

@@ -137,10 +137,10 @@ def _train_technique(session: _Session, label: str) -> Progress:
     else:
         state = program.place_state(session.store.load_state(label, state))
         log.info("[%s] resuming at step %d of %d", label, progress.step, config.steps)
-    progress.run_strategy = f"{program.strategy.name} ({program.strategy.reason})"
     compiled = 0.0
     while not progress.done and not session.out_of_chunks:
         state, rows = _chunk(session.config, program, progress, state)
+        progress.run_strategy = f"{program.strategy.name} ({program.strategy.reason})"
         progress.compile_s += program.compile_s - compiled
         compiled = program.compile_s
         session.store.save(progress, state)  # checkpoint first: the rows are in it

@@ -19,8 +19,11 @@ one jitted program, and which is fastest depends on the backend and the model:
 
 ``run_strategy='auto'`` (the default) picks by backend and model, following the measurements of
 ``python -m benchmarks.train_step`` (see ``docs/performance.md``): ``vmap`` on GPU/TPU and for
-MLPs, ``sequential`` for CNNs on CPU.  The strategy used, and why, is recorded in
-``summary.json`` (``run_strategy``) and in ``report.md``.  All strategies compute the same
+MLPs, ``sequential`` for CNNs on CPU.  ``run_strategy='measure'`` compiles a short chunk
+(:data:`MEASURE_STEPS` steps) under each strategy, times it twice on copies of the initial
+state and keeps the fastest (worth it for long runs; it costs three extra compilations).
+The strategy used, and why, is recorded in ``summary.json`` (``run_strategy``) and in
+``report.md``.  All strategies compute the same
 numbers up to floating-point reassociation, so a run may be resumed under another strategy.
 """
 
@@ -36,7 +39,10 @@ from jax import lax
 
 __all__ = ["RUN_STRATEGIES", "Strategy", "map_runs", "resolve_strategy", "scan_interleaved"]
 
-RUN_STRATEGIES = ("auto", "vmap", "sequential", "interleaved")
+RUN_STRATEGIES = ("auto", "vmap", "sequential", "interleaved", "measure")
+#: The strategies ``'measure'`` times, and the steps of its timed chunk.
+MEASURED = ("vmap", "sequential", "interleaved")
+MEASURE_STEPS = 5
 #: Runs above which 'interleaved' is not chosen automatically (its program grows with R).
 MAX_AUTO_INTERLEAVED = 8
 
@@ -53,16 +59,20 @@ def resolve_strategy(config: ml_collections.ConfigDict, num_runs: int,
     """The strategy for ``num_runs`` runs of ``config`` on ``backend`` (default: JAX's).
 
     An explicit ``config.run_strategy`` is used as given; ``'auto'`` picks ``vmap`` for a single
-    run, on accelerators and for MLPs, and ``sequential`` for CNNs on CPU.
+    run, on accelerators and for MLPs, and ``sequential`` for CNNs on CPU. ``'measure'`` (with
+    more than one run) is returned as is: :class:`experiments.program.Program` then times a
+    short chunk of each of :data:`MEASURED` and keeps the fastest.
     """
     name = config.run_strategy
     if name not in RUN_STRATEGIES:
         raise ValueError(f"run_strategy must be one of {list(RUN_STRATEGIES)}, got {name!r}.")
+    if num_runs == 1 and name in ("auto", "measure"):
+        return Strategy("vmap", f"{name}: a single run")
+    if name == "measure":
+        return Strategy("measure", "chosen on the first chunk")
     if name != "auto":
         return Strategy(name, "set in the config")
     backend = backend or jax.default_backend()
-    if num_runs == 1:
-        return Strategy("vmap", "auto: a single run")
     if backend != "cpu":
         return Strategy("vmap", f"auto: batched runs on {backend}")
     if config.model.kind == "mlp":
