@@ -40,7 +40,7 @@ class BatchNorm(nn.Module):
     running statistics are not updated while the module is initialized.
 
     Attributes are flax's, with the same defaults except ``use_fast_variance`` (False: the
-    two-pass variance, exact when ``|mean| >> std``; flax defaults to the one-pass form).
+    stable guarded variance, exact when ``|mean| >> std``; flax defaults to the one-pass form).
     normjax's extras:
 
     * ``momentum=None``: the cumulative average over all batches (PyTorch's

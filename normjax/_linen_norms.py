@@ -2,7 +2,7 @@
 normjax's pure functions.
 
 Each layer keeps flax.linen's attributes, defaults (except ``use_fast_variance=False``: the
-stable two-pass variance) and parameter names (``params/scale``, ``params/bias``), so a
+stable guarded variance) and parameter names (``params/scale``, ``params/bias``), so a
 checkpoint written with flax loads unchanged. The math is in :func:`normjax.layer_norm`,
 :func:`normjax.rms_norm`, :func:`normjax.group_norm` and :func:`normjax.instance_norm`.
 """

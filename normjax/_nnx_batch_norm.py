@@ -42,7 +42,7 @@ class BatchNorm(nnx.Module):
     ``count`` loads with ``nnx.update(model, state)`` and the count stays 0.
 
     Arguments are flax.nnx's with the same defaults except ``use_fast_variance=False`` (the
-    stable two-pass variance). normjax's extras: ``momentum=None`` (cumulative average),
+    stable guarded variance). normjax's extras: ``momentum=None`` (cumulative average),
     ``debias`` (zero-debiased EMA) and ``running_var`` (``"biased"`` or ``"unbiased"``).
     With ``axis_name`` the statistics are pooled across the named axis, weighted by the true
     element counts; a per-example input without ``axis_name`` raises.

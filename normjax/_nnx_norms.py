@@ -1,7 +1,7 @@
 """``normjax.nnx`` LayerNorm, RMSNorm, GroupNorm and InstanceNorm: flax.nnx's layers over
 normjax's pure functions.
 
-Constructor signatures, defaults (except ``use_fast_variance=False``: the stable two-pass
+Constructor signatures, defaults (except ``use_fast_variance=False``: the stable guarded
 variance) and state (``scale``/``bias`` as ``nnx.Param``) are flax.nnx's. The math is in
 :func:`normjax.layer_norm`, :func:`normjax.rms_norm`, :func:`normjax.group_norm` and
 :func:`normjax.instance_norm`.
