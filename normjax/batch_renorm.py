@@ -11,7 +11,10 @@ the running statistics would give, with the correction clipped and treated as a 
 
 When ``r`` and ``d`` are not clipped, the train-mode output equals the eval-mode output, so
 the network trains on what it will compute at inference, while gradients still flow through
-the batch statistics. ``r_max = 1, d_max = 0`` gives ``r = 1, d = 0``: plain BatchNorm.
+the batch statistics. ``r_max = 1, d_max = 0`` gives ``r = 1, d = 0``: plain BatchNorm, bit for
+bit. The train-mode output is BatchNorm's normalization with ``scale' = r * scale`` and
+``bias' = d * scale + bias``, computed by the same fused kernel with the closed-form backward
+(``normjax.use_fused_backward(False)`` for forward-mode AD).
 
 The paper (Algorithm 1) starts with ``r_max = 1, d_max = 0`` and relaxes them gradually;
 :func:`renorm_clipping_schedule` gives that warm-up. ``r_max`` and ``d_max`` may be traced
@@ -31,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from normjax._fused import normalize
 from normjax.batch_norm import (
     BatchNormState,
     check_batch,
@@ -188,8 +192,11 @@ def batch_renorm(
     fbias = d if scale is None else d * jnp.asarray(scale, d.dtype)
     if bias is not None:
         fbias = fbias + jnp.asarray(bias, fbias.dtype)
-    y = standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=fscale, bias=fbias,
-                    feature_axes=feat, dtype=dtype)
+    # The closed-form backward of the norms (r and d are constants to it); the moments it
+    # returns are batch_norm's, bit for bit.
+    y, stats = normalize(x, fscale, fbias, reduction_axes=axes, feature_axes=feat,
+                         epsilon=epsilon, mask=mask, axis_name=axis_name,
+                         axis_index_groups=axis_index_groups, dtype=dtype, keepdims=False)
     new_state = update_running_stats(state, stats, decay=decay, debias=debias,
                                      running_var=running_var)
     return y, new_state

@@ -33,20 +33,17 @@ def _params(c: int = C):
     return jnp.linspace(0.5, 2.0, c), jnp.linspace(-1.0, 1.0, c)
 
 
-def test_no_correction_is_batch_norm():
-    """Equal to float32 rounding: batch_norm's statistics come out of its fused kernel (same
-    formulas, other reduction kernels), batch_renorm's from ``moments``."""
+def test_no_correction_is_exactly_batch_norm():
     x, state = _x(), _state()
     scale, bias = _params()
     kw = dict(scale=scale, bias=bias, reduction_axes=NHWC, train=True, decay=0.9)
     y, s = batch_renorm(x, state, r_max=1.0, d_max=0.0, **kw)
     y_ref, s_ref = batch_norm(x, state, **kw)
-    np.testing.assert_allclose(y, y_ref, rtol=4e-6, atol=1e-6)
+    np.testing.assert_array_equal(y, y_ref)
     for a, b in zip(s, s_ref, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+        np.testing.assert_array_equal(a, b)
     y, _ = batch_renorm(x, state, r_max=1.0, d_max=0.0, reduction_axes=NHWC, train=True)
-    np.testing.assert_allclose(y, batch_norm(x, state, reduction_axes=NHWC, train=True)[0],
-                               rtol=4e-6, atol=1e-6)
+    np.testing.assert_array_equal(y, batch_norm(x, state, reduction_axes=NHWC, train=True)[0])
 
 
 def test_against_float64_oracle_with_partial_clipping():
