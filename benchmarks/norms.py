@@ -37,7 +37,7 @@ from benchmarks.report import environment, write_results
 from benchmarks.timing import Timing, paired_ratio, reexec_with_malloc_tuning, time_interleaved
 from benchmarks.torch_candidates import torch_available, torch_timers
 
-__all__ = ["main", "run_case"]
+__all__ = ["gradient_errors", "main", "run_case"]
 
 MODES = ("fwd", "fwd+bwd")
 ELEMENTWISE = "elementwise"
@@ -118,8 +118,25 @@ def run_case(case: cands.Case, *, quick: bool, budget_s: float) -> list[dict]:
             calls["torch"] = torch_timers(case, arrays[0], arrays[1])[mode]
         lo, hi = (5, 30) if quick else (15, 300)
         repeats = _choose_repeats(calls, budget_s, lo, hi)
-        rows += _rows(case, shape, mode, time_interleaved(calls, repeats=repeats, warmup=1))
+        new = _rows(case, shape, mode, time_interleaved(calls, repeats=repeats, warmup=1))
+        if mode == "fwd+bwd":
+            errors = gradient_errors(calls)
+            for row in new:
+                row["grad_error_vs_autodiff"] = errors.get(row["candidate"])
+        rows += new
     return rows
+
+
+def gradient_errors(calls: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """``max |g - g_autodiff| / max |g_autodiff|`` over the (x, scale, bias) gradients of the
+    normjax candidates, against ``normjax-autodiff`` (the same function under plain autodiff)."""
+    ref = [np.asarray(a, np.float64) for a in calls["normjax-autodiff"]()]
+    out = {}
+    for name in ("normjax", "normjax-1pass"):
+        got = [np.asarray(a, np.float64) for a in calls[name]()]
+        out[name] = max(float(np.max(np.abs(g - r)) / max(np.max(np.abs(r)), 1e-30))
+                        for g, r in zip(got, ref, strict=True))
+    return out
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:

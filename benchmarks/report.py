@@ -49,8 +49,8 @@ def _summary(rows: list[dict]) -> list[str]:
     by = {(r["case"], r["mode"], r["candidate"]): r for r in rows}
     keys = list(dict.fromkeys((r["case"], r["mode"]) for r in rows))
     out = ["| case | mode | flax ms | normjax ms | elementwise ms | normjax ÷ flax "
-           "| 1-pass ÷ flax | autodiff ÷ normjax | normjax % elem. rate | flax % elem. rate |",
-           "|---" * 10 + "|"]
+           "| 1-pass ÷ flax | autodiff ÷ normjax | normjax % elem. rate | flax % elem. rate "
+           "| grad. error vs autodiff |", "|---" * 11 + "|"]
     for case, mode in keys:
         get = lambda name, case=case, mode=mode: by.get((case, mode, name))  # noqa: E731
         nj, fl, el = get("normjax"), get("flax"), get("elementwise")
@@ -60,7 +60,8 @@ def _summary(rows: list[dict]) -> list[str]:
                   _fmt(one and one["time_over_flax"], ".2f"),
                   _fmt(auto and auto["time_over_normjax"], ".2f"),
                   _fmt(100 * nj["elementwise_fraction"], ".0f"),
-                  _fmt(fl and 100 * fl["elementwise_fraction"], ".0f")]
+                  _fmt(fl and 100 * fl["elementwise_fraction"], ".0f"),
+                  _fmt(nj.get("grad_error_vs_autodiff"), ".1e")]
         out.append(f"| {case} | {mode} | " + " | ".join(ms + ratios) + " |")
     return out
 
@@ -87,7 +88,9 @@ def markdown(rows: list[dict], env: dict[str, Any]) -> str:
               "XLA pass over the same bytes ÷ this time. *normjax* = the public functions "
               "with their defaults; *1-pass* = the same with `fast_variance=True` (flax's "
               "default variance formula); *autodiff* = the same under "
-              "`normjax.use_fused_backward(False)`.", "", "## Summary", ""]
+              "`normjax.use_fused_backward(False)`. *grad. error* = max |gradient - autodiff "
+              "gradient| ÷ max |autodiff gradient| over the gradients with respect to x, "
+              "scale and bias (fwd+bwd rows).", "", "## Summary", ""]
     lines += _summary(rows)
     lines += ["", "## All candidates", ""]
     lines += _detail(rows)
