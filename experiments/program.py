@@ -26,9 +26,9 @@ from experiments.parallel import DataParallel
 from experiments.runs import Grid, structure_flags
 from experiments.strategy import (
     MEASURE_STEPS,
-    MEASURED,
     Strategy,
     map_runs,
+    measured_strategies,
     resolve_strategy,
     scan_interleaved,
 )
@@ -129,7 +129,7 @@ class Program:
         """Times a short chunk of every strategy on copies of ``state``; keeps the fastest."""
         steps = min(num_steps, MEASURE_STEPS)
         per_step = {}
-        for name in MEASURED:
+        for name in measured_strategies(self.grid.num_runs):
             chunk, _ = self._programs(name)
             fn = self._compile(("probe", name), chunk, state, self._x, self._y, steps)
             times = []

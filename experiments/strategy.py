@@ -37,14 +37,22 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
-__all__ = ["RUN_STRATEGIES", "Strategy", "map_runs", "resolve_strategy", "scan_interleaved"]
+__all__ = ["RUN_STRATEGIES", "Strategy", "map_runs", "measured_strategies", "resolve_strategy",
+           "scan_interleaved"]
 
 RUN_STRATEGIES = ("auto", "vmap", "sequential", "interleaved", "measure")
 #: The strategies ``'measure'`` times, and the steps of its timed chunk.
 MEASURED = ("vmap", "sequential", "interleaved")
 MEASURE_STEPS = 5
-#: Runs above which 'interleaved' is not chosen automatically (its program grows with R).
-MAX_AUTO_INTERLEAVED = 8
+#: Runs above which ``'measure'`` does not try 'interleaved' (its program grows with R).
+MAX_MEASURED_INTERLEAVED = 16
+
+
+def measured_strategies(num_runs: int) -> tuple[str, ...]:
+    """The strategies ``'measure'`` times for ``num_runs`` runs."""
+    if num_runs > MAX_MEASURED_INTERLEAVED:
+        return tuple(s for s in MEASURED if s != "interleaved")
+    return MEASURED
 
 
 class Strategy(NamedTuple):
@@ -61,7 +69,7 @@ def resolve_strategy(config: ml_collections.ConfigDict, num_runs: int,
     An explicit ``config.run_strategy`` is used as given; ``'auto'`` picks ``vmap`` for a single
     run, on accelerators and for MLPs, and ``sequential`` for CNNs on CPU. ``'measure'`` (with
     more than one run) is returned as is: :class:`experiments.program.Program` then times a
-    short chunk of each of :data:`MEASURED` and keeps the fastest.
+    short chunk of each of :func:`measured_strategies` and keeps the fastest.
     """
     name = config.run_strategy
     if name not in RUN_STRATEGIES:

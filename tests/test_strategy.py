@@ -122,6 +122,32 @@ def test_measure_times_every_strategy_and_keeps_the_fastest():
     assert set(evals) >= {"test/accuracy", "train/loss"}
 
 
+def test_measure_skips_interleaved_for_many_runs():
+    from experiments.strategy import MAX_MEASURED_INTERLEAVED, measured_strategies
+
+    assert measured_strategies(2) == ("vmap", "sequential", "interleaved")
+    assert measured_strategies(MAX_MEASURED_INTERLEAVED + 1) == ("vmap", "sequential")
+
+
 def test_measure_with_one_run_is_vmap():
     config = _cnn_config("measure", num_seeds=1)
     assert resolve_strategy(config, 1) == ("vmap", "measure: a single run")
+
+
+@pytest.mark.parametrize("name", ["sequential", "interleaved"])
+def test_looped_strategies_shard_the_batch_like_vmap(name):
+    """On 4 devices, a looped strategy trains the runs as vmap on one device does."""
+    from experiments.parallel import from_config
+
+    results = {}
+    for strategy, devices in (("vmap", 1), (name, 4)):
+        config = tiny_config(batch=technique("batch"))
+        config.run_strategy, config.devices = strategy, devices
+        ds = load_dataset("synthetic", seed=0, **config.dataset.options.to_dict())
+        tech = config.techniques.batch
+        par = from_config(config)
+        exp = make_experiment(config, tech, ds, par if par.num_devices > 1 else None)
+        program = Program(exp, ds, make_grid(config, "batch", tech))
+        _, metrics, _ = program.train(program.init(), 3)
+        results[strategy] = metrics["train/objective"]
+    np.testing.assert_allclose(results[name], results["vmap"], rtol=1e-5)
