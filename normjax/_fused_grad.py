@@ -20,7 +20,7 @@ output. RMSNorm (``center=False``) drops the ``sum(h)`` and ``g_mu`` terms.
 
 Speed (XLA:CPU). Forward: for statistics over non-feature axes (BN/IN/GN, unmasked), the
 moments come from two plain reductions, ``sum x`` and ``sum x^2``, per channel, and the stable
-two-pass variance is computed instead only when some group has ``mean^2 > 64 var`` (a
+two-pass variance is computed instead only when some group has ``mean^2 > 16 var`` (a
 ``lax.cond`` on a scalar, kept a branch under ``vmap``; :data:`normjax.stats.GUARD_RATIO`):
 the stability of :func:`normjax.moments`' default at the cost of flax's one-pass forward.
 LayerNorm/RMSNorm rows and masked inputs use the two-pass moments directly (XLA fuses the row
@@ -119,20 +119,28 @@ def merge_moments(per: Moments, axes: Sequence[int]) -> Moments:
     return Moments(mean, var, n)
 
 
-def _guarded(cfg: Config, x: Array) -> bool:
-    """Whether the forward takes the guarded one-pass variance: unmasked, centered, stable
-    variance requested, and statistics that run over non-feature axes (BN/IN/GN; LayerNorm's
-    row statistics fuse into one kernel with the output, where the second pass is free)."""
+def _guarded(cfg: Config) -> bool:
+    """Whether the forward takes the guarded one-pass variance (unmasked inputs only):
+    centered, stable variance requested, and statistics that run over non-feature axes
+    (BN/IN/GN; LayerNorm's row statistics fuse into one kernel with the output, where the
+    second pass is free)."""
     return cfg.center and not cfg.fast_variance and bool(cfg.first_axes)
 
 
-def _two_pass_var(cfg: Config, x: Array) -> Array:
-    kwargs = dict(axis_name=cfg.axis_name, axis_index_groups=cfg.axis_index_groups,
-                  guard=False, keepdims=True)
+def _staged_moments(cfg: Config, x: Array, mask: Array | None) -> tuple[Moments, Array]:
+    """Keepdims moments of :func:`normjax.moments` without the guard (two-pass unless
+    ``fast_variance``), staged per channel when that is cheaper, and the centering mean for
+    the backward: the mean over ``first_axes`` only (the per-channel mean when staged), a
+    broadcast XLA:CPU reduces faster."""
+    kwargs = dict(mask=mask, axis_name=cfg.axis_name, axis_index_groups=cfg.axis_index_groups,
+                  center=cfg.center, fast_variance=cfg.fast_variance, guard=False,
+                  keepdims=True)
     first, group = cfg.first_axes, cfg.group_axes
-    if first and group:
-        return merge_moments(moments(x, first, **kwargs), group).var
-    return moments(x, cfg.reduction_axes, **kwargs).var
+    if not (first and group):
+        stats = moments(x, cfg.reduction_axes, **kwargs)
+        return stats, stats.mean
+    per = moments(x, first, **kwargs)
+    return merge_moments(per, group), per.mean
 
 
 def _guarded_moments(cfg: Config, x: Array) -> tuple[Moments, Array]:
@@ -151,31 +159,20 @@ def _guarded_moments(cfg: Config, x: Array) -> tuple[Moments, Array]:
     if cfg.axis_name is not None:
         s1, s2, n = lax.psum((s1, s2, n), cfg.axis_name, axis_index_groups=cfg.axis_index_groups)
     mean = s1 / n
-    var, bad = guarded_variance(mean, s2 / n - mean * mean, lambda: _two_pass_var(cfg, x))
+    var, bad = guarded_variance(mean, s2 / n - mean * mean,
+                                lambda: _staged_moments(cfg, x, None)[0].var)
     return Moments(mean, var, n), bad
 
 
 def _group_moments(cfg: Config, x: Array, mask: Array | None
                    ) -> tuple[Moments, Array, Array | None]:
-    """Keepdims moments over ``cfg.reduction_axes``, the centering mean for the backward, and
-    whether the two-pass variance was taken (``None`` where the forward is not guarded).
-
-    Unguarded moments are staged per channel when that is cheaper; the centering mean is then
-    the mean over ``first_axes`` only (the per-channel mean), a broadcast XLA:CPU reduces
-    faster in the backward.
-    """
-    if mask is None and _guarded(cfg, x):
+    """Keepdims moments over ``cfg.reduction_axes``, the centering mean for the backward (see
+    :func:`_staged_moments`), and whether the two-pass variance was taken (``None`` where the
+    forward is not guarded)."""
+    if mask is None and _guarded(cfg):
         stats, bad = _guarded_moments(cfg, x)
         return stats, stats.mean, bad
-    kwargs = dict(mask=mask, axis_name=cfg.axis_name, axis_index_groups=cfg.axis_index_groups,
-                  center=cfg.center, fast_variance=cfg.fast_variance, guard=False,
-                  keepdims=True)
-    first, group = cfg.first_axes, cfg.group_axes
-    if not (first and group):
-        stats = moments(x, cfg.reduction_axes, **kwargs)
-        return stats, stats.mean, None
-    per = moments(x, first, **kwargs)
-    return merge_moments(per, group), per.mean, None
+    return (*_staged_moments(cfg, x, mask), None)
 
 
 def param_view(p: ArrayLike, shape: tuple[int, ...], feat: tuple[int, ...], name: str) -> Array:
@@ -221,7 +218,7 @@ def _centered_gsum(cfg: Config, res: tuple, gy: Array, p1: Array) -> Array:
 
     After a guarded one-pass forward, as ``sum g x - mean sum g``: a product of two inputs,
     which XLA:CPU reduces much faster than one with a broadcast operand, and accurate where that
-    forward was taken (``|mean| <= 8 std``). Otherwise centered on the (per-channel) mean,
+    forward was taken (``|mean| <= 4 std``). Otherwise centered on the (per-channel) mean,
     ``sum g (x - c) + (c - mean) sum g``, exactly.
     """
     x, _, _, _, _, mean, _, _, center, bad = res

@@ -6,8 +6,8 @@ statistics run over. :func:`moments` computes those statistics once, carefully:
 * **Precision.** Accumulation happens in ``float32`` for ``float16`` / ``bfloat16`` /
   ``float32`` inputs (``float64`` stays ``float64``), whatever the input dtype.
 * **Stability.** The default variance is *guarded*: the one-pass ``E[x^2] - E[x]^2`` (one read
-  of the input, as fast as flax) wherever every group has ``mean^2 <= 64 var``, where its
-  relative error is at most about 65 roundings (float32: ~8e-6), and the two-pass
+  of the input, as fast as flax) wherever every group has ``mean^2 <= 16 var``, where its
+  relative error is at most about 17 roundings (float32: ~2e-6), and the two-pass
   ``E[(x - E[x])^2]`` (exact when ``|mean| >> std``) for the whole call otherwise, chosen by a
   ``lax.cond`` on a scalar. ``guard=False`` always takes the two-pass form. The unguarded
   one-pass form (what flax and haiku use by default; it loses all precision at e.g. mean 3000,
@@ -214,7 +214,7 @@ def moments(
         var  = max(0, sum_i m_i x_i^2 / n - mean^2)      (one-pass)
 
     By default (no mask, ``center=True``) the one-pass form is taken when every group has
-    ``mean^2 <= 64 var`` (relative error at most about 65 roundings, float32 ~8e-6; one read of
+    ``mean^2 <= 16 var`` (relative error at most about 17 roundings, float32 ~2e-6; one read of
     ``x`` and one collective round) and the two-pass form otherwise (see :data:`GUARD_RATIO`);
     with a mask, or ``guard=False``, always the two-pass form; with ``fast_variance=True``
     always the one-pass form.
@@ -271,24 +271,23 @@ def moments(
             var = jnp.maximum(one_pass, 0)
         else:
             var, _ = guarded_variance(mean, one_pass, lambda: _two_pass_var(
-                xf, mean, axes, n, axis_name, axis_index_groups))
+                xf, mean, n, axes, keep, axis_name, axis_index_groups))
     else:
         s, n = _psum((jnp.sum(xf, axes, keepdims=True), n), axis_name, axis_index_groups)
         mean = _safe_div(s, n)
-        dev = xf - mean
-        if keep is not None:
-            dev = jnp.where(keep, dev, 0)
-        ss = _psum(jnp.sum(dev * dev, axes, keepdims=True), axis_name, axis_index_groups)
-        var = _safe_div(ss, n)
+        var = _two_pass_var(xf, mean, n, axes, keep, axis_name, axis_index_groups)
     n = jnp.broadcast_to(n, mean.shape)
     if not keepdims:
         mean, var, n = (jnp.squeeze(a, axes) for a in (mean, var, n))
     return Moments(mean, var, n)
 
 
-def _two_pass_var(xf: Array, mean: Array, axes: tuple[int, ...], n: Array,
+def _two_pass_var(xf: Array, mean: Array, n: Array, axes: tuple[int, ...], keep: Array | None,
                   axis_name: AxisName, axis_index_groups: Any) -> Array:
+    """``sum m (x - mean)^2 / n`` over ``axes`` (and ``axis_name``): the second pass."""
     dev = xf - mean
+    if keep is not None:
+        dev = jnp.where(keep, dev, 0)
     ss = _psum(jnp.sum(dev * dev, axes, keepdims=True), axis_name, axis_index_groups)
     return _safe_div(ss, n)
 
