@@ -14,7 +14,7 @@ speed limit of a memory-bound kernel on this machine. GB/s counts those minimal 
 (2 or 3 arrays of the input's size). Results go to ``<out>/norms.md`` and ``<out>/norms.json``.
 
 The process re-executes itself once with glibc's malloc tuned to keep freed buffers
-(:data:`benchmarks.timing.MALLOC_TUNING`) unless ``--no-malloc-tuning`` is given; the setting
+(:data:`experiments.allocator.MALLOC_TUNING`) unless ``--no-malloc-tuning`` is given; the setting
 in force is recorded in the results.
 """
 
@@ -34,8 +34,9 @@ import numpy as np
 
 from benchmarks import candidates as cands
 from benchmarks.report import environment, write_results
-from benchmarks.timing import Timing, paired_ratio, reexec_with_malloc_tuning, time_interleaved
+from benchmarks.timing import Timing, paired_ratio, time_interleaved
 from benchmarks.torch_candidates import torch_available, torch_timers
+from experiments.allocator import reexec_with_malloc_tuning
 
 __all__ = ["gradient_errors", "main", "run_case"]
 

@@ -13,7 +13,7 @@ import flax
 import jax
 import jaxlib
 
-from benchmarks.timing import allocator_setting
+from experiments.allocator import allocator_setting
 
 __all__ = ["environment", "markdown", "write_results"]
 

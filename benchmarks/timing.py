@@ -1,4 +1,4 @@
-"""Timer utilities: interleaved repetitions, robust statistics, allocator settings.
+"""Timer utilities: interleaved repetitions and robust statistics.
 
 Benchmarks here time jitted functions on a machine that may be shared with other processes.
 Candidates are therefore timed *interleaved* (A, B, C, A, B, C, ...) with the order rotated every
@@ -16,16 +16,7 @@ from typing import Any
 
 import jax
 
-from experiments.allocator import MALLOC_TUNING, allocator_setting, reexec_with_malloc_tuning
-
-__all__ = [
-    "MALLOC_TUNING",
-    "Timing",
-    "allocator_setting",
-    "paired_ratio",
-    "reexec_with_malloc_tuning",
-    "time_interleaved",
-]
+__all__ = ["Timing", "paired_ratio", "time_interleaved"]
 
 
 @dataclass

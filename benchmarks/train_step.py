@@ -42,8 +42,9 @@ import numpy as np
 import optax
 
 from benchmarks.report import environment
-from benchmarks.timing import Timing, paired_ratio, reexec_with_malloc_tuning, time_interleaved
+from benchmarks.timing import Timing, paired_ratio, time_interleaved
 from benchmarks.torch_candidates import torch_available
+from experiments.allocator import reexec_with_malloc_tuning
 from experiments.config import base_config, technique
 from experiments.data import Dataset
 from experiments.program import Program, make_experiment

@@ -85,12 +85,6 @@ def _eval_sets(config: ml_collections.ConfigDict, ds: Dataset,
     return sets
 
 
-def _chunk_over_runs(experiment: Experiment, strategy: str) -> Callable[..., Any]:
-    """``train_chunk`` of every run under ``strategy`` ('vmap' or 'sequential')."""
-    mapped = map_runs(lambda s, x, y, n: experiment.train_chunk(s, x, y, n), strategy, 3)
-    return lambda state, x, y, num_steps: mapped(state, x, y, num_steps)
-
-
 def _replicated_outputs(parallel: DataParallel | None) -> dict[str, Any]:
     """``jax.jit`` options: every output (state, metrics) replicated over the data mesh."""
     return {} if parallel is None else {"out_shardings": parallel.replicated}
@@ -121,7 +115,7 @@ class Program:
         """The jitted train chunk and evaluation of every run under strategy ``name``."""
         exp, out = self.experiment, _replicated_outputs(self.experiment.parallel)
         chunk = (scan_interleaved(exp.data_step, self.grid.num_runs)
-                 if name == "interleaved" else _chunk_over_runs(exp, name))
+                 if name == "interleaved" else map_runs(exp.train_chunk, name, 3))
         return (jax.jit(chunk, static_argnums=3, donate_argnums=0, **out),
                 jax.jit(map_runs(exp.evaluate, name, 1), **out))
 

@@ -10,11 +10,10 @@
 
 ``compile_s``/``train_s``/``eval_s`` are seconds summed over all invocations (a resumed technique
 compiles again); ``steps_per_s`` counts steps of the technique's program, in which all its runs
-advance together.  ``run_strategy`` says how those runs were executed (``vmap``,
-``sequential`` or ``interleaved``, and why; see :mod:`experiments.strategy`).
-``status`` is ``"ok"``, ``"diverged at step N"`` (then ``final`` is
-null), ``"incomplete (step k of S)"`` or ``"not run"``.  ``std`` is the sample standard
-deviation (ddof=1; 0 for one seed).
+advance together. ``run_strategy`` says how those runs were executed (``vmap``, ``sequential`` or
+``interleaved``, and why; see :mod:`experiments.strategy`). ``status`` is ``"ok"``, ``"diverged at
+step N"`` (then ``final`` is null), ``"incomplete (step k of S)"`` or ``"not run"``. ``std`` is the
+sample standard deviation (ddof=1; 0 for one seed).
 ``summary.csv`` has one row per cell with ``<metric>_mean`` / ``<metric>_std`` columns for the
 main metrics (:data:`MAIN_METRICS`).
 """
@@ -131,7 +130,7 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def _strategy_lines(summary: dict[str, Any]) -> list[str]:
-    """``- runs: <strategy> for <techniques>`` (how each technique's runs were executed)."""
+    """Report lines saying how each technique's runs were executed (one line if all alike)."""
     used: dict[str, list[str]] = {}
     for e in summary["results"].values():
         if e.get("run_strategy") and e["technique"] not in used.get(e["run_strategy"], []):

@@ -1,14 +1,13 @@
 """Run a study: validate, then train each technique in chunks, checkpointing as it goes.
 
-For each technique (in config order) all runs (seeds x sweep points) train together in one
-compiled program, batched or looped over the runs (``run_strategy``, :mod:`experiments.strategy`;
-the one used is recorded per cell as ``run_strategy`` in the summary and in report.md).
-After every chunk of ``log_every`` steps the runner evaluates, checks for
-divergence, writes the checkpoint (state + progress) and appends the chunk's rows to
-``metrics.jsonl``.  Rerunning on the same workdir resumes from the checkpoints; finished
-techniques are not redone.  A non-finite training loss (or eval loss) in any seed of a cell
-ends that cell with status ``"diverged at step N"``; the technique stops once all its cells
-have diverged, and the other techniques run as usual.
+For each technique (in config order) all runs (seeds x sweep points) train together in one compiled
+program, batched or looped over the runs (``run_strategy``, :mod:`experiments.strategy`; the one
+used is recorded per cell as ``run_strategy`` in the summary and in report.md). After every chunk
+of ``log_every`` steps the runner evaluates, checks for divergence, writes the checkpoint (state +
+progress) and appends the chunk's rows to ``metrics.jsonl``. Rerunning on the same workdir resumes
+from the checkpoints; finished techniques are not redone. A non-finite training loss (or eval loss)
+in any seed of a cell ends that cell with status ``"diverged at step N"``; the technique stops once
+all its cells have diverged, and the other techniques run as usual.
 
 Each batch is split over ``config.devices`` devices (:mod:`experiments.parallel`); the layout
 used (device and process counts, BatchNorm mode) is recorded as ``summary["parallel"]``, the

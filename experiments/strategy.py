@@ -23,8 +23,8 @@ MLPs, ``sequential`` for CNNs on CPU.  ``run_strategy='measure'`` compiles a sho
 (:data:`MEASURE_STEPS` steps) under each strategy, times it twice on copies of the initial
 state and keeps the fastest (worth it for long runs; it costs three extra compilations).
 The strategy used, and why, is recorded in ``summary.json`` (``run_strategy``) and in
-``report.md``.  All strategies compute the same
-numbers up to floating-point reassociation, so a run may be resumed under another strategy.
+``report.md``.  All strategies compute the same numbers up to floating-point reassociation, so
+a run may be resumed under another strategy.
 """
 
 from __future__ import annotations
