@@ -44,6 +44,7 @@ import optax
 from benchmarks.report import environment
 from benchmarks.timing import Timing, paired_ratio, time_interleaved
 from benchmarks.torch_candidates import torch_available
+from benchmarks.torch_train_step import torch_call
 from experiments.allocator import reexec_with_malloc_tuning
 from experiments.config import base_config, technique
 from experiments.data import Dataset
@@ -161,7 +162,6 @@ def single_seed(ds: Dataset, norm: str, steps: int, repeats: int) -> list[dict[s
     calls = {"flax+optax": _flax_call(ds, norm == "batch", steps),
              "runner": _runner_call(runner_config(norm, 1, steps=steps), ds, steps)[0]}
     if torch_available():
-        from benchmarks.torch_train_step import torch_call
         calls["torch"] = torch_call(ds, norm == "batch", steps, BATCH, WIDTH, DEPTH, LR,
                                     MOMENTUM)
     t = time_interleaved(calls, repeats=repeats, warmup=1)

@@ -43,3 +43,12 @@ def test_train_step_runner_config_and_report():
     md = train_step._markdown({"environment": {"backend": "cpu"}, "model": "m",
                                "parts": [{"title": "One seed", "rows": rows}]})
     assert "| runner | 1 |" in md
+
+
+def test_torch_train_step_runs_when_torch_is_installed():
+    pytest.importorskip("torch")
+    from benchmarks.torch_train_step import torch_call
+
+    call = torch_call(train_step.synthetic_images(num=64), True, steps=2, batch=8, width=4,
+                      depth=2, lr=0.05, momentum=0.9)
+    assert math.isfinite(call())
