@@ -12,69 +12,40 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import errors as flax_errors
-from flax.traverse_util import flatten_dict
 from jax.nn import initializers
 
 import normjax.linen as nnn
-
-F32, BF16 = jnp.float32, jnp.bfloat16
-KEY = jax.random.key(0)
-
+from tests.flax_parity import (
+    BF16,
+    F32,
+    KEY,
+    apply,
+    assert_close,
+    assert_same_variables,
+    batch_stats_count,
+    data,
+    flax_exact,
+    init,
+    jitted,
+)
 
 # --------------------------------------------------------------------------- helpers
 
 
-def standard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Runs flax code under standard promotion (flax mixes bfloat16 and float32)."""
-    with jax.numpy_dtype_promotion("standard"):
-        return fn(*args, **kwargs)
 
 
-def jitted(fn: Callable[..., Any], *args: Any, flax: bool = False) -> Any:
-    """``jax.jit(fn)(*args)``: one compilation instead of one per eager op; ``flax=True``
-    traces under standard promotion."""
-    if flax:
-        return standard(jax.jit(fn), *args)
-    return jax.jit(fn)(*args)
 
 
-def apply(module: fnn.Module, *args: Any, **kwargs: Any) -> Any:
-    """``module.apply`` compiled once (keyword arguments are static)."""
-    return jitted(lambda *a: module.apply(*a, **kwargs), *args)
 
 
-def init(module: fnn.Module, *args: Any, **kwargs: Any) -> Any:
-    """``module.init(KEY, ...)`` compiled once (keyword arguments are static)."""
-    return jitted(lambda *a: module.init(KEY, *a, **kwargs), *args)
 
 
-def data(shape: tuple[int, ...], dtype: Any = F32, seed: int = 1) -> jax.Array:
-    """Normal data with mean 0.5 and std 2 (NumPy-generated: no compilation per shape)."""
-    x = np.random.default_rng(seed).normal(0.5, 2.0, size=shape).astype(np.float32)
-    return jnp.asarray(x).astype(dtype)
 
 
-def assert_close(ours: Any, theirs: Any) -> None:
-    ours, theirs = jnp.asarray(ours), jnp.asarray(theirs)
-    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, (ours, theirs)
-    tol = 2e-2 if ours.dtype == BF16 else 1e-5
-    np.testing.assert_allclose(
-        np.asarray(ours, np.float32), np.asarray(theirs, np.float32), rtol=tol, atol=tol
-    )
 
 
-def assert_same_variables(ours: Any, theirs: Any, *, extra: tuple[str, ...] = ()) -> None:
-    """Same names, shapes, dtypes and values; ``ours`` may add leaves named in ``extra``."""
-    flat_ours, flat_theirs = flatten_dict(dict(ours)), flatten_dict(dict(theirs))
-    added = set(flat_ours) - set(flat_theirs)
-    assert all(path[-1] in extra for path in added), added
-    assert set(flat_theirs) <= set(flat_ours), set(flat_theirs) - set(flat_ours)
-    for path, value in flat_theirs.items():
-        assert_close(flat_ours[path], value)
 
 
-def batch_stats_count(variables: Any) -> np.ndarray:
-    return np.asarray(flatten_dict(dict(variables["batch_stats"]))[("count",)])
 
 
 # --------------------------------------------------------------------------- BatchNorm parity
@@ -241,7 +212,7 @@ def test_layer_norm_axis_name_pools_features_across_vmap() -> None:
     kwargs = dict(reduction_axes=(), use_scale=False, use_bias=False, axis_name="f")
 
     def sharded(nn: Any) -> jax.Array:
-        layer = nn.LayerNorm(**kwargs, **_flax_exact(nn))
+        layer = nn.LayerNorm(**kwargs, **flax_exact(nn))
         return jax.vmap(lambda col: layer.apply({}, col), in_axes=1, out_axes=1,
                         axis_name="f")(x)
 
@@ -319,145 +290,6 @@ def _wn_steps(module: fnn.Module, x: jax.Array, *, with_grad: bool) -> tuple[Any
     return v, module.apply(v, x), grads
 
 
-# --------------------------------------------------------------------------- transforms
-
-
-def _per_example_model(nn: Any, axis_name: Any, nested: bool = False) -> fnn.Module:
-    class Body(fnn.Module):
-        @fnn.compact
-        def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-            x = fnn.Dense(4)(x)
-            return nn.BatchNorm(use_running_average=not train, axis_name=axis_name,
-                                momentum=0.8, **_flax_exact(nn))(x)
-
-    def mapped(module: Any, name: str) -> Any:
-        return fnn.vmap(module, variable_axes={"params": None, "batch_stats": None},
-                        split_rngs={"params": False}, in_axes=(0, None), axis_name=name)
-
-    return mapped(mapped(Body, "inner"), "outer")() if nested else mapped(Body, "batch")()
-
-
-def _flax_exact(nn: Any) -> dict[str, Any]:
-    return {"use_fast_variance": False} if nn is fnn else {}
-
-
-def _train_and_eval(model: fnn.Module, x: jax.Array) -> tuple[Any, ...]:
-    def steps(x: jax.Array) -> tuple[Any, ...]:
-        v = model.init(KEY, x, True)
-        y, up = model.apply(v, x, True, mutable=["batch_stats"])
-        return v, y, up, model.apply({**v, **up}, x, False)
-
-    return jitted(steps, x)
-
-
-@pytest.mark.parametrize("nested", [False, True])
-def test_batch_norm_per_example_under_nn_vmap(nested: bool) -> None:
-    """Per-example models under nn.vmap (flax #3319): statistics pooled with axis_name."""
-    x = data((2, 4, 3) if nested else (8, 3))
-    names = ("outer", "inner") if nested else "batch"
-    v_t, y_t, up_t, e_t = _train_and_eval(_per_example_model(fnn, names, nested), x)
-    v_o, y_o, up_o, e_o = _train_and_eval(_per_example_model(nnn, names, nested), x)
-    assert_same_variables(v_o, v_t, extra=("count",))
-    assert_close(y_o, y_t)
-    assert_same_variables(up_o, up_t, extra=("count",))
-    assert_close(e_o, e_t)
-    # the pooled statistics are the full-batch ones
-    flat = x.reshape(-1, 3)
-    dense = fnn.Dense(4).apply({"params": v_o["params"]["Dense_0"]}, flat)
-    np.testing.assert_allclose(up_o["batch_stats"]["BatchNorm_0"]["mean"],
-                               0.2 * dense.mean(0), rtol=1e-5, atol=1e-6)
-
-
-def test_per_example_batch_norm_without_axis_name_raises() -> None:
-    x = data((8, 3))
-    with pytest.raises(ValueError, match="axis_name"):
-        jitted(lambda x: _per_example_model(nnn, None).init(KEY, x, True), x)
-    bn = nnn.BatchNorm(use_running_average=False)
-    v = init(bn, x)
-    with pytest.raises(ValueError, match="axis_name"):
-        jitted(jax.vmap(lambda xi: bn.apply(v, xi, mutable=["batch_stats"])), x)
-
-
-def test_batch_norm_axis_name_across_jax_vmap() -> None:
-    x = data((8, 5))
-    bn = nnn.BatchNorm(use_running_average=False, axis_name="batch")
-    v = init(bn, x)
-    y, up = jitted(jax.vmap(lambda xi: bn.apply(v, xi, mutable=["batch_stats"]),
-                            axis_name="batch", out_axes=(0, None)), x)
-    full = nnn.BatchNorm(use_running_average=False)
-    y_full, up_full = apply(full, v, x, mutable=["batch_stats"])
-    assert_close(y, y_full)
-    assert_same_variables(up, up_full)
-
-
-def test_batch_norm_in_ensemble_nn_vmap() -> None:
-    def ensemble(nn: Any) -> fnn.Module:
-        class Member(fnn.Module):
-            @fnn.compact
-            def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-                x = fnn.Dense(4, kernel_init=initializers.normal(1.0))(x)
-                return nn.BatchNorm(use_running_average=not train, **_flax_exact(nn))(x)
-
-        return fnn.vmap(Member, variable_axes={"params": 0, "batch_stats": 0},
-                        split_rngs={"params": True}, in_axes=(None, None), axis_size=3)()
-
-    x = data((6, 3))
-    v_t, y_t, up_t, e_t = _train_and_eval(ensemble(fnn), x)
-    v_o, y_o, up_o, e_o = _train_and_eval(ensemble(nnn), x)
-    assert_same_variables(v_o, v_t, extra=("count",))
-    assert_close(y_o, y_t)
-    assert_same_variables(up_o, up_t, extra=("count",))
-    assert_close(e_o, e_t)
-    np.testing.assert_array_equal(up_o["batch_stats"]["BatchNorm_0"]["count"], [1, 1, 1])
-
-
-def _block(nn: Any, over_layers: bool) -> type[fnn.Module]:
-    class Block(fnn.Module):
-        @fnn.compact
-        def __call__(self, carry: Any, x: Any) -> tuple[Any, Any]:
-            h = fnn.Dense(5)(carry if over_layers else x)
-            h = nn.BatchNorm(use_running_average=False, momentum=0.8, **_flax_exact(nn))(h)
-            return (fnn.relu(h), None) if over_layers else (carry, h)
-
-    return Block
-
-
-def test_batch_norm_in_nn_scan_over_layers() -> None:
-    """Scan over layers: one BatchNorm per layer, statistics stacked along the scan."""
-
-    def steps(nn: Any, x: jax.Array) -> tuple[Any, ...]:
-        model = fnn.scan(_block(nn, True), variable_axes={"params": 0, "batch_stats": 0},
-                         split_rngs={"params": True}, length=3)()
-        v = model.init(KEY, x, None)
-        return v, *model.apply(v, x, None, mutable=["batch_stats"])
-
-    x = data((6, 5))
-    v_t, out_t, up_t = jitted(partial(steps, fnn), x)
-    v_o, out_o, up_o = jitted(partial(steps, nnn), x)
-    assert_same_variables(v_o, v_t, extra=("count",))
-    jax.tree.map(assert_close, out_o, out_t)
-    assert_same_variables(up_o, up_t, extra=("count",))
-    np.testing.assert_array_equal(up_o["batch_stats"]["BatchNorm_0"]["count"], [1, 1, 1])
-
-
-def test_batch_norm_in_nn_scan_over_time() -> None:
-    """Scan over time (flax #2052): one BatchNorm whose statistics are the scan carry."""
-
-    def steps(nn: Any, xs: jax.Array) -> tuple[Any, ...]:
-        v = _block(nn, False)().init(KEY, (), xs[0])  # a carried collection is made unscanned
-        model = fnn.scan(_block(nn, False), variable_carry="batch_stats",
-                         variable_broadcast="params", split_rngs={"params": False})()
-        return v, *model.apply(v, (), xs, mutable=["batch_stats"])
-
-    xs = data((4, 6, 3))
-    v_t, out_t, up_t = jitted(partial(steps, fnn), xs)
-    v_o, out_o, up_o = jitted(partial(steps, nnn), xs)
-    assert_same_variables(v_o, v_t, extra=("count",))
-    jax.tree.map(assert_close, out_o, out_t)
-    assert_same_variables(up_o, up_t, extra=("count",))
-    assert up_o["batch_stats"]["BatchNorm_0"]["count"] == 4
-
-
 # --------------------------------------------------------------------------- errors, namespace
 
 
@@ -494,16 +326,3 @@ def test_namespace_falls_back_to_flax() -> None:
     assert "BatchNorm" in dir(nnn) and "Dense" in dir(nnn)
     with pytest.raises(AttributeError, match="no attribute 'NoSuchLayer'"):
         _ = nnn.NoSuchLayer
-
-
-@pytest.mark.parametrize("layer", ["group", "instance"])
-def test_group_and_instance_norm_pool_spatial_shards_with_axis_name(layer: str) -> None:
-    """Height split over a vmapped 'shard' axis: pooled statistics equal the unsplit layer."""
-    x = data((2, 4, 3, 6))
-    make = {"group": lambda **kw: nnn.GroupNorm(num_groups=2, **kw),
-            "instance": lambda **kw: nnn.InstanceNorm(**kw)}[layer]
-    variables = make().init(KEY, x)
-    want = make().apply(variables, x)
-    shards = jnp.stack(jnp.split(x, 2, axis=1))  # (shard, N, H/2, W, C)
-    got = jax.vmap(lambda s: make(axis_name="shard").apply(variables, s), axis_name="shard")(shards)
-    np.testing.assert_allclose(jnp.concatenate(list(got), axis=1), want, rtol=1e-5, atol=1e-5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -15,53 +14,19 @@ from jax.nn import initializers
 
 import normjax
 import normjax.nnx as nx
-
-F32, BF16 = jnp.float32, jnp.bfloat16
-
+from tests.flax_parity import BF16, F32, assert_close, assert_same_state, data, flat, jitted
 
 # --------------------------------------------------------------------------- helpers
 
 
-def jitted(fn: Callable[..., Any], *args: Any, flax: bool = False) -> Any:
-    """``jax.jit(fn)(*args)`` (one compilation); ``flax=True`` traces under standard
-    promotion, since flax mixes bfloat16 and float32."""
-    if flax:
-        with jax.numpy_dtype_promotion("standard"):
-            return jax.jit(fn)(*args)
-    return jax.jit(fn)(*args)
 
 
-def data(shape: tuple[int, ...], dtype: Any = F32, seed: int = 1) -> jax.Array:
-    x = np.random.default_rng(seed).normal(0.5, 2.0, size=shape).astype(np.float32)
-    return jnp.asarray(x).astype(dtype)
 
 
-def assert_close(ours: Any, theirs: Any) -> None:
-    ours, theirs = jnp.asarray(ours), jnp.asarray(theirs)
-    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, (ours, theirs)
-    tol = 2e-2 if ours.dtype == BF16 else 1e-5
-    np.testing.assert_allclose(
-        np.asarray(ours, np.float32), np.asarray(theirs, np.float32), rtol=tol, atol=tol
-    )
 
 
-def flat(state: Any) -> dict[tuple[Any, ...], tuple[str, jax.Array]]:
-    """``{path: (variable type, value)}``; plain arrays get the type name ``"array"``."""
-    out = {}
-    for path, leaf in nx.to_flat_state(state):
-        is_var = isinstance(leaf, fx.Variable)
-        out[path] = (type(leaf).__name__ if is_var else "array", leaf[...] if is_var else leaf)
-    return out
 
 
-def assert_same_state(ours: Any, theirs: Any, *, extra: tuple[str, ...] = ()) -> None:
-    flat_ours, flat_theirs = flat(ours), flat(theirs)
-    added = set(flat_ours) - set(flat_theirs)
-    assert all(path[-1] in extra for path in added), added
-    assert set(flat_theirs) <= set(flat_ours), set(flat_theirs) - set(flat_ours)
-    for path, (kind, value) in flat_theirs.items():
-        assert flat_ours[path][0] == kind, path
-        assert_close(flat_ours[path][1], value)
 
 
 # --------------------------------------------------------------------------- BatchNorm parity
@@ -287,92 +252,6 @@ def test_weight_norm_raises_when_the_wrapped_layer_gains_parameters() -> None:
     np.testing.assert_array_equal(model.layer_instance.kernel[...], kernel)
 
 
-# --------------------------------------------------------------------------- transforms
-
-
-class ConvBN(fx.Module):
-    """The model of flax #4760, parametrized by the namespace."""
-
-    def __init__(self, nnx: Any, rngs: Any, **bn_kwargs: Any) -> None:
-        self.conv = nnx.Conv(1, 5, kernel_size=3, rngs=rngs)
-        self.bn = nnx.BatchNorm(5, momentum=0.8, rngs=rngs, **bn_kwargs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.bn(self.conv(x))
-
-
-def test_per_example_batch_norm_under_nnx_vmap_with_axis_name() -> None:
-    """flax #4760: a per-example model under nnx.vmap, statistics pooled with axis_name."""
-    xs = data((6, 8, 1))
-
-    @fx.vmap(in_axes=(None, 0), out_axes=0, axis_name="batch")
-    def per_example(model: Any, x: jax.Array) -> jax.Array:
-        return model(x)
-
-    results = []
-    for nnx, extra in ((nx, {}), (fx, dict(use_fast_variance=False))):
-        model = ConvBN(nnx, nnx.Rngs(0), axis_name="batch", **extra)
-        first = per_example(model, xs)
-        second = per_example(model, xs)  # the second call must work too
-        results.append((first, second, nnx.state(model)))
-    (y1_o, y2_o, s_o), (y1_t, y2_t, s_t) = results
-    assert_close(y1_o, y1_t)
-    assert_close(y2_o, y2_t)
-    assert_same_state(s_o, s_t, extra=("count",))
-    assert s_o["bn"]["count"][...] == 2
-    # the same as one BatchNorm over the whole batch
-    whole = ConvBN(nx, nx.Rngs(0))
-    assert_close(whole(xs), y1_o)
-
-
-def test_per_example_batch_norm_without_axis_name_raises() -> None:
-    """A per-example vector has no batch axis: without axis_name the layer refuses."""
-    bn = nx.BatchNorm(5, rngs=nx.Rngs(0))
-    with pytest.raises(ValueError, match="reduce over no axes.*axis_name"):
-        fx.vmap(lambda m, x: m(x), in_axes=(None, 0))(bn, data((6, 5)))
-    with pytest.raises(ValueError, match="reduce over no axes.*axis_name"):
-        jax.vmap(nx.BatchNorm(5, rngs=nx.Rngs(0)))(data((6, 5)))
-
-
-def test_ensemble_under_nnx_vmap() -> None:
-    xs = data((4, 8, 1))
-
-    def run(nnx: Any, extra: dict[str, Any]) -> tuple[jax.Array, Any]:
-        @fx.split_rngs(splits=3)
-        @fx.vmap(in_axes=0, out_axes=0)
-        def create(rngs: Any) -> ConvBN:
-            return ConvBN(nnx, rngs, **extra)
-
-        @fx.vmap(in_axes=(0, None), out_axes=0)
-        def forward(model: ConvBN, x: jax.Array) -> jax.Array:
-            return model(x)
-
-        model = create(nnx.Rngs(0))
-        return forward(model, xs), nnx.state(model)
-
-    y_o, s_o = run(nx, {})
-    y_t, s_t = run(fx, dict(use_fast_variance=False))
-    assert_close(y_o, y_t)
-    assert_same_state(s_o, s_t, extra=("count",))
-    np.testing.assert_array_equal(s_o["bn"]["count"][...], [1, 1, 1])
-
-
-def test_batch_norm_axis_name_across_jax_vmap() -> None:
-    x = data((8, 5))
-    bn = nx.BatchNorm(5, axis_name="batch", rngs=nx.Rngs(0))
-    graphdef, state = nx.split(bn)
-
-    def per_example(state: Any, xi: jax.Array) -> tuple[jax.Array, Any]:
-        layer = nx.merge(graphdef, state)
-        return layer(xi), nx.state(layer)
-
-    y, new_state = jax.vmap(per_example, in_axes=(None, 0), out_axes=(0, None),
-                            axis_name="batch")(state, x)
-    whole = nx.BatchNorm(5, rngs=nx.Rngs(0))
-    assert_close(y, whole(x))
-    assert_same_state(new_state, nx.state(whole))
-
-
 # --------------------------------------------------------------------------- errors, namespace
 
 
@@ -400,12 +279,3 @@ def test_namespace_falls_back_to_flax() -> None:
     assert "Dropout" in dir(nx) and "Linear" in dir(nx)
     with pytest.raises(AttributeError, match="no attribute 'NoSuchLayer'"):
         _ = nx.NoSuchLayer
-
-
-def test_group_norm_pools_spatial_shards_with_axis_name() -> None:
-    x = data((2, 4, 6))
-    ref = nx.GroupNorm(6, num_groups=3, rngs=nx.Rngs(0))
-    sharded = nx.GroupNorm(6, num_groups=3, axis_name="shard", rngs=nx.Rngs(0))
-    shards = jnp.stack(jnp.split(x, 2, axis=1))
-    got = jax.vmap(sharded, axis_name="shard")(shards)
-    np.testing.assert_allclose(jnp.concatenate(list(got), axis=1), ref(x), rtol=1e-5, atol=1e-5)
