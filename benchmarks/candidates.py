@@ -8,8 +8,8 @@ Candidates per case:
 
 * ``normjax``: the public functions (``normjax.layer_norm``, ``normjax.batch_norm``, ...) with
   their defaults (closed-form backward, stable variance).
-* ``normjax-1pass``: the same with ``fast_variance=True`` (one-pass ``E[x^2] - E[x]^2``
-  variance, flax's default ``use_fast_variance=True``): the like-for-like comparison with flax.
+* ``normjax-xla``: the same under ``normjax.use_native_kernels(False)``: everything in XLA
+  operations, without the CPU kernels (the path other backends and unsupported layouts take).
 * ``normjax-autodiff``: the public functions traced under ``normjax.use_fused_backward(False)``
   (gradients by JAX's autodiff through the statistics instead of the closed form).
 * ``flax``: the ``flax.linen`` layer with matching settings (no channels-first GroupNorm there).
@@ -96,13 +96,13 @@ def _bn_state(case: Case) -> normjax.BatchNormState:
     return normjax.batch_norm_init(case.channels)
 
 
-def normjax_candidate(case: Case, *, fast_variance: bool = False, fused: bool = True) -> Norm:
+def normjax_candidate(case: Case, *, native: bool = True, fused: bool = True) -> Norm:
     """The public normjax function for ``case``.
 
-    ``fast_variance=True`` selects the one-pass variance (flax's default formula);
-    ``fused=False`` traces it under ``normjax.use_fused_backward(False)`` (plain autodiff).
+    ``native=False`` traces it under ``normjax.use_native_kernels(False)`` (XLA operations
+    only); ``fused=False`` under ``normjax.use_fused_backward(False)`` (plain autodiff).
     """
-    c, kw = case.channel_axis, dict(epsilon=case.epsilon, fast_variance=fast_variance)
+    c, kw = case.channel_axis, dict(epsilon=case.epsilon)
     if case.kind == "layer":
         fn = lambda x, s, b: normjax.layer_norm(x, s, b, **kw)  # noqa: E731
     elif case.kind == "rms":
@@ -117,14 +117,14 @@ def normjax_candidate(case: Case, *, fast_variance: bool = False, fused: bool = 
         fn = lambda x, s, b: normjax.batch_norm(  # noqa: E731
             x, state, scale=s, bias=b, reduction_axes=case.reduction_axes, train=True,
             decay=BN_DECAY, **kw)
-    if fused:
+    if fused and native:
         return fn
 
-    def autodiff(x: jax.Array, s: jax.Array, b: jax.Array) -> Any:
-        with normjax.use_fused_backward(False):
+    def switched(x: jax.Array, s: jax.Array, b: jax.Array) -> Any:
+        with normjax.use_fused_backward(fused), normjax.use_native_kernels(native):
             return fn(x, s, b)
 
-    return autodiff
+    return switched
 
 
 def _flax_module(case: Case) -> nn.Module | None:

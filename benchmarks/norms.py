@@ -64,7 +64,7 @@ def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> d
     xj, ctj = jnp.asarray(x, dt), jnp.asarray(ct, dt)
     sj, bj = jnp.asarray(scale), jnp.asarray(bias)
     builders = {"normjax": cands.normjax_candidate,
-                "normjax-1pass": partial(cands.normjax_candidate, fast_variance=True),
+                "normjax-xla": partial(cands.normjax_candidate, native=False),
                 "normjax-autodiff": partial(cands.normjax_candidate, fused=False),
                 "flax": cands.flax_candidate}
     calls: dict[str, Callable[[], Any]] = {}
@@ -133,7 +133,7 @@ def gradient_errors(calls: dict[str, Callable[[], Any]]) -> dict[str, float]:
     normjax candidates, against ``normjax-autodiff`` (the same function under plain autodiff)."""
     ref = [np.asarray(a, np.float64) for a in calls["normjax-autodiff"]()]
     out = {}
-    for name in ("normjax", "normjax-1pass"):
+    for name in ("normjax", "normjax-xla"):
         got = [np.asarray(a, np.float64) for a in calls[name]()]
         out[name] = max(float(np.max(np.abs(g - r)) / max(np.max(np.abs(r)), 1e-30))
                         for g, r in zip(got, ref, strict=True))

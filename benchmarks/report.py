@@ -49,12 +49,12 @@ def _summary(rows: list[dict]) -> list[str]:
     by = {(r["case"], r["mode"], r["candidate"]): r for r in rows}
     keys = list(dict.fromkeys((r["case"], r["mode"]) for r in rows))
     out = ["| case | mode | flax ms | normjax ms | elementwise ms | normjax ÷ flax "
-           "| 1-pass ÷ flax | autodiff ÷ normjax | normjax % elem. rate | flax % elem. rate "
+           "| XLA path ÷ flax | autodiff ÷ normjax | normjax % elem. rate | flax % elem. rate "
            "| grad. error vs autodiff |", "|---" * 11 + "|"]
     for case, mode in keys:
         get = lambda name, case=case, mode=mode: by.get((case, mode, name))  # noqa: E731
         nj, fl, el = get("normjax"), get("flax"), get("elementwise")
-        one, auto = get("normjax-1pass"), get("normjax-autodiff")
+        one, auto = get("normjax-xla"), get("normjax-autodiff")
         ms = [_fmt(r and r["median_ms"], ".3f") for r in (fl, nj, el)]
         ratios = [_fmt(nj["time_over_flax"], ".2f"),
                   _fmt(one and one["time_over_flax"], ".2f"),
@@ -86,8 +86,8 @@ def markdown(rows: list[dict], env: dict[str, Any]) -> str:
     lines += ["", "Ratios are medians of per-round ratios from interleaved timing (lower "
               "÷ values are faster; 1.00 = equal). *% elem. rate* = time of one elementwise "
               "XLA pass over the same bytes ÷ this time. *normjax* = the public functions "
-              "with their defaults; *1-pass* = the same with `fast_variance=True` (flax's "
-              "default variance formula); *autodiff* = the same under "
+              "with their defaults; *XLA path* = the same under "
+              "`normjax.use_native_kernels(False)` (no CPU kernels); *autodiff* = the same under "
               "`normjax.use_fused_backward(False)`. *grad. error* = max |gradient - autodiff "
               "gradient| ÷ max |autodiff gradient| over the gradients with respect to x, "
               "scale and bias (fwd+bwd rows).", "", "## Summary", ""]

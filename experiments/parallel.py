@@ -32,6 +32,7 @@ same mesh and places the same (replicated) data, and the programs run as on one 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import normjax
 from experiments.errors import ConfigError
 
 __all__ = ["BN_SYNC_MODES", "DATA_AXIS", "DataParallel", "ENV_VARS", "apply_per_device",
@@ -155,6 +157,23 @@ class DataParallel:
             return self.batch_sharding(axis=1) if even else self.replicated
 
         return jax.tree.map(lambda leaf: self.place(leaf, sharding(leaf)), tree)
+
+    def traced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` traced without normjax's CPU kernels when the mesh has several devices.
+
+        The kernels are custom calls with no partitioning rule: XLA's SPMD partitioner would
+        gather their sharded operands onto every device. The XLA path partitions like any
+        other operation (same values).
+        """
+        if self.num_devices == 1:
+            return fn
+
+        @functools.wraps(fn)
+        def without_kernels(*args: Any, **kwargs: Any) -> Any:
+            with normjax.use_native_kernels(False):
+                return fn(*args, **kwargs)
+
+        return without_kernels
 
     def describe(self) -> dict[str, Any]:
         """The layout as recorded in ``summary.json`` (``"parallel"``)."""

@@ -100,7 +100,7 @@ class Program:
         par, out = experiment.parallel, _replicated_outputs(experiment.parallel)
         self._x, self._y = self.place_state((ds.x_train, ds.y_train))
         self.strategy = resolve_strategy(experiment.config, grid.num_runs)
-        self._init = jax.jit(jax.vmap(experiment.init), **out)
+        self._init = jax.jit(self._traced(jax.vmap(experiment.init)), **out)
         if self.strategy.name != "measure":  # else chosen on the first train() call
             self._chunk, self._eval = self._programs(self.strategy.name)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
@@ -116,8 +116,12 @@ class Program:
         exp, out = self.experiment, _replicated_outputs(self.experiment.parallel)
         chunk = (scan_interleaved(exp.data_step, self.grid.num_runs)
                  if name == "interleaved" else map_runs(exp.train_chunk, name, 3))
-        return (jax.jit(chunk, static_argnums=3, donate_argnums=0, **out),
-                jax.jit(map_runs(exp.evaluate, name, 1), **out))
+        return (jax.jit(self._traced(chunk), static_argnums=3, donate_argnums=0, **out),
+                jax.jit(self._traced(map_runs(exp.evaluate, name, 1)), **out))
+
+    def _traced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        par = self.experiment.parallel
+        return fn if par is None else par.traced(fn)
 
     def _measure(self, state: TrainState, num_steps: int) -> None:
         """Times a short chunk of every strategy on copies of ``state``; keeps the fastest."""

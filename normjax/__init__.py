@@ -6,6 +6,12 @@ The core techniques and the research variants are re-exported here; the Flax mod
 """
 
 from normjax import research
+from normjax._native import (
+    native_kernels_enabled,
+    native_status,
+    set_native_kernels,
+    use_native_kernels,
+)
 from normjax.batch_norm import (
     BatchNormState,
     batch_norm,
@@ -95,6 +101,8 @@ __all__ = [
     "layer_norm",
     "moments",
     "moments_accumulator_init",
+    "native_kernels_enabled",
+    "native_status",
     "pool_moments",
     "precise_batch_norm",
     "precise_flax_batch_stats",
@@ -104,6 +112,7 @@ __all__ = [
     "rms_norm",
     "scaled_weight_standardization",
     "set_fused_backward",
+    "set_native_kernels",
     "spatial_dropout",
     "spectral_norm",
     "spectral_norm_init",
@@ -112,6 +121,7 @@ __all__ = [
     "tlu",
     "update_running_stats",
     "use_fused_backward",
+    "use_native_kernels",
     "weight_norm",
     "weight_norm_init",
     "weight_standardization",

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax import _native, _native_ops
 from normjax.stats import (
     Moments,
     feature_shape,
@@ -189,13 +190,69 @@ def param_view(p: ArrayLike, shape: tuple[int, ...], feat: tuple[int, ...], name
     )
 
 
+def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
+                  ) -> tuple[int, int, int, int] | None:
+    """``(B, R, C, G)`` where the CPU kernels of :mod:`normjax._native_ops` apply, else ``None``.
+
+    They take float32, unmasked, single-device inputs whose axes run: sample axes (neither
+    reduced nor feature), then the reduced non-feature axes (R), then the feature axes, with
+    the group-indexing feature axes before the reduced ones (C = G * K), and parameters of the
+    feature shape. That is BN/IN/GN channels-last, LayerNorm and RMSNorm over trailing axes.
+    """
+    if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
+            or not _native.native_kernels_enabled()):
+        return None
+    feat, first = cfg.feature_axes, cfg.first_axes
+    within = [a for a in feat if a in cfg.reduction_axes]
+    index = [a for a in feat if a not in cfg.reduction_axes]
+    order = [*cfg.batch_axes(x.ndim), *first, *index, *within]
+    if order != list(range(x.ndim)):
+        return None
+    expected = feature_shape(x.shape, feat)
+    if any(p is not None and jnp.shape(p) != expected for p in params):
+        return None
+    size = lambda axes: int(np.prod([x.shape[a] for a in axes]))  # noqa: E731
+    b, r, c, g = size(cfg.batch_axes(x.ndim)), size(first), size(feat), size(index)
+    return (b, r, c, g) if b * r * c > 0 else None
+
+
+def _native_forward(cfg: Config, x: Array, lay: tuple[int, int, int, int]) -> Moments:
+    """Keepdims moments from the kernel (stable two-pass per L1 chunk, merged exactly)."""
+    b, r, c, g = lay
+    mean, var = _native_ops.group_moments(x.reshape(b, r, c), g, cfg.center)
+    kshape = tuple(1 if a in cfg.reduction_axes else d for a, d in enumerate(x.shape))
+    count = jnp.full(kshape, float(r * (c // g)), jnp.float32)
+    return Moments(mean.reshape(kshape), var.reshape(kshape), count)
+
+
+def _native_backward(cfg: Config, res: tuple, cts: tuple, lay: tuple[int, int, int, int]
+                     ) -> tuple:
+    x, scale, bias, _, eps, mean, var, _, _, _ = res
+    gy, gmean, gvar, _ = cts
+    b, r, c, g = lay
+    f32 = jnp.float32
+    rstd = lax.rsqrt(var.reshape(b, g) + eps.astype(f32))
+    gamma = jnp.ones((1, c), f32) if scale is None else scale.astype(f32).reshape(1, c)
+    dx, dscale, dbias, t2 = _native_ops.normalize_grad(
+        gy.astype(f32).reshape(b, r, c), x.reshape(b, r, c), mean.reshape(b, g), rstd, gamma,
+        gmean.astype(f32).reshape(b, g), gvar.astype(f32).reshape(b, g), cfg.center)
+    deps = jnp.sum(-0.5 * rstd**3 * t2).astype(jnp.result_type(eps))
+    dscale = None if scale is None else dscale.reshape(scale.shape).astype(scale.dtype)
+    dbias = None if bias is None else dbias.reshape(bias.shape).astype(bias.dtype)
+    return dx.reshape(x.shape).astype(x.dtype), dscale, dbias, None, deps
+
+
 def _centered(cfg: Config, x: Array, mean: Array) -> Array:
     xf = x.astype(mean.dtype)
     return xf - mean if cfg.center else xf
 
 
 def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    stats, center, bad = _group_moments(cfg, x, mask)
+    lay = native_layout(cfg, x, (scale, bias), mask)
+    if lay is not None:
+        stats, center, bad = _native_forward(cfg, x, lay), None, None
+    else:
+        stats, center, bad = _group_moments(cfg, x, mask)
     xb, mean, var = x, stats.mean, stats.var
     if cfg.first_axes or not cfg.center:
         # Keeps XLA:CPU from materializing the shared ``x - mean`` of the variance pass and
@@ -295,6 +352,9 @@ def _like_primal(ct: Array | None, primal: Any) -> Array | None:
 
 def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     x, scale, bias, mask, eps, mean, var, count, _, _ = res
+    lay = native_layout(cfg, x, (scale, bias), mask)
+    if lay is not None:
+        return _native_backward(cfg, res, cts, lay)
     gy, gmean, gvar, _ = cts
     sdt = mean.dtype
     gamma = (jnp.ones((1,) * x.ndim, sdt) if scale is None

@@ -1,0 +1,131 @@
+"""JAX operations on the CPU kernels of :mod:`normjax._native`, with pure-JAX twins.
+
+Both operations work on the kernels' layout ``x[B, R, C]`` (B samples, R rows reduced over,
+C channels in G contiguous groups of K = C / G; see ``csrc/norm_kernels.cc``):
+
+* :func:`group_moments`: per (sample, group) mean and biased variance (``center=False``:
+  mean 0 and ``E[x^2]``, RMSNorm's statistic), stable (no ``E[x^2] - E[x]^2`` cancellation).
+* :func:`normalize_grad`: the closed-form backward of ``y = (x - mean) * rstd * scale + bias``
+  (Ioffe & Szegedy 2015, arXiv:1502.03167, Sec. 3; see :mod:`normjax._fused_grad`)::
+
+      h = g * scale,  s1 = sum_group h,  t2 = sum_group h (x - mean),  n = R * K
+      dx = rstd h + (g_mean - rstd s1) / n + (2 g_var - rstd^3 t2) / n * (x - mean)
+      dscale = sum_{B,R} g (x - mean) rstd,   dbias = sum_{B,R} g
+
+  with ``dscale``/``dbias`` summed over the samples that share a parameter row (``scale`` is
+  ``[S, C]`` with S dividing B: one row per vmapped seed).
+
+On the CPU they lower to the custom calls; on any other platform (``lax.platform_dependent``)
+and under forward-mode autodiff (a ``jax.custom_jvp`` whose tangent is that of the twin), the
+pure-JAX twin runs. ``vmap`` adds leading sample axes (``vmap_method="broadcast_all"``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+
+__all__ = ["group_moments", "normalize_grad", "ref_group_moments", "ref_normalize_grad"]
+
+
+def check_groups(channels: int, groups: int) -> None:
+    """The kernels' layout needs G groups of equal size: ``channels % groups == 0``."""
+    if groups <= 0 or channels % groups:
+        raise ValueError(f"groups={groups} must be positive and divide the {channels} channels "
+                         "(the last axis of the kernel layout x[..., R, C]).")
+
+
+def _groups(x: Array, groups: int) -> Array:
+    *lead, r, c = x.shape
+    return x.reshape(*lead, r, groups, c // groups)
+
+
+def ref_group_moments(x: Array, groups: int, center: bool) -> tuple[Array, Array]:
+    """Pure-JAX :func:`group_moments` (two-pass variance)."""
+    xg = _groups(x, groups)
+    if not center:
+        return jnp.zeros((*xg.shape[:-3], groups), x.dtype), jnp.mean(xg * xg, (-3, -1))
+    mean = jnp.mean(xg, (-3, -1), keepdims=True)
+    var = jnp.mean(jnp.square(xg - mean), (-3, -1))
+    return jnp.squeeze(mean, (-3, -1)), var
+
+
+def _expand(a: Array, k: int) -> Array:
+    """``[..., G]`` per-group values to ``[..., 1, C]`` per channel."""
+    return jnp.repeat(a, k, axis=-1)[..., None, :]
+
+
+def ref_normalize_grad(g: Array, x: Array, mean: Array, rstd: Array, scale: Array,
+                       g_mean: Array, g_var: Array, center: bool) -> tuple[Array, ...]:
+    """Pure-JAX :func:`normalize_grad` (the same formulas with XLA reductions)."""
+    *_lead, r, c = x.shape
+    groups = mean.shape[-1]
+    k = c // groups
+    per = scale.reshape(scale.shape[0], -1, 1, c)  # [S, B/S, 1, C]
+    xs = x.reshape(scale.shape[0], -1, r, c)
+    gs = g.reshape(xs.shape)
+    mu = _expand(mean, k).reshape(scale.shape[0], -1, 1, c) if center else 0.0
+    xc = xs - mu
+    sg, sgx = jnp.sum(gs, 2, keepdims=True), jnp.sum(gs * xc, 2, keepdims=True)
+    s1 = jnp.sum((per * sg).reshape(*sg.shape[:2], groups, k), -1)
+    t2 = jnp.sum((per * sgx).reshape(*sg.shape[:2], groups, k), -1)
+    rs = rstd.reshape(s1.shape)
+    n = float(r * k)
+    c1 = (2 * g_var.reshape(s1.shape) - rs**3 * t2) / n
+    c0 = (g_mean.reshape(s1.shape) - rs * s1) / n if center else jnp.zeros_like(s1)
+    dx = _expand(rs, k) * per * gs + _expand(c0, k) + _expand(c1, k) * xc
+    dscale = jnp.sum(_expand(rs, k) * sgx, (1, 2))
+    dbias = jnp.sum(sg, (1, 2))
+    return dx.reshape(x.shape), dscale, dbias, t2.reshape(mean.shape)
+
+
+def _moments_call(x: Array, groups: int, center: bool) -> tuple[Array, Array]:
+    out = jax.ShapeDtypeStruct((*x.shape[:-2], groups), jnp.float32)
+    call = jax.ffi.ffi_call("normjax_moments", (out, out), vmap_method="broadcast_all")
+    return tuple(call(x, center=center))
+
+
+def _grad_call(g: Array, x: Array, mean: Array, rstd: Array, scale: Array, g_mean: Array,
+               g_var: Array, center: bool) -> tuple[Array, ...]:
+    f32 = jnp.float32
+    outs = (jax.ShapeDtypeStruct(x.shape, f32), jax.ShapeDtypeStruct(scale.shape, f32),
+            jax.ShapeDtypeStruct(scale.shape, f32), jax.ShapeDtypeStruct(mean.shape, f32))
+    call = jax.ffi.ffi_call("normjax_grad", outs, vmap_method="broadcast_all")
+    return tuple(call(g, x, mean, rstd, scale, g_mean, g_var, center=center))
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def group_moments(x: Array, groups: int, center: bool) -> tuple[Array, Array]:
+    """``(mean, var)`` of float32 ``x[..., R, C]`` per sample and channel group: ``[..., G]``."""
+    check_groups(x.shape[-1], groups)
+    return lax.platform_dependent(
+        x, cpu=lambda x: _moments_call(x, groups, center),
+        default=lambda x: ref_group_moments(x, groups, center))
+
+
+@group_moments.defjvp
+def _group_moments_jvp(groups: int, center: bool, primals: tuple, tangents: tuple) -> tuple:
+    _, dout = jax.jvp(lambda x: ref_group_moments(x, groups, center), primals, tangents)
+    return group_moments(*primals, groups, center), dout
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(7,))
+def normalize_grad(g: Array, x: Array, mean: Array, rstd: Array, scale: Array, g_mean: Array,
+                   g_var: Array, center: bool) -> tuple[Array, ...]:
+    """``(dx, dscale, dbias, t2)`` of the module docstring, all float32."""
+    check_groups(x.shape[-1], mean.shape[-1])
+    args = (g, x, mean, rstd, scale, g_mean, g_var)
+    return lax.platform_dependent(
+        *args, cpu=lambda *a: _grad_call(*a, center),
+        default=lambda *a: ref_normalize_grad(*a, center))
+
+
+@normalize_grad.defjvp
+def _normalize_grad_jvp(center: bool, primals: tuple, tangents: tuple) -> tuple:
+    _, dout = jax.jvp(lambda *a: ref_normalize_grad(*a, center), primals, tangents)
+    return normalize_grad(*primals, center), dout
