@@ -32,9 +32,18 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kChunkBytes = 16 << 10;   // rows summed in float, in L1
-constexpr int64_t kBlockBytes = 256 << 10;  // one work item
-constexpr int64_t kSampleBytes = 1 << 20;  // per-sample backward (g and x in L2) up to this
+#ifndef NORMJAX_CHUNK_BYTES
+#define NORMJAX_CHUNK_BYTES (16 << 10)
+#endif
+#ifndef NORMJAX_BLOCK_BYTES
+#define NORMJAX_BLOCK_BYTES (256 << 10)
+#endif
+#ifndef NORMJAX_SAMPLE_BYTES
+#define NORMJAX_SAMPLE_BYTES (1 << 20)
+#endif
+constexpr int64_t kChunkBytes = NORMJAX_CHUNK_BYTES;    // rows summed in float, in L1
+constexpr int64_t kBlockBytes = NORMJAX_BLOCK_BYTES;    // one work item
+constexpr int64_t kSampleBytes = NORMJAX_SAMPLE_BYTES;  // one-sweep backward up to this
 
 struct Work {
   std::atomic<int64_t> next{0};
