@@ -8,10 +8,14 @@
 //   GroupNorm NHWC  B = N, R = H*W, G = groups     LayerNorm / RMSNorm  B = rows, R = 1, G = 1
 //
 // Why a kernel: XLA:CPU runs every reduction as its own loop over memory, so a norm's forward
-// and backward read the input four or more times. Here the input is read once per direction:
-// statistics come from chunks of rows that fit in L1 (a two-pass there, so the variance is the
-// stable one), merged across chunks with Chan, Golub & LeVeque's rule; and where one sample fits
-// in L2 the backward writes dx right after summing that sample, while it is still cached.
+// and backward read the input four or more times. Here each direction reads it from memory once.
+// The unit of work is a stripe: one sample's rows restricted to a range of whole groups, sized to
+// stay in L2 (kSampleBytes). The moments take two passes over a stripe (the second from cache:
+// the stable two-pass variance); the backward sums a stripe and writes its dx while it is still
+// cached. Rows of LayerNorm (R = 1) are one stripe each, reduced with lane-parallel sums. Where
+// even 16 channels of all rows exceed L2 (BatchNorm over a large batch), the moments come from
+// L1-sized chunks (two-pass each) merged with Chan, Golub & LeVeque's rule, and the backward
+// takes two sweeps (sums, then dx).
 //
 // Work is split into items of about kBlockBytes and claimed from an atomic counter by the calling
 // thread and XLA's intra-op pool. Partial results are stored per item and merged in item order,
@@ -41,6 +45,20 @@ namespace {
 #ifndef NORMJAX_SAMPLE_BYTES
 #define NORMJAX_SAMPLE_BYTES (1 << 20)
 #endif
+#ifndef NORMJAX_MAX_HELPERS
+#define NORMJAX_MAX_HELPERS 64
+#endif
+#ifndef NORMJAX_LANES
+#define NORMJAX_LANES 64
+#endif
+constexpr int kLanes = NORMJAX_LANES;  // independent accumulators of a row sum
+#ifndef NORMJAX_MAX_BLOCKS
+#define NORMJAX_MAX_BLOCKS 8
+#endif
+constexpr int64_t kMaxBlocks = NORMJAX_MAX_BLOCKS;
+#ifndef NORMJAX_MIN_CHUNK_ROWS
+#define NORMJAX_MIN_CHUNK_ROWS 32
+#endif
 constexpr int64_t kChunkBytes = NORMJAX_CHUNK_BYTES;    // rows summed in float, in L1
 constexpr int64_t kBlockBytes = NORMJAX_BLOCK_BYTES;    // one work item
 constexpr int64_t kSampleBytes = NORMJAX_SAMPLE_BYTES;  // one-sweep backward up to this
@@ -68,7 +86,8 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, std::function<void(int64_t)> 
   auto w = std::make_shared<Work>();
   w->total = n;
   w->fn = std::move(fn);
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n - 1);
+  const int64_t helpers =
+      std::min<int64_t>(std::min<int64_t>(pool.num_threads(), NORMJAX_MAX_HELPERS), n - 1);
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule([w] { Drain(*w); });
   Drain(*w);
   while (w->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
@@ -76,12 +95,9 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, std::function<void(int64_t)> 
 
 struct Layout {
   int64_t B = 1, R = 1, C = 1, G = 1, K = 1;
-  int64_t S = 1;     // rows of the per-channel parameters (vmapped seeds): B % S == 0
-  int64_t CR = 1;    // rows per chunk
-  int64_t J = 1;     // chunks per sample
-  int64_t NB = 1;    // chunks per block
-  int64_t nblk = 1;  // blocks per sample
+  int64_t S = 1;  // rows of the per-channel parameters (vmapped seeds): B % S == 0
   int64_t group(int64_t c) const { return c / K; }
+  int64_t seed(int64_t b) const { return b / (B / S); }
 };
 
 ffi::Error MakeLayout(ffi::Span<const int64_t> xd, int64_t groups, int64_t param_rows,
@@ -98,11 +114,6 @@ ffi::Error MakeLayout(ffi::Span<const int64_t> xd, int64_t groups, int64_t param
   L->S = param_rows;
   if (L->S <= 0 || L->B % L->S != 0)
     return ffi::Error::InvalidArgument("normjax kernel: parameter rows must divide samples");
-  const int64_t row = 4 * L->C;
-  L->CR = std::max<int64_t>(1, std::min<int64_t>(L->R, kChunkBytes / row));
-  L->J = (L->R + L->CR - 1) / L->CR;
-  L->NB = std::max<int64_t>(1, kBlockBytes / (L->CR * row));
-  L->nblk = (L->J + L->NB - 1) / L->NB;
   return ffi::Error::Success();
 }
 
@@ -112,36 +123,68 @@ int64_t Leading(ffi::Span<const int64_t> d) {
   return n;
 }
 
-// Blocks: (sample b, block k) pairs numbered p = b * nblk + k; a block covers chunks
-// [k * NB, min(J, (k + 1) * NB)) of sample b. Items group consecutive blocks to ~kBlockBytes.
-struct Items {
-  int64_t per = 1, n = 0, pairs = 0;
-  explicit Items(const Layout& L) {
-    pairs = L.B * L.nblk;
-    const int64_t pair_bytes = std::max<int64_t>(1, L.NB * L.CR * 4 * L.C);
-    per = std::max<int64_t>(1, kBlockBytes / pair_bytes);
-    n = (pairs + per - 1) / per;
-  }
-  int64_t begin(int64_t i) const { return i * per; }
-  int64_t end(int64_t i) const { return std::min(pairs, (i + 1) * per); }
-};
-
-void ChunkRows(const Layout& L, int64_t pair, int64_t* r0, int64_t* r1) {
-  const int64_t k = pair % L.nblk;
-  *r0 = k * L.NB * L.CR;
-  *r1 = std::min(L.R, (k + 1) * L.NB * L.CR);
+// Rows per chunk: sums run in float over a chunk (about kChunkBytes, in L1), double across.
+int64_t ChunkRows(int64_t channels) {
+  return std::max<int64_t>(NORMJAX_MIN_CHUNK_ROWS, kChunkBytes / (4 * channels));
 }
 
-// Adds sum over rows [r0, r1) of f(row[c], c) per channel into acc[c] (float within an L1 chunk,
-// double across chunks).
+// Rows per block of a sample too large for L2: about kBlockBytes (bytes per element given), and
+// at most kMaxBlocks blocks per sample (each block leaves a C-sized partial to merge serially).
+int64_t BlockRows(const Layout& L, int64_t bytes) {
+  const int64_t by_bytes = std::max<int64_t>(1, kBlockBytes / (bytes * L.C));
+  return std::max(by_bytes, (L.R + kMaxBlocks - 1) / kMaxBlocks);
+}
+
+// Items: consecutive whole samples, about kBlockBytes each (bytes per element given), never
+// spanning two parameter rows (seeds), so per-item parameter-gradient partials stay per seed.
+struct SampleItems {
+  int64_t per = 1, per_seed = 1, samples_per_seed = 1;
+  SampleItems(const Layout& L, int64_t bytes) {
+    samples_per_seed = L.B / L.S;
+    per = std::max<int64_t>(1, kBlockBytes / std::max<int64_t>(1, bytes * L.R * L.C));
+    per_seed = (samples_per_seed + per - 1) / per;
+  }
+  int64_t count(const Layout& L) const { return L.S * per_seed; }
+  int64_t begin(int64_t i) const {
+    return (i / per_seed) * samples_per_seed + (i % per_seed) * per;
+  }
+  int64_t end(int64_t i) const {
+    return std::min((i / per_seed + 1) * samples_per_seed, begin(i) + per);
+  }
+};
+
+// Whether one sample (bytes per element given) fits the cache budget for a one-sweep pass.
+// (Narrower stripes of channels were measured slower: strided rows stream badly.)
+bool SampleFits(const Layout& L, int64_t bytes) { return bytes * L.R * L.C <= kSampleBytes; }
+
+// Sum of f(0..n-1) with kLanes independent float lanes (vectorized; deterministic order).
 template <typename F>
-void ChannelSums(const float* __restrict x, const Layout& L, int64_t r0, int64_t r1,
+double LaneSum(int64_t n, F f) {
+  float acc[kLanes] = {0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(i + l);
+  double t = 0;
+  for (; i < n; ++i) t += f(i);
+  for (int l = 0; l < kLanes; ++l) t += acc[l];
+  return t;
+}
+
+// acc[c] += sum over rows [r0, r1) of f(x[r, c], c): float within L1 chunks, double across.
+template <typename F>
+void ChannelSums(const float* __restrict x, int64_t C, int64_t r0, int64_t r1,
                  double* __restrict acc, float* __restrict tmp, F f) {
-  const int64_t C = L.C;
-  for (int64_t lo = r0; lo < r1; lo += L.CR) {
-    const int64_t hi = std::min(r1, lo + L.CR);
+  const int64_t rows = ChunkRows(C);
+  for (int64_t lo = r0; lo < r1; lo += rows) {
+    const int64_t hi = std::min(r1, lo + rows);
     std::fill(tmp, tmp + C, 0.f);
-    for (int64_t r = lo; r < hi; ++r) {
+    int64_t r = lo;
+    for (; r + 4 <= hi; r += 4) {  // four rows per pass over the accumulators
+      const float* __restrict row = x + r * C;
+      for (int64_t c = 0; c < C; ++c)
+        tmp[c] += (f(row[c], c) + f(row[C + c], c)) + (f(row[2 * C + c], c) + f(row[3 * C + c], c));
+    }
+    for (; r < hi; ++r) {
       const float* __restrict row = x + r * C;
       for (int64_t c = 0; c < C; ++c) tmp[c] += f(row[c], c);
     }
@@ -149,60 +192,68 @@ void ChannelSums(const float* __restrict x, const Layout& L, int64_t r0, int64_t
   }
 }
 
-// Pools per-channel (count n, mean[c], M2[c]) into groups (Chan et al.; equal counts) and
-// writes mean / var (center = false: mean 0, var = E[x^2]).
-void WriteGroups(const Layout& L, double n, const double* mean_c, const double* m2_c,
-                 bool center, float* mean, float* var) {
-  for (int64_t g = 0; g < L.G; ++g) {
-    double mu = 0, m2 = 0;
-    for (int64_t k = 0; k < L.K; ++k) mu += mean_c[g * L.K + k];
-    mu /= double(L.K);
-    for (int64_t k = 0; k < L.K; ++k) {
-      const double d = mean_c[g * L.K + k] - mu;
-      m2 += m2_c[g * L.K + k] + n * d * d;
-    }
-    const double v = n > 0 ? m2 / (n * L.K) : 0.0;
-    mean[g] = center ? float(mu) : 0.f;
-    var[g] = float(center ? v : v + mu * mu);
-  }
+void WriteMoments(double mu, double var_c, bool center, float* mean, float* var) {
+  *mean = center ? float(mu) : 0.f;
+  *var = float(center ? var_c : var_c + mu * mu);
 }
 
-// One sample that fits in L2: per-channel sums, group means, then sum (x - group mean)^2 from
-// cache (the two-pass variance).
+// ---------------------------------------------------------------------------------------------
+// Moments
+
+struct Scratch {
+  std::vector<double> d1, d2;
+  std::vector<float> f1, f2, f3, f4, f5;
+  explicit Scratch(int64_t n) : d1(n), d2(n), f1(n), f2(n), f3(n), f4(n), f5(n) {}
+};
+
+// Moments of the groups of one sample (x points at it; mean, var at its G outputs).
 void SampleMoments(const float* x, const Layout& L, bool center, float* mean, float* var,
-                   double* s, double* q, float* gm, float* tmp) {
-  std::fill(s, s + L.C, 0.0);
-  ChannelSums(x, L, 0, L.R, s, tmp, [](float v, int64_t) { return v; });
-  for (int64_t g = 0; g < L.G; ++g) {
-    double t = 0;
-    for (int64_t k = 0; k < L.K; ++k) t += s[g * L.K + k];
-    const float m = float(t / (double(L.R) * L.K));
-    for (int64_t k = 0; k < L.K; ++k) gm[g * L.K + k] = m;
+                   Scratch& t) {
+  const int64_t w = L.C;
+  const int64_t K = L.K;
+  const double n = double(L.R) * K;
+  if (L.R == 1) {  // LayerNorm rows: lane sums per group
+    for (int64_t g = 0; g < L.G; ++g) {
+      const float* xg = x + g * K;
+      const float m = float(LaneSum(K, [xg](int64_t i) { return xg[i]; }) / n);
+      const double v = LaneSum(K, [xg, m](int64_t i) {
+        const float d = xg[i] - m;
+        return d * d;
+      }) / n;
+      WriteMoments(m, v, center, mean + g, var + g);
+    }
+    return;
   }
-  std::fill(q, q + L.C, 0.0);
-  ChannelSums(x, L, 0, L.R, q, tmp, [gm](float v, int64_t c) {
+  double* s = t.d1.data();
+  double* q = t.d2.data();
+  float* gm = t.f1.data();
+  std::fill(s, s + w, 0.0);
+  ChannelSums(x, L.C, 0, L.R, s, t.f2.data(), [](float v, int64_t) { return v; });
+  for (int64_t g = 0; g < L.G; ++g) {
+    const float m = float(LaneSum(K, [s, g, K](int64_t k) { return float(s[g * K + k]); }) / n);
+    for (int64_t k = 0; k < K; ++k) gm[g * K + k] = m;
+  }
+  std::fill(q, q + w, 0.0);
+  ChannelSums(x, L.C, 0, L.R, q, t.f2.data(), [gm](float v, int64_t c) {
     const float d = v - gm[c];
     return d * d;
   });
   for (int64_t g = 0; g < L.G; ++g) {
     double m2 = 0;
-    for (int64_t k = 0; k < L.K; ++k) m2 += q[g * L.K + k];
-    const double n = double(L.R) * L.K, mu = gm[g * L.K];
-    const double v = m2 / n;
-    mean[g] = center ? float(mu) : 0.f;
-    var[g] = float(center ? v : v + mu * mu);
+    for (int64_t k = 0; k < K; ++k) m2 += q[g * K + k];
+    WriteMoments(gm[g * K], m2 / n, center, mean + g, var + g);
   }
 }
 
 // Per-channel (mean, M2) of rows [r0, r1) of one sample: a two-pass per L1 chunk, merged
 // across chunks with Chan et al.'s rule (the same count for every channel).
-void BlockChannelMoments(const float* __restrict x, const Layout& L, int64_t r0, int64_t r1,
-                         double* __restrict mean, double* __restrict m2, float* __restrict cm,
-                         float* __restrict tmp) {
-  const int64_t C = L.C;
+void ChunkedChannelMoments(const float* __restrict x, int64_t C, int64_t r0, int64_t r1,
+                           double* __restrict mean, double* __restrict m2,
+                           float* __restrict cm, float* __restrict tmp) {
+  const int64_t rows = ChunkRows(C);
   double n = 0;
-  for (int64_t lo = r0; lo < r1; lo += L.CR) {
-    const int64_t hi = std::min(r1, lo + L.CR);
+  for (int64_t lo = r0; lo < r1; lo += rows) {
+    const int64_t hi = std::min(r1, lo + rows);
     const float nb = float(hi - lo);
     std::fill(tmp, tmp + C, 0.f);
     for (int64_t r = lo; r < hi; ++r)
@@ -224,6 +275,47 @@ void BlockChannelMoments(const float* __restrict x, const Layout& L, int64_t r0,
   }
 }
 
+// Samples too large for L2: chunked per-channel moments per block of rows,
+// merged per sample (Chan et al.), then pooled into groups.
+void BlockedMoments(ffi::ThreadPool& pool, const float* xp, const Layout& L, bool center,
+                    float* mp, float* vp) {
+  const int64_t rows = BlockRows(L, 4);
+  const int64_t nblk = (L.R + rows - 1) / rows;
+  std::vector<double> part(L.B * nblk * 2 * L.C, 0.0);  // per block: mean[C], M2[C]
+  ParallelFor(pool, L.B * nblk, [&](int64_t p) {
+    std::vector<float> cm(L.C), tmp(L.C);
+    const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
+    ChunkedChannelMoments(xp + b * L.R * L.C, L.C, r0, r1, &part[p * 2 * L.C],
+                          &part[p * 2 * L.C + L.C], cm.data(), tmp.data());
+  });
+  std::vector<double> mu(L.C), m2(L.C);
+  for (int64_t b = 0; b < L.B; ++b) {
+    double n = 0;
+    std::fill(mu.begin(), mu.end(), 0.0);
+    std::fill(m2.begin(), m2.end(), 0.0);
+    for (int64_t k = 0; k < nblk; ++k) {
+      const double nb = double(std::min(L.R, (k + 1) * rows) - k * rows), tot = n + nb;
+      const double* q = &part[(b * nblk + k) * 2 * L.C];
+      for (int64_t c = 0; c < L.C; ++c) {
+        const double d = q[c] - mu[c];
+        mu[c] += d * nb / tot;
+        m2[c] += q[L.C + c] + d * d * n * nb / tot;
+      }
+      n = tot;
+    }
+    for (int64_t g = 0; g < L.G; ++g) {  // channels -> groups (equal counts n)
+      double gmu = 0, gm2 = 0;
+      for (int64_t k = 0; k < L.K; ++k) gmu += mu[g * L.K + k];
+      gmu /= double(L.K);
+      for (int64_t k = 0; k < L.K; ++k) {
+        const double d = mu[g * L.K + k] - gmu;
+        gm2 += m2[g * L.K + k] + n * d * d;
+      }
+      WriteMoments(gmu, gm2 / (n * L.K), center, mp + b * L.G + g, vp + b * L.G + g);
+    }
+  }
+}
+
 // mean[B, G] and biased var[B, G] of x[B, R, C] (center = false: mean 0, var = E[x^2]).
 ffi::Error Moments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> mean,
                    ffi::ResultBuffer<ffi::F32> var, bool center) {
@@ -233,58 +325,104 @@ ffi::Error Moments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuf
   const float* xp = x.typed_data();
   float* mp = mean->typed_data();
   float* vp = var->typed_data();
-  if (4 * L.R * L.C <= kSampleBytes) {  // whole samples per item
-    const int64_t per = std::max<int64_t>(1, kBlockBytes / (4 * L.R * L.C));
-    ParallelFor(pool, (L.B + per - 1) / per, [&](int64_t i) {
-      std::vector<double> s(L.C), q(L.C);
-      std::vector<float> gm(L.C), tmp(L.C);
-      for (int64_t b = i * per; b < std::min(L.B, (i + 1) * per); ++b)
-        SampleMoments(xp + b * L.R * L.C, L, center, mp + b * L.G, vp + b * L.G, s.data(),
-                      q.data(), gm.data(), tmp.data());
-    });
+  if (!SampleFits(L, 4)) {
+    BlockedMoments(pool, xp, L, center, mp, vp);
     return ffi::Error::Success();
   }
-  const Items items(L);
-  std::vector<double> part(items.pairs * 2 * L.C, 0.0);  // per block: mean[C], M2[C]
-  ParallelFor(pool, items.n, [&](int64_t i) {
-    std::vector<float> cm(L.C), tmp(L.C);
-    for (int64_t p = items.begin(i); p < items.end(i); ++p) {
-      int64_t r0, r1;
-      ChunkRows(L, p, &r0, &r1);
-      BlockChannelMoments(xp + (p / L.nblk) * L.R * L.C, L, r0, r1, &part[p * 2 * L.C],
-                          &part[p * 2 * L.C + L.C], cm.data(), tmp.data());
-    }
+  const SampleItems items(L, 4);
+  ParallelFor(pool, items.count(L), [&](int64_t i) {
+    Scratch t(L.C);
+    for (int64_t b = items.begin(i); b < items.end(i); ++b)
+      SampleMoments(xp + b * L.R * L.C, L, center, mp + b * L.G, vp + b * L.G, t);
   });
-  std::vector<double> mu(L.C), m2(L.C);
-  for (int64_t b = 0; b < L.B; ++b) {
-    double n = 0;
-    std::fill(mu.begin(), mu.end(), 0.0);
-    std::fill(m2.begin(), m2.end(), 0.0);
-    for (int64_t k = 0; k < L.nblk; ++k) {
-      int64_t r0, r1;
-      ChunkRows(L, b * L.nblk + k, &r0, &r1);
-      const double nb = double(r1 - r0), tot = n + nb;
-      const double* q = &part[(b * L.nblk + k) * 2 * L.C];
-      for (int64_t c = 0; c < L.C; ++c) {
-        const double d = q[c] - mu[c];
-        mu[c] += d * nb / tot;
-        m2[c] += q[L.C + c] + d * d * n * nb / tot;
-      }
-      n = tot;
-    }
-    WriteGroups(L, n, mu.data(), m2.data(), center, mp + b * L.G, vp + b * L.G);
-  }
   return ffi::Error::Success();
 }
 
-// Per-channel sum(g) and sum(g * (x - mean)) over rows [r0, r1) of one sample, added to
-// double accumulators (float within an L1 chunk).
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+struct GradArgs {
+  const float *g, *x, *mean, *rstd, *scale, *gmean, *gvar;
+  float *dx, *t2;
+  bool center;
+};
+
+// dx coefficients of one group from its sums s1 = sum(h), t2 = sum(h (x - mean)), h = g scale:
+//   dx = r h + (g_mean - r s1) / n + (2 g_var - r^3 t2) / n * (x - mean).
+struct GroupCoef {
+  double r, mu, c0, c1;
+};
+
+GroupCoef Coefficients(const GradArgs& A, const Layout& L, int64_t bg, double s1, double t2) {
+  const double n = double(L.R) * L.K;
+  const double r = A.rstd[bg], mu = A.center ? A.mean[bg] : 0.0;
+  const double c1 = (2.0 * A.gvar[bg] - r * r * r * t2) / n;
+  const double c0 = A.center ? (A.gmean[bg] - r * s1) / n : 0.0;
+  A.t2[bg] = float(t2);
+  return {r, mu, c0, c1};
+}
+
+// sum(g sc) and sum(g sc (x - mu)) over n elements, with kLanes float lanes each (one pass).
+void RowSums(const float* __restrict g, const float* __restrict sc, const float* __restrict x,
+             float mu, int64_t n, double* s1, double* t2) {
+  float a[kLanes] = {0}, b[kLanes] = {0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const float h = g[i + l] * sc[i + l];
+      a[l] += h;
+      b[l] += h * (x[i + l] - mu);
+    }
+  double u = 0, v = 0;
+  for (; i < n; ++i) {
+    const float h = g[i] * sc[i];
+    u += h;
+    v += h * (x[i] - mu);
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    u += a[l];
+    v += b[l];
+  }
+  *s1 = u;
+  *t2 = v;
+}
+
+// LayerNorm rows (R = 1): per group one pass of sums, then dx and the parameter-gradient
+// partials (float, per item) from L1.
+void RowGrad(const GradArgs& A, const Layout& L, int64_t b, float* __restrict dscale,
+             float* __restrict dbias) {
+  const int64_t K = L.K, off = b * L.C;
+  const float* __restrict scale = A.scale + L.seed(b) * L.C;
+  for (int64_t grp = 0; grp < L.G; ++grp) {
+    const int64_t o = off + grp * K, bg = b * L.G + grp;
+    const float* __restrict g = A.g + o;
+    const float* __restrict x = A.x + o;
+    const float* __restrict sc = scale + grp * K;
+    const float mu = A.center ? A.mean[bg] : 0.f;
+    double s1, t2;
+    RowSums(g, sc, x, mu, K, &s1, &t2);
+    const GroupCoef k = Coefficients(A, L, bg, s1, t2);
+    const float r = float(k.r), c0 = float(k.c0), c1 = float(k.c1);
+    float* __restrict dx = A.dx + o;
+    float* __restrict ds = dscale + grp * K;
+    float* __restrict db = dbias + grp * K;
+    for (int64_t i = 0; i < K; ++i) {
+      const float xc = x[i] - mu;
+      dx[i] = r * sc[i] * g[i] + c0 + c1 * xc;
+      ds[i] += g[i] * xc * r;
+      db[i] += g[i];
+    }
+  }
+}
+
+// Per-channel sum(g) and sum(g (x - mean)) over rows [r0, r1) of one sample, into doubles
+// (float within a chunk).
 void BlockGradSums(const float* __restrict g, const float* __restrict x, const float* __restrict m,
-                   const Layout& L, int64_t r0, int64_t r1, double* __restrict sg,
+                   int64_t C, int64_t r0, int64_t r1, double* __restrict sg,
                    double* __restrict sgx, float* __restrict a, float* __restrict b) {
-  const int64_t C = L.C;
-  for (int64_t lo = r0; lo < r1; lo += L.CR) {
-    const int64_t hi = std::min(r1, lo + L.CR);
+  const int64_t rows = ChunkRows(C);
+  for (int64_t lo = r0; lo < r1; lo += rows) {
+    const int64_t hi = std::min(r1, lo + rows);
     std::fill(a, a + C, 0.f);
     std::fill(b, b + C, 0.f);
     for (int64_t r = lo; r < hi; ++r) {
@@ -302,107 +440,90 @@ void BlockGradSums(const float* __restrict g, const float* __restrict x, const f
   }
 }
 
-// dx = P * g + Q * x + O over rows [r0, r1) of one sample.
-void BlockDx(const float* __restrict g, const float* __restrict x, const float* __restrict P,
-             const float* __restrict Q, const float* __restrict O, int64_t C, int64_t r0,
-             int64_t r1, float* __restrict dx) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* __restrict gr = g + r * C;
-    const float* __restrict xr = x + r * C;
-    float* __restrict dr = dx + r * C;
-    for (int64_t c = 0; c < C; ++c) dr[c] = P[c] * gr[c] + Q[c] * xr[c] + O[c];
-  }
-}
-
-struct GradArgs {
-  const float *g, *x, *mean, *rstd, *scale, *gmean, *gvar;
-  float *dx, *t2;
-  bool center;
-};
-
-// From one sample's channel sums: its t2 (per group), its dx coefficients, and its share of
-// dscale / dbias. With h = g * scale, per group (n = R * K elements):
-//   s1 = sum(h), t2 = sum(h * (x - mean)),
-//   dx = r * h + (g_mean - r * s1) / n + (2 g_var - r^3 t2) / n * (x - mean).
-void SampleCoefficients(const GradArgs& A, const Layout& L, int64_t b, const double* sg,
-                        const double* sgx, float* P, float* Q, float* O, double* dscale,
-                        double* dbias) {
-  const float* scale = A.scale + (b / (L.B / L.S)) * L.C;
-  const double n = double(L.R) * L.K;
+// One sample b: channel sums, group coefficients, then dx while the sample is cached, and its
+// parameter-gradient partials.
+void SampleGrad(const GradArgs& A, const Layout& L, int64_t b, double* dscale, double* dbias,
+                Scratch& t) {
+  const int64_t K = L.K, w = L.C, off = b * L.R * L.C;
+  const float* scale = A.scale + L.seed(b) * L.C;
+  float* m = t.f1.data();
+  for (int64_t c = 0; c < w; ++c) m[c] = A.center ? A.mean[b * L.G + c / K] : 0.f;
+  double* sg = t.d1.data();
+  double* sgx = t.d2.data();
+  std::fill(sg, sg + w, 0.0);
+  std::fill(sgx, sgx + w, 0.0);
+  const float* g = A.g + off;
+  const float* x = A.x + off;
+  BlockGradSums(g, x, m, L.C, 0, L.R, sg, sgx, t.f2.data(), t.f3.data());
+  float* P = t.f2.data();
+  float* Q = t.f3.data();
+  float* O = t.f4.data();
   for (int64_t grp = 0; grp < L.G; ++grp) {
     double s1 = 0, t2 = 0;
-    for (int64_t k = 0; k < L.K; ++k) {
-      const int64_t c = grp * L.K + k;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t c = grp * K + k;
       s1 += double(scale[c]) * sg[c];
       t2 += double(scale[c]) * sgx[c];
     }
-    const int64_t bg = b * L.G + grp;
-    const double r = A.rstd[bg], mu = A.center ? A.mean[bg] : 0.0;
-    const double c1 = (2.0 * A.gvar[bg] - r * r * r * t2) / n;
-    const double c0 = A.center ? (A.gmean[bg] - r * s1) / n : 0.0;
-    A.t2[bg] = float(t2);
-    for (int64_t k = 0; k < L.K; ++k) {
-      const int64_t c = grp * L.K + k;
-      P[c] = float(r * scale[c]);
-      Q[c] = float(c1);
-      O[c] = float(c0 - c1 * mu);
-      dscale[c] += r * sgx[c];
+    const GroupCoef k = Coefficients(A, L, b * L.G + grp, s1, t2);
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t c = grp * K + j;
+      P[c] = float(k.r * scale[c]);
+      Q[c] = float(k.c1);
+      O[c] = float(k.c0 - k.c1 * k.mu);
+      dscale[c] += k.r * sgx[c];
       dbias[c] += sg[c];
     }
   }
+  float* dx = A.dx + off;
+  for (int64_t r = 0; r < L.R; ++r) {
+    const float* __restrict gr = g + r * L.C;
+    const float* __restrict xr = x + r * L.C;
+    float* __restrict dr = dx + r * L.C;
+    for (int64_t c = 0; c < w; ++c) dr[c] = P[c] * gr[c] + Q[c] * xr[c] + O[c];
+  }
 }
 
-void ExpandMean(const GradArgs& A, const Layout& L, int64_t b, float* m) {
-  for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + L.group(c)] : 0.f;
-}
-
-// Samples that fit in L2: each item sums whole samples and writes their dx while cached.
-// Items never straddle a parameter row (seed), so dscale / dbias partials stay per seed.
-void GradPerSample(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
-                   std::vector<double>& dparts, int64_t* per_item) {
-  const int64_t per_seed = L.B / L.S;
-  const int64_t per = std::max<int64_t>(1, kBlockBytes / std::max<int64_t>(1, 4 * L.R * L.C));
-  const int64_t items_per_seed = (per_seed + per - 1) / per;
-  *per_item = items_per_seed;
-  dparts.assign(L.S * items_per_seed * 2 * L.C, 0.0);
-  ParallelFor(pool, L.S * items_per_seed, [&](int64_t i) {
-    const int64_t s = i / items_per_seed, k = i % items_per_seed;
-    const int64_t b0 = s * per_seed + k * per, b1 = std::min((s + 1) * per_seed, b0 + per);
-    std::vector<float> m(L.C), P(L.C), Q(L.C), O(L.C), a(L.C), bb(L.C);
-    std::vector<double> sg(L.C), sgx(L.C);
+// Samples that fit in L2: one sweep. dparts gets 2 * C doubles (dscale, dbias) per item.
+int64_t GradPerSample(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
+                      std::vector<double>& dparts) {
+  const SampleItems items(L, 8);
+  dparts.assign(items.count(L) * 2 * L.C, 0.0);
+  ParallelFor(pool, items.count(L), [&](int64_t i) {
     double* ds = &dparts[i * 2 * L.C];
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t off = b * L.R * L.C;
-      ExpandMean(A, L, b, m.data());
-      std::fill(sg.begin(), sg.end(), 0.0);
-      std::fill(sgx.begin(), sgx.end(), 0.0);
-      BlockGradSums(A.g + off, A.x + off, m.data(), L, 0, L.R, sg.data(), sgx.data(), a.data(),
-                    bb.data());
-      SampleCoefficients(A, L, b, sg.data(), sgx.data(), P.data(), Q.data(), O.data(), ds,
-                         ds + L.C);
-      BlockDx(A.g + off, A.x + off, P.data(), Q.data(), O.data(), L.C, 0, L.R, A.dx + off);
+    if (L.R == 1) {
+      std::vector<float> fs(L.C, 0.f), fb(L.C, 0.f);
+      for (int64_t u = items.begin(i); u < items.end(i); ++u)
+        RowGrad(A, L, u, fs.data(), fb.data());
+      for (int64_t c = 0; c < L.C; ++c) {
+        ds[c] = fs[c];
+        ds[L.C + c] = fb[c];
+      }
+      return;
     }
+    Scratch t(L.C);
+    for (int64_t b = items.begin(i); b < items.end(i); ++b) SampleGrad(A, L, b, ds, ds + L.C, t);
   });
+  return items.per_seed;
 }
 
-// Large samples (BatchNorm): sums per block, merged per sample, then dx in a second sweep.
-void GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
-                   std::vector<double>& dparts) {
-  const Items items(L);
-  std::vector<double> part(items.pairs * 2 * L.C, 0.0);
-  ParallelFor(pool, items.n, [&](int64_t i) {
+// Samples too large for L2 (BatchNorm over a large batch): sums per block of rows, merged
+// per sample, then dx in a second sweep. dparts gets 2 * C doubles per sample.
+int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
+                      std::vector<double>& dparts) {
+  const int64_t rows = BlockRows(L, 8);
+  const int64_t nblk = (L.R + rows - 1) / rows;
+  std::vector<double> part(L.B * nblk * 2 * L.C, 0.0);
+  auto mean_of = [&](int64_t b, std::vector<float>& m) {
+    for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + L.group(c)] : 0.f;
+  };
+  ParallelFor(pool, L.B * nblk, [&](int64_t p) {
     std::vector<float> m(L.C), a(L.C), bb(L.C);
-    int64_t cur = -1;
-    for (int64_t p = items.begin(i); p < items.end(i); ++p) {
-      const int64_t b = p / L.nblk;
-      if (b != cur) ExpandMean(A, L, b, m.data());
-      cur = b;
-      int64_t r0, r1;
-      ChunkRows(L, p, &r0, &r1);
-      const int64_t off = b * L.R * L.C;
-      BlockGradSums(A.g + off, A.x + off, m.data(), L, r0, r1, &part[p * 2 * L.C],
-                    &part[p * 2 * L.C + L.C], a.data(), bb.data());
-    }
+    const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
+    mean_of(b, m);
+    const int64_t off = b * L.R * L.C;
+    BlockGradSums(A.g + off, A.x + off, m.data(), L.C, r0, r1, &part[p * 2 * L.C],
+                  &part[p * 2 * L.C + L.C], a.data(), bb.data());
   });
   std::vector<float> coef(L.B * 3 * L.C);
   dparts.assign(L.B * 2 * L.C, 0.0);
@@ -410,27 +531,48 @@ void GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   for (int64_t b = 0; b < L.B; ++b) {
     std::fill(sg.begin(), sg.end(), 0.0);
     std::fill(sgx.begin(), sgx.end(), 0.0);
-    for (int64_t k = 0; k < L.nblk; ++k) {
-      const double* q = &part[(b * L.nblk + k) * 2 * L.C];
+    for (int64_t k = 0; k < nblk; ++k) {
+      const double* q = &part[(b * nblk + k) * 2 * L.C];
       for (int64_t c = 0; c < L.C; ++c) {
         sg[c] += q[c];
         sgx[c] += q[L.C + c];
       }
     }
+    const float* scale = A.scale + L.seed(b) * L.C;
     float* cb = &coef[b * 3 * L.C];
-    SampleCoefficients(A, L, b, sg.data(), sgx.data(), cb, cb + L.C, cb + 2 * L.C,
-                       &dparts[b * 2 * L.C], &dparts[b * 2 * L.C + L.C]);
+    double* ds = &dparts[b * 2 * L.C];
+    for (int64_t grp = 0; grp < L.G; ++grp) {
+      double s1 = 0, t2 = 0;
+      for (int64_t k = 0; k < L.K; ++k) {
+        const int64_t c = grp * L.K + k;
+        s1 += double(scale[c]) * sg[c];
+        t2 += double(scale[c]) * sgx[c];
+      }
+      const GroupCoef k = Coefficients(A, L, b * L.G + grp, s1, t2);
+      for (int64_t j = 0; j < L.K; ++j) {
+        const int64_t c = grp * L.K + j;
+        cb[c] = float(k.r * scale[c]);
+        cb[L.C + c] = float(k.c1);
+        cb[2 * L.C + c] = float(k.c0 - k.c1 * k.mu);
+        ds[c] += k.r * sgx[c];
+        ds[L.C + c] += sg[c];
+      }
+    }
   }
-  ParallelFor(pool, items.n, [&](int64_t i) {
-    for (int64_t p = items.begin(i); p < items.end(i); ++p) {
-      const int64_t b = p / L.nblk;
-      int64_t r0, r1;
-      ChunkRows(L, p, &r0, &r1);
-      const int64_t off = b * L.R * L.C;
-      const float* cb = &coef[b * 3 * L.C];
-      BlockDx(A.g + off, A.x + off, cb, cb + L.C, cb + 2 * L.C, L.C, r0, r1, A.dx + off);
+  ParallelFor(pool, L.B * nblk, [&](int64_t p) {
+    const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
+    const float* P = &coef[b * 3 * L.C];
+    const float* Q = P + L.C;
+    const float* O = Q + L.C;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t o = (b * L.R + r) * L.C;
+      const float* __restrict gr = A.g + o;
+      const float* __restrict xr = A.x + o;
+      float* __restrict dr = A.dx + o;
+      for (int64_t c = 0; c < L.C; ++c) dr[c] = P[c] * gr[c] + Q[c] * xr[c] + O[c];
     }
   });
+  return L.B / L.S;
 }
 
 // The closed-form backward of y = (x - mean) * rstd * scale + bias (see normjax._fused_grad):
@@ -451,20 +593,15 @@ ffi::Error Grad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::
                    rstd.typed_data(),  scale.typed_data(), gmean.typed_data(),
                    gvar.typed_data(),  dx->typed_data(),   t2->typed_data(), center};
   std::vector<double> dparts;
-  int64_t groups_per_seed;  // partial rows of dparts per parameter row
-  if (8 * L.R * L.C <= kSampleBytes) {
-    GradPerSample(pool, A, L, dparts, &groups_per_seed);
-  } else {
-    GradTwoSweeps(pool, A, L, dparts);
-    groups_per_seed = L.B / L.S;
-  }
+  const int64_t parts_per_seed = SampleFits(L, 8) ? GradPerSample(pool, A, L, dparts)
+                                                 : GradTwoSweeps(pool, A, L, dparts);
   float* ds = dscale->typed_data();
   float* db = dbias->typed_data();
   for (int64_t s = 0; s < L.S; ++s)
     for (int64_t c = 0; c < L.C; ++c) {
       double a = 0, b = 0;
-      for (int64_t k = 0; k < groups_per_seed; ++k) {
-        const double* q = &dparts[(s * groups_per_seed + k) * 2 * L.C];
+      for (int64_t k = 0; k < parts_per_seed; ++k) {
+        const double* q = &dparts[(s * parts_per_seed + k) * 2 * L.C];
         a += q[c];
         b += q[L.C + c];
       }
