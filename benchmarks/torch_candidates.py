@@ -23,7 +23,7 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def _functional(case: Case, torch: Any) -> Callable[..., Any]:
+def _functional(case: Case, torch: Any, dtype: Any) -> Callable[..., Any]:
     f = torch.nn.functional
     eps, c = case.epsilon, case.channels
     if case.kind == "layer":
@@ -34,7 +34,7 @@ def _functional(case: Case, torch: Any) -> Callable[..., Any]:
         return lambda x, w, b: f.group_norm(x, NUM_GROUPS, w, b, eps)
     if case.kind == "instance":
         return lambda x, w, b: f.instance_norm(x, weight=w, bias=b, eps=eps)
-    mean, var = torch.zeros(c), torch.ones(c)
+    mean, var = torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype)
     return lambda x, w, b: f.batch_norm(x, mean, var, w, b, training=True,
                                         momentum=1 - BN_DECAY, eps=eps)
 
@@ -56,7 +56,7 @@ def torch_timers(case: Case, x: np.ndarray, ct: np.ndarray) -> dict[str, Callabl
     ctt = _to_channels_first(case, torch.from_numpy(np.asarray(ct, np.float32)).to(dtype))
     w = torch.ones(case.channels, dtype=dtype)
     b = torch.zeros(case.channels, dtype=dtype)
-    fn = _functional(case, torch)
+    fn = _functional(case, torch, dtype)
     xg, wg, bg = (t.detach().clone().requires_grad_(True) for t in (xt, w, b))
 
     def forward() -> Any:

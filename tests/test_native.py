@@ -143,6 +143,10 @@ def _norms() -> dict[str, Any]:
         "batch_nhwc": (lambda x, s, b: normjax.batch_norm(
             x, normjax.batch_norm_init(8), scale=s, bias=b, reduction_axes=(0, 1, 2),
             train=True)[0], (4, 5, 6, 8)),
+        "instance_nchw": (lambda x, s, b: normjax.instance_norm(x, s, b, feature_axes=1),
+                          (2, 8, 5, 6)),
+        "group_nchw": (lambda x, s, b: normjax.group_norm(x, s, b, num_groups=4, channel_axis=1),
+                       (2, 8, 5, 6)),
         "batch_large": (lambda x, s, b: normjax.batch_norm(
             x, normjax.batch_norm_init(8), scale=s, bias=b, reduction_axes=(0, 1, 2),
             train=True)[0], (64, 40, 40, 8)),
@@ -160,7 +164,8 @@ def _values_and_grads(fn: Any, x: jax.Array, s: jax.Array, b: jax.Array, ct: jax
 def test_public_norms_match_the_xla_path(name: str) -> None:
     fn, shape = _norms()[name]
     x, ct = _rand(shape, 12, loc=0.7, sd=1.5), _rand(shape, 13)
-    s, b = _rand(shape[-1:], 14, loc=1.0), _rand(shape[-1:], 15)
+    c = shape[1] if name.endswith("nchw") else shape[-1]
+    s, b = _rand((c,), 14, loc=1.0), _rand((c,), 15)
     y, grads = _values_and_grads(fn, x, s, b, ct)
     with normjax.use_native_kernels(False):
         y_ref, grads_ref = _values_and_grads(fn, x, s, b, ct)
@@ -238,17 +243,23 @@ def _cfg(axes: tuple, feat: tuple, **kw: Any) -> Config:
 @needs_kernels
 def test_native_layout_routing() -> None:
     x = jnp.zeros((2, 3, 4, 8), jnp.float32)
-    assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), None) == (1, 24, 8, 8)
-    assert native_layout(_cfg((1, 2), (3,)), x, (None, None), None) == (2, 12, 8, 8)
-    assert native_layout(_cfg((3,), (3,)), x, (None, None), None) == (24, 1, 8, 1)
+    assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), None) == (1, 24, 8, 8, True)
+    assert native_layout(_cfg((1, 2), (3,)), x, (None, None), None) == (2, 12, 8, 8, True)
+    assert native_layout(_cfg((3,), (3,)), x, (None, None), None) == (24, 1, 8, 1, True)
     xg = x.reshape(2, 3, 4, 4, 2)  # GroupNorm's grouped view: 4 groups of 2 channels
-    assert native_layout(_cfg((1, 2, 4), (3, 4)), xg, (None, None), None) == (2, 12, 8, 4)
-    # Not routed: channels-first, a mask, axis_name, float64/bfloat16, a broadcast parameter.
+    assert native_layout(_cfg((1, 2, 4), (3, 4)), xg, (None, None), None) == (2, 12, 8, 4, True)
+    # Channels-first InstanceNorm / GroupNorm: forward moments only, as rows.
+    assert native_layout(_cfg((2, 3), (1,)), x, (None, None), None) == (6, 1, 32, 1, False)
+    assert native_layout(_cfg((2, 3, 4), (1, 2)), x.reshape(2, 3, 2, 2, 8), (None, None),
+                         None) == (6, 1, 32, 1, False)
+    # Not routed: channels-first BatchNorm, a mask, axis_name, float64/bfloat16, a broadcast
+    # parameter.
     assert native_layout(_cfg((0, 2, 3), (1,)), x, (None, None), None) is None
     assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), jnp.ones(x.shape, bool)) is None
     assert native_layout(_cfg((0, 1, 2), (3,), axis_name="d"), x, (None, None), None) is None
     assert native_layout(_cfg((0, 1, 2), (3,)), x.astype(jnp.bfloat16), (None, None), None) is None
-    assert native_layout(_cfg((0, 1, 2), (3,)), x, (jnp.ones((1, 1, 1, 8)), None), None) is None
+    lay = native_layout(_cfg((0, 1, 2), (3,)), x, (jnp.ones((1, 1, 1, 8)), None), None)
+    assert lay is None
     with normjax.use_native_kernels(False):
         assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), None) is None
 
