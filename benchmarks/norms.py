@@ -108,18 +108,30 @@ def _rows(case: cands.Case, shape: tuple[int, ...], mode: str, t: dict[str, Timi
     return rows
 
 
+def _torch_rows(case: cands.Case, shape: tuple[int, ...], mode: str, calls: dict,
+                arrays: tuple, budget_s: float, bounds: tuple[int, int]) -> list[dict]:
+    """The torch row, from its own interleaved rounds with normjax, flax and the elementwise
+    pass: interleaved with the others, torch's OpenMP runtime and memory traffic slowed the
+    JAX calls that ran after it (measured 1.5-2x), so it does not share their rounds."""
+    block = {n: calls[n] for n in ("normjax", "flax", ELEMENTWISE) if n in calls}
+    block["torch"] = torch_timers(case, arrays[0], arrays[1])[mode]
+    repeats = _choose_repeats(block, budget_s / 2, *bounds)
+    rows = _rows(case, shape, mode, time_interleaved(block, repeats=repeats, warmup=1))
+    return [r for r in rows if r["candidate"] == "torch"]
+
+
 def run_case(case: cands.Case, *, quick: bool, budget_s: float) -> list[dict]:
     """Times every candidate of ``case`` in both modes; one result row per candidate."""
     shape = case.quick_shape if quick and case.quick_shape else case.shape
     arrays = _inputs(case, shape)
     rows = []
+    lo, hi = (5, 30) if quick else (15, 300)
     for mode in MODES:
         calls = _jax_calls(case, mode, arrays)
-        if torch_available():
-            calls["torch"] = torch_timers(case, arrays[0], arrays[1])[mode]
-        lo, hi = (5, 30) if quick else (15, 300)
         repeats = _choose_repeats(calls, budget_s, lo, hi)
         new = _rows(case, shape, mode, time_interleaved(calls, repeats=repeats, warmup=1))
+        if torch_available():
+            new += _torch_rows(case, shape, mode, calls, arrays, budget_s, (lo, hi))
         if mode == "fwd+bwd":
             errors = gradient_errors(calls)
             for row in new:
@@ -151,12 +163,16 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="seconds of timing per case and mode (default: 0.6 quick, 4 full)")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="run under the allocator settings of the calling environment")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip the PyTorch candidates even when torch is installed")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
+    if args.no_torch:
+        os.environ["NORMJAX_BENCH_TORCH"] = "0"
     if not args.no_malloc_tuning:
         reexec_with_malloc_tuning("benchmarks.norms", argv)
     selected = [c for c in cands.CASES

@@ -38,6 +38,7 @@ def environment(*, quick: bool, torch: bool) -> dict[str, Any]:
         "allocator": allocator_setting(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         "torch": "installed" if torch else "not installed (skipped)",
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
     }
 
 

@@ -2,6 +2,10 @@
 
 Channels-last cases hand torch a permuted view (logical NCHW over NHWC memory), the same bytes
 the JAX candidates read. Parameters take the input dtype (torch's kernels want them equal).
+
+Importing this module sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set): torch's OpenMP threads
+otherwise spin for milliseconds after each call, taking the cores from whatever the interleaved
+timing runs next (measured: normjax's GroupNorm forward 2-3x slower right after a torch call).
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ import numpy as np
 
 from benchmarks.candidates import BN_DECAY, NUM_GROUPS, Case
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) loads
+
 __all__ = ["torch_available", "torch_timers"]
 
 
 def torch_available() -> bool:
-    """Whether ``import torch`` would succeed (without importing it)."""
+    """Whether the torch candidates run: ``import torch`` would succeed (checked without
+    importing it) and ``--no-torch`` (``NORMJAX_BENCH_TORCH=0``) was not given."""
+    if os.environ.get("NORMJAX_BENCH_TORCH") == "0":
+        return False
     return importlib.util.find_spec("torch") is not None
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -212,12 +213,16 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="run under the allocator settings of the calling environment")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip the PyTorch candidates even when torch is installed")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
+    if args.no_torch:
+        os.environ["NORMJAX_BENCH_TORCH"] = "0"
     norms = [n.strip() for n in args.norms.split(",") if n.strip()]
     if bad := [n for n in norms if n not in ("none", "batch")]:
         raise SystemExit(f"--norms: unknown {bad}; use none and/or batch.")
