@@ -191,26 +191,29 @@ def param_view(p: ArrayLike, shape: tuple[int, ...], feat: tuple[int, ...], name
 
 
 class NativeLayout(NamedTuple):
-    """The kernels' view ``x[B, R, C]`` with ``G`` groups; ``grad``: the backward kernel
-    applies too (else only the forward moments run in a kernel)."""
+    """The kernels' view ``x[B, R, C]`` with ``G`` groups. ``forward``: the moments run in the
+    kernel too; not for rows (``R == 1``: LayerNorm, RMSNorm), where XLA fuses the row
+    statistics with the output into one pass and was measured as fast or faster."""
 
     b: int
     r: int
     c: int
     g: int
-    grad: bool
+
+    @property
+    def forward(self) -> bool:
+        return self.r > 1
 
 
 def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
                   ) -> NativeLayout | None:
     """Where the CPU kernels of :mod:`normjax._native_ops` apply, else ``None``.
 
-    They take float32, unmasked, single-device inputs. Forward and backward: axes that run
-    sample axes (neither reduced nor feature), then the reduced non-feature axes (R), then the
-    feature axes, group-indexing ones before reduced ones (C = G * K), with parameters of the
-    feature shape: BN/IN/GN channels-last, LayerNorm and RMSNorm over trailing axes. Forward
-    moments only: every reduced axis after every other axis (channels-first IN/GN), viewed as
-    rows ``[B, 1, C]`` with one group.
+    They take float32, unmasked, single-device inputs whose axes run: sample axes (neither
+    reduced nor feature), then the reduced non-feature axes (R), then the feature axes,
+    group-indexing ones before reduced ones (C = G * K), with parameters of the feature shape:
+    BN/IN/GN channels-last, LayerNorm and RMSNorm over trailing axes. (Channels-first inputs
+    stay on the XLA path: a kernel for their forward statistics was measured slower there.)
     """
     if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
             or not _native.native_kernels_enabled()):
@@ -222,18 +225,15 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
     within = [a for a in feat if a in cfg.reduction_axes]
     index = [a for a in feat if a not in cfg.reduction_axes]
     expected = feature_shape(x.shape, feat)
-    if ([*batch, *first, *index, *within] == list(range(x.ndim))
-            and all(p is None or jnp.shape(p) == expected for p in params)):
-        return NativeLayout(size(batch), size(first), size(feat), size(index), True)
-    kept = [a for a in range(x.ndim) if a not in cfg.reduction_axes]
-    if [*kept, *cfg.reduction_axes] == list(range(x.ndim)):
-        return NativeLayout(size(kept), 1, size(cfg.reduction_axes), 1, False)
-    return None
+    if ([*batch, *first, *index, *within] != list(range(x.ndim))
+            or any(p is not None and jnp.shape(p) != expected for p in params)):
+        return None
+    return NativeLayout(size(batch), size(first), size(feat), size(index))
 
 
 def _native_forward(cfg: Config, x: Array, lay: NativeLayout) -> Moments:
     """Keepdims moments from the kernel (stable two-pass per L1 chunk, merged exactly)."""
-    b, r, c, g, _ = lay
+    b, r, c, g = lay
     mean, var = _native_ops.group_moments(x.reshape(b, r, c), g, cfg.center)
     kshape = tuple(1 if a in cfg.reduction_axes else d for a, d in enumerate(x.shape))
     count = jnp.full(kshape, float(r * (c // g)), jnp.float32)
@@ -243,7 +243,7 @@ def _native_forward(cfg: Config, x: Array, lay: NativeLayout) -> Moments:
 def _native_backward(cfg: Config, res: tuple, cts: tuple, lay: NativeLayout) -> tuple:
     x, scale, bias, _, eps, mean, var, _, _, _ = res
     gy, gmean, gvar, _ = cts
-    b, r, c, g, _ = lay
+    b, r, c, g = lay
     f32 = jnp.float32
     rstd = lax.rsqrt(var.reshape(b, g) + eps.astype(f32))
     gamma = jnp.ones((1, c), f32) if scale is None else scale.astype(f32).reshape(1, c)
@@ -263,7 +263,7 @@ def _centered(cfg: Config, x: Array, mean: Array) -> Array:
 
 def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
     lay = native_layout(cfg, x, (scale, bias), mask)
-    if lay is not None:
+    if lay is not None and lay.forward:
         stats = _native_forward(cfg, x, lay)
         center, bad = stats.mean, None
     else:
@@ -368,7 +368,7 @@ def _like_primal(ct: Array | None, primal: Any) -> Array | None:
 def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     x, scale, bias, mask, eps, mean, var, count, _, _ = res
     lay = native_layout(cfg, x, (scale, bias), mask)
-    if lay is not None and lay.grad:
+    if lay is not None:
         return _native_backward(cfg, res, cts, lay)
     gy, gmean, gvar, _ = cts
     sdt = mean.dtype

@@ -180,6 +180,8 @@ def test_public_norms_use_the_kernels_on_cpu() -> None:
     hlo = jax.jit(jax.grad(lambda x: jnp.sum(normjax.group_norm(x, num_groups=2) ** 3))
                   ).lower(x).as_text()
     assert "normjax_moments" in hlo and "normjax_grad" in hlo
+    hlo = jax.jit(jax.grad(lambda x: jnp.sum(normjax.layer_norm(x) ** 3))).lower(x).as_text()
+    assert "normjax_moments" not in hlo and "normjax_grad" in hlo
     with normjax.use_native_kernels(False):
         hlo = jax.jit(lambda x: normjax.group_norm(x, num_groups=2)).lower(x).as_text()
     assert "normjax_" not in hlo
@@ -243,17 +245,15 @@ def _cfg(axes: tuple, feat: tuple, **kw: Any) -> Config:
 @needs_kernels
 def test_native_layout_routing() -> None:
     x = jnp.zeros((2, 3, 4, 8), jnp.float32)
-    assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), None) == (1, 24, 8, 8, True)
-    assert native_layout(_cfg((1, 2), (3,)), x, (None, None), None) == (2, 12, 8, 8, True)
-    assert native_layout(_cfg((3,), (3,)), x, (None, None), None) == (24, 1, 8, 1, True)
+    assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), None) == (1, 24, 8, 8)
+    assert native_layout(_cfg((1, 2), (3,)), x, (None, None), None) == (2, 12, 8, 8)
+    rows = native_layout(_cfg((3,), (3,)), x, (None, None), None)
+    assert rows == (24, 1, 8, 1) and not rows.forward  # LayerNorm: backward kernel only
     xg = x.reshape(2, 3, 4, 4, 2)  # GroupNorm's grouped view: 4 groups of 2 channels
-    assert native_layout(_cfg((1, 2, 4), (3, 4)), xg, (None, None), None) == (2, 12, 8, 4, True)
-    # Channels-first InstanceNorm / GroupNorm: forward moments only, as rows.
-    assert native_layout(_cfg((2, 3), (1,)), x, (None, None), None) == (6, 1, 32, 1, False)
-    assert native_layout(_cfg((2, 3, 4), (1, 2)), x.reshape(2, 3, 2, 2, 8), (None, None),
-                         None) == (6, 1, 32, 1, False)
-    # Not routed: channels-first BatchNorm, a mask, axis_name, float64/bfloat16, a broadcast
-    # parameter.
+    lay = native_layout(_cfg((1, 2, 4), (3, 4)), xg, (None, None), None)
+    assert lay == (2, 12, 8, 4) and lay.forward
+    # Not routed: channels-first, a mask, axis_name, float64/bfloat16, a broadcast parameter.
+    assert native_layout(_cfg((2, 3), (1,)), x, (None, None), None) is None
     assert native_layout(_cfg((0, 2, 3), (1,)), x, (None, None), None) is None
     assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), jnp.ones(x.shape, bool)) is None
     assert native_layout(_cfg((0, 1, 2), (3,), axis_name="d"), x, (None, None), None) is None
