@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 needs_kernels = pytest.mark.skipif(not _native.native_available(),
                                    reason=f"CPU kernels unavailable: {_native.native_status()}")
 
-# (B, R, C, G): GroupNorm-like, InstanceNorm-like, LayerNorm-like (R = 1), a BatchNorm-like
-# input larger than one sample block (the two-sweep path), odd sizes.
+# (B, R, C, G): GroupNorm-like, InstanceNorm-like, LayerNorm-like (R = 1), BatchNorm-like
+# inputs larger than L2 (the two-sweep path; 192 channels: the register-blocked sums plus a
+# tail, 300: the unblocked wide rows), 128 channels in one sample (blocked sums), odd sizes.
 LAYOUTS = [(3, 20, 12, 4), (2, 33, 8, 8), (5, 1, 24, 1), (1, 9000, 40, 40), (2, 700, 300, 3),
-           (1, 1, 7, 7)]
+           (1, 1, 7, 7), (2, 50, 128, 32), (1, 1500, 200, 200)]
 
 
 def _oracle_moments(x: np.ndarray, g: int, center: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -60,6 +60,9 @@ constexpr int kLanes = NORMJAX_LANES;  // independent accumulators of a row sum
 #endif
 constexpr int64_t kMaxBlocks = NORMJAX_MAX_BLOCKS;
 constexpr int kCB = 64;  // channels per register block of the backward sums
+#ifndef NORMJAX_CB_MAX_C  // wider rows: the blocked walk strides a page per row (slower)
+#define NORMJAX_CB_MAX_C 256
+#endif
 #ifndef NORMJAX_MIN_CHUNK_ROWS
 #define NORMJAX_MIN_CHUNK_ROWS 32
 #endif
@@ -464,7 +467,7 @@ void BlockGradSums(const float* __restrict g, const float* __restrict x, const f
                    int64_t C, int64_t r0, int64_t r1, double* __restrict sg,
                    double* __restrict sgx, float* __restrict a, float* __restrict b) {
   const int64_t rows = ChunkRows(C);
-  const int64_t cb_end = C / kCB * kCB;
+  const int64_t cb_end = C <= NORMJAX_CB_MAX_C ? C / kCB * kCB : 0;
   for (int64_t lo = r0; lo < r1; lo += rows) {
     const int64_t hi = std::min(r1, lo + rows);
     // kCB channels at a time over the chunk's rows: the accumulators stay in registers.
