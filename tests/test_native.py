@@ -22,7 +22,7 @@ import pytest
 
 import normjax
 from normjax import _native, _native_ops
-from normjax._fused_grad import Config, native_layout
+from normjax._fused_grad import NATIVE_MAX_CHANNELS, Config, native_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_kernels = pytest.mark.skipif(not _native.native_available(),
@@ -148,6 +148,9 @@ def _norms() -> dict[str, Any]:
                           (2, 8, 5, 6)),
         "group_nchw": (lambda x, s, b: normjax.group_norm(x, s, b, num_groups=4, channel_axis=1),
                        (2, 8, 5, 6)),
+        "batch_mlp": (lambda x, s, b: normjax.batch_norm(
+            x, normjax.batch_norm_init(8), scale=s, bias=b, reduction_axes=(0,),
+            train=True)[0], (300, 8)),
         "batch_large": (lambda x, s, b: normjax.batch_norm(
             x, normjax.batch_norm_init(8), scale=s, bias=b, reduction_axes=(0, 1, 2),
             train=True)[0], (64, 40, 40, 8)),
@@ -256,6 +259,9 @@ def test_native_layout_routing() -> None:
     # Not routed: channels-first, a mask, axis_name, float64/bfloat16, a broadcast parameter.
     assert native_layout(_cfg((2, 3), (1,)), x, (None, None), None) is None
     assert native_layout(_cfg((0, 2, 3), (1,)), x, (None, None), None) is None
+    wide = jnp.zeros((4, NATIVE_MAX_CHANNELS + 1), jnp.float32)  # MLP BatchNorm, wide layer
+    assert native_layout(_cfg((0,), (1,)), wide, (None, None), None) is None
+    assert native_layout(_cfg((1,), (1,)), wide, (None, None), None) is not None  # LayerNorm
     assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), jnp.ones(x.shape, bool)) is None
     assert native_layout(_cfg((0, 1, 2), (3,), axis_name="d"), x, (None, None), None) is None
     assert native_layout(_cfg((0, 1, 2), (3,)), x.astype(jnp.bfloat16), (None, None), None) is None
