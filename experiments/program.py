@@ -138,7 +138,7 @@ class Program:
                 times.append(time.perf_counter() - start)
             per_step[name] = min(times) / steps
         best = min(per_step, key=per_step.__getitem__)
-        timings = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in per_step.items())
+        timings = ", ".join(f"{k} {v * 1e3:.3g}" for k, v in per_step.items())
         self.strategy = Strategy(best, f"measured: ms per step of all runs: {timings}")
         self._chunk, self._eval = self._programs(best)
 
