@@ -13,6 +13,7 @@ import flax
 import jax
 import jaxlib
 
+import normjax
 from experiments.allocator import allocator_setting
 
 __all__ = ["environment", "markdown", "write_results"]
@@ -39,7 +40,13 @@ def environment(*, quick: bool, torch: bool) -> dict[str, Any]:
         "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         "torch": "installed" if torch else "not installed (skipped)",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "cpu_kernels": _cpu_kernels(),
     }
+
+
+def _cpu_kernels() -> str:
+    normjax.native_kernels_enabled()  # builds or loads them if not done yet
+    return normjax.native_status()
 
 
 def _fmt(v: float | None, spec: str) -> str:

@@ -11,7 +11,8 @@ all its cells have diverged, and the other techniques run as usual.
 
 Each batch is split over ``config.devices`` devices (:mod:`experiments.parallel`); the layout
 used (device and process counts, BatchNorm mode) is recorded as ``summary["parallel"]``, the
-malloc setting (:mod:`experiments.allocator`) as ``summary["allocator"]``.  With
+malloc setting (:mod:`experiments.allocator`) as ``summary["allocator"]``, and whether normjax's
+CPU kernels ran (:func:`normjax.native_status`) as ``summary["cpu_kernels"]``.  With
 ``bn_sync='local'`` the numbers depend on the device count, so ``devices=0`` is resolved to the
 actual count in the config (``config.json``, checkpoint fingerprints) before anything runs.
 Multi-process runs are set up from the environment (:func:`experiments.parallel.
@@ -27,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
+import normjax
 from experiments.allocator import allocator_setting
 from experiments.checkpoint import CheckpointStore, Progress, fingerprint
 from experiments.data import Dataset, load_dataset
@@ -105,8 +108,20 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
     summary = write_outputs(workdir, config, session.progress, command)
     summary["parallel"] = parallel.describe()
     summary["allocator"] = allocator_setting()
+    summary["cpu_kernels"] = cpu_kernels_setting(parallel)
     write_json(workdir / "summary.json", summary)
     return summary
+
+
+def cpu_kernels_setting(parallel: DataParallel) -> str:
+    """Whether the norms ran on normjax's CPU kernels, and why not where they did not."""
+    backend = jax.default_backend()
+    if backend != "cpu":
+        return f"not used on {backend} (XLA path)"
+    if parallel.num_devices > 1:
+        return "not used: multi-device programs are traced without them (XLA path)"
+    normjax.native_kernels_enabled()  # builds or loads them if not done yet
+    return normjax.native_status()
 
 
 def _layout(config: ml_collections.ConfigDict
