@@ -209,8 +209,8 @@ void WriteMoments(double mu, double var_c, bool center, float* mean, float* var)
 
 struct Scratch {
   std::vector<double> d1, d2;
-  std::vector<float> f1, f2, f3, f4, f5;
-  explicit Scratch(int64_t n) : d1(n), d2(n), f1(n), f2(n), f3(n), f4(n), f5(n) {}
+  std::vector<float> f1, f2, f3, f4;
+  explicit Scratch(int64_t n) : d1(n), d2(n), f1(n), f2(n), f3(n), f4(n) {}
 };
 
 // Moments of the groups of one sample (x points at it; mean, var at its G outputs).
@@ -518,13 +518,18 @@ void BlockDx(const float* __restrict g, const float* __restrict x, const float* 
   }
 }
 
+// Sample b's group means per channel (0 for RMSNorm).
+void ChannelMeans(const GradArgs& A, const Layout& L, int64_t b, float* m) {
+  for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + L.group(c)] : 0.f;
+}
+
 // One sample b: channel sums, group coefficients, then dx while the sample is cached, and its
 // parameter-gradient partials.
 void SampleGrad(const GradArgs& A, const Layout& L, int64_t b, double* dscale, double* dbias,
                 Scratch& t) {
-  const int64_t K = L.K, w = L.C, off = b * L.R * L.C;
+  const int64_t w = L.C, off = b * L.R * L.C;
   float* m = t.f1.data();
-  for (int64_t c = 0; c < w; ++c) m[c] = A.center ? A.mean[b * L.G + c / K] : 0.f;
+  ChannelMeans(A, L, b, m);
   double* sg = t.d1.data();
   double* sgx = t.d2.data();
   std::fill(sg, sg + w, 0.0);
@@ -569,13 +574,10 @@ int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   const int64_t rows = BlockRows(L, 8);
   const int64_t nblk = (L.R + rows - 1) / rows;
   std::vector<double> part(L.B * nblk * 2 * L.C, 0.0);
-  auto mean_of = [&](int64_t b, std::vector<float>& m) {
-    for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + L.group(c)] : 0.f;
-  };
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
     std::vector<float> m(L.C), a(L.C), bb(L.C);
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
-    mean_of(b, m);
+    ChannelMeans(A, L, b, m.data());
     const int64_t off = b * L.R * L.C;
     BlockGradSums(A.g + off, A.x + off, m.data(), L.C, r0, r1, &part[p * 2 * L.C],
                   &part[p * 2 * L.C + L.C], a.data(), bb.data());
