@@ -31,6 +31,10 @@ for ``dx``; LayerNorm/RMSNorm need four reductions (two per row, two per feature
 residuals are the input itself and per-group statistics; nothing full-size is stored. The
 comments mark the places where the formulation steers XLA:CPU's fusion (each measured).
 
+On the CPU, float32 channels-last BN/IN/GN (forward moments and backward) and LayerNorm/RMSNorm
+(backward) run in the kernels of :mod:`normjax._native_ops` instead, routed by
+:mod:`normjax._fused_native` (the same values up to float32 rounding).
+
 Reverse mode of any order and ``jax.hessian`` (forward-over-reverse) work; pure forward mode
 (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) raises, as for every ``custom_vjp``; the norms
 then need :func:`normjax.set_fused_backward` ``(False)`` (see :mod:`normjax._fused`).
@@ -47,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from normjax import _native, _native_ops
+from normjax._fused_native import native_backward, native_forward, native_layout
 from normjax.stats import (
     Moments,
     feature_shape,
@@ -190,81 +194,6 @@ def param_view(p: ArrayLike, shape: tuple[int, ...], feat: tuple[int, ...], name
     )
 
 
-# Channels-last layouts with more channels than this (and R > 1) stay on the XLA path: on the
-# MLP BatchNorm (1024 x 1024) the XLA path was faster forward and forward + backward in every
-# full benchmark run (0.81-0.94x vs 0.90-1.00x flax's time forward, 0.64x vs 0.74x with the
-# backward); BatchNorm NHWC (128 channels) and GroupNorm/InstanceNorm gain from the kernels.
-NATIVE_MAX_CHANNELS = 256
-
-
-class NativeLayout(NamedTuple):
-    """The kernels' view ``x[B, R, C]`` with ``G`` groups. ``forward``: the moments run in the
-    kernel too; not for rows (``R == 1``: LayerNorm, RMSNorm), where XLA fuses the row
-    statistics with the output into one pass and was measured as fast or faster."""
-
-    b: int
-    r: int
-    c: int
-    g: int
-
-    @property
-    def forward(self) -> bool:
-        return self.r > 1
-
-
-def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
-                  ) -> NativeLayout | None:
-    """Where the CPU kernels of :mod:`normjax._native_ops` apply, else ``None``.
-
-    They take float32, unmasked, single-device inputs whose axes run: sample axes (neither
-    reduced nor feature), then the reduced non-feature axes (R), then the feature axes,
-    group-indexing ones before reduced ones (C = G * K), with parameters of the feature shape:
-    BN/IN/GN channels-last with at most :data:`NATIVE_MAX_CHANNELS` channels, LayerNorm and
-    RMSNorm over trailing axes. (Channels-first inputs stay on the XLA path: a kernel for their
-    forward statistics was measured slower there.)
-    """
-    if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
-            or not _native.native_kernels_enabled()):
-        return None
-    size = lambda axes: int(np.prod([x.shape[a] for a in axes]))  # noqa: E731
-    if size(range(x.ndim)) == 0:
-        return None
-    feat, first, batch = cfg.feature_axes, cfg.first_axes, cfg.batch_axes(x.ndim)
-    within = [a for a in feat if a in cfg.reduction_axes]
-    index = [a for a in feat if a not in cfg.reduction_axes]
-    expected = feature_shape(x.shape, feat)
-    if ([*batch, *first, *index, *within] != list(range(x.ndim))
-            or any(p is not None and jnp.shape(p) != expected for p in params)):
-        return None
-    lay = NativeLayout(size(batch), size(first), size(feat), size(index))
-    return None if lay.r > 1 and lay.c > NATIVE_MAX_CHANNELS else lay
-
-
-def _native_forward(cfg: Config, x: Array, lay: NativeLayout) -> Moments:
-    """Keepdims moments from the kernel (stable two-pass per L1 chunk, merged exactly)."""
-    b, r, c, g = lay
-    mean, var = _native_ops.group_moments(x.reshape(b, r, c), g, cfg.center)
-    kshape = tuple(1 if a in cfg.reduction_axes else d for a, d in enumerate(x.shape))
-    count = jnp.full(kshape, float(r * (c // g)), jnp.float32)
-    return Moments(mean.reshape(kshape), var.reshape(kshape), count)
-
-
-def _native_backward(cfg: Config, res: tuple, cts: tuple, lay: NativeLayout) -> tuple:
-    x, scale, bias, _, eps, mean, var, _, _, _ = res
-    gy, gmean, gvar, _ = cts
-    b, r, c, g = lay
-    f32 = jnp.float32
-    rstd = lax.rsqrt(var.reshape(b, g) + eps.astype(f32))
-    gamma = jnp.ones((1, c), f32) if scale is None else scale.astype(f32).reshape(1, c)
-    dx, dscale, dbias, t2 = _native_ops.normalize_grad(
-        gy.astype(f32).reshape(b, r, c), x.reshape(b, r, c), mean.reshape(b, g), rstd, gamma,
-        gmean.astype(f32).reshape(b, g), gvar.astype(f32).reshape(b, g), cfg.center)
-    deps = jnp.sum(-0.5 * rstd**3 * t2).astype(jnp.result_type(eps))
-    dscale = None if scale is None else dscale.reshape(scale.shape).astype(scale.dtype)
-    dbias = None if bias is None else dbias.reshape(bias.shape).astype(bias.dtype)
-    return dx.reshape(x.shape).astype(x.dtype), dscale, dbias, None, deps
-
-
 def _centered(cfg: Config, x: Array, mean: Array) -> Array:
     xf = x.astype(mean.dtype)
     return xf - mean if cfg.center else xf
@@ -273,7 +202,7 @@ def _centered(cfg: Config, x: Array, mean: Array) -> Array:
 def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
     lay = native_layout(cfg, x, (scale, bias), mask)
     if lay is not None and lay.forward:
-        stats = _native_forward(cfg, x, lay)
+        stats = native_forward(cfg, x, lay)
         center, bad = stats.mean, None
     else:
         stats, center, bad = _group_moments(cfg, x, mask)
@@ -378,7 +307,7 @@ def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     x, scale, bias, mask, eps, mean, var, count, _, _ = res
     lay = native_layout(cfg, x, (scale, bias), mask)
     if lay is not None:
-        return _native_backward(cfg, res, cts, lay)
+        return native_backward(cfg, res, cts, lay)
     gy, gmean, gvar, _ = cts
     sdt = mean.dtype
     gamma = (jnp.ones((1,) * x.ndim, sdt) if scale is None

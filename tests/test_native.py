@@ -22,7 +22,8 @@ import pytest
 
 import normjax
 from normjax import _native, _native_ops
-from normjax._fused_grad import NATIVE_MAX_CHANNELS, Config, native_layout
+from normjax._fused_grad import Config
+from normjax._fused_native import NATIVE_MAX_CHANNELS, native_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_kernels = pytest.mark.skipif(not _native.native_available(),
