@@ -40,13 +40,8 @@ def environment(*, quick: bool, torch: bool) -> dict[str, Any]:
         "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         "torch": "installed" if torch else "not installed (skipped)",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
-        "cpu_kernels": _cpu_kernels(),
+        "cpu_kernels": normjax.native_status(),
     }
-
-
-def _cpu_kernels() -> str:
-    normjax.native_kernels_enabled()  # builds or loads them if not done yet
-    return normjax.native_status()
 
 
 def _fmt(v: float | None, spec: str) -> str:

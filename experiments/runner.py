@@ -120,7 +120,6 @@ def cpu_kernels_setting(parallel: DataParallel) -> str:
         return f"not used on {backend} (XLA path)"
     if parallel.num_devices > 1:
         return "not used: multi-device programs are traced without them (XLA path)"
-    normjax.native_kernels_enabled()  # builds or loads them if not done yet
     return normjax.native_status()
 
 

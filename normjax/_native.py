@@ -48,7 +48,7 @@ TARGETS = {"normjax_moments": "NormjaxMoments", "normjax_grad": "NormjaxGrad"}
 _LOG = logging.getLogger("normjax")
 
 _ENABLED = (jax.make_user_context(True) if hasattr(jax, "make_user_context") else _Flag(True))
-_STATE: dict[str, Any] = {"loaded": None, "status": "not loaded yet"}
+_STATE: dict[str, Any] = {"loaded": None, "status": ""}
 
 
 def cache_dir() -> Path:
@@ -132,7 +132,9 @@ def native_available() -> bool:
 
 
 def native_status() -> str:
-    """One line: whether the kernels are loaded, from where, or why not."""
+    """One line: whether the kernels are loaded, from where, or why not (builds or loads them
+    first, as :func:`native_available` does)."""
+    native_available()
     return str(_STATE["status"])
 
 
