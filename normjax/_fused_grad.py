@@ -77,6 +77,9 @@ class Config(NamedTuple):
     axis_name: Hashable | None
     axis_index_groups: tuple[tuple[int, ...], ...] | None
     dtype: np.dtype
+    # The CPU-kernel switch as it was when the norm was called, so that the backward (traced
+    # later, maybe outside a ``use_native_kernels`` block) follows the same setting.
+    native: bool = True
 
     @property
     def first_axes(self) -> tuple[int, ...]:

@@ -6,11 +6,13 @@ C channels in G contiguous groups of K = C / G; see ``csrc/norm_kernels.cc``):
 * :func:`group_moments`: per (sample, group) mean and biased variance (``center=False``:
   mean 0 and ``E[x^2]``, RMSNorm's statistic), stable (no ``E[x^2] - E[x]^2`` cancellation).
 * :func:`normalize_grad`: the closed-form backward of ``y = (x - mean) * rstd * scale + bias``
-  (Ioffe & Szegedy 2015, arXiv:1502.03167, Sec. 3; see :mod:`normjax._fused_grad`)::
+  (Ioffe & Szegedy 2015, arXiv:1502.03167, Sec. 3; see :mod:`normjax._fused_grad`), with
+  ``(mean, var)`` recomputed from ``x`` as :func:`group_moments` computes them (on the CPU the
+  same code, so the same bits) and ``rstd = 1 / sqrt(var + eps)``::
 
       h = g * scale,  s1 = sum_group h,  t2 = sum_group h (x - mean),  n = R * K
       dx = rstd h + (g_mean - rstd s1) / n + (2 g_var - rstd^3 t2) / n * (x - mean)
-      dscale = sum_{B,R} g (x - mean) rstd,   dbias = sum_{B,R} g
+      dscale = sum_{B,R} g (x - mean) rstd,   dbias = sum_{B,R} g,   deps = -rstd^3 t2 / 2
 
   with ``dscale``/``dbias`` summed over the samples that share a parameter row (``scale`` is
   ``[S, C]`` with S dividing B: one row per vmapped seed).
@@ -60,11 +62,13 @@ def _expand(a: Array, k: int) -> Array:
     return jnp.repeat(a, k, axis=-1)[..., None, :]
 
 
-def ref_normalize_grad(g: Array, x: Array, mean: Array, rstd: Array, scale: Array,
-                       g_mean: Array, g_var: Array, center: bool) -> tuple[Array, ...]:
+def ref_normalize_grad(g: Array, x: Array, eps: Array, scale: Array, g_mean: Array,
+                       g_var: Array, center: bool) -> tuple[Array, ...]:
     """Pure-JAX :func:`normalize_grad` (the same formulas with XLA reductions)."""
     *_lead, r, c = x.shape
-    groups = mean.shape[-1]
+    groups = eps.shape[-1]
+    mean, var = ref_group_moments(x, groups, center)
+    rstd = lax.rsqrt(var + eps)
     k = c // groups
     per = scale.reshape(scale.shape[0], -1, 1, c)  # [S, B/S, 1, C]
     xs = x.reshape(scale.shape[0], -1, r, c)
@@ -81,7 +85,7 @@ def ref_normalize_grad(g: Array, x: Array, mean: Array, rstd: Array, scale: Arra
     dx = _expand(rs, k) * per * gs + _expand(c0, k) + _expand(c1, k) * xc
     dscale = jnp.sum(_expand(rs, k) * sgx, (1, 2))
     dbias = jnp.sum(sg, (1, 2))
-    return dx.reshape(x.shape), dscale, dbias, t2.reshape(mean.shape)
+    return dx.reshape(x.shape), dscale, dbias, (-0.5 * rs**3 * t2).reshape(eps.shape)
 
 
 def _moments_call(x: Array, groups: int, center: bool) -> tuple[Array, Array]:
@@ -90,13 +94,13 @@ def _moments_call(x: Array, groups: int, center: bool) -> tuple[Array, Array]:
     return tuple(call(x, center=center))
 
 
-def _grad_call(g: Array, x: Array, mean: Array, rstd: Array, scale: Array, g_mean: Array,
-               g_var: Array, center: bool) -> tuple[Array, ...]:
+def _grad_call(g: Array, x: Array, eps: Array, scale: Array, g_mean: Array, g_var: Array,
+               center: bool) -> tuple[Array, ...]:
     f32 = jnp.float32
     outs = (jax.ShapeDtypeStruct(x.shape, f32), jax.ShapeDtypeStruct(scale.shape, f32),
-            jax.ShapeDtypeStruct(scale.shape, f32), jax.ShapeDtypeStruct(mean.shape, f32))
+            jax.ShapeDtypeStruct(scale.shape, f32), jax.ShapeDtypeStruct(eps.shape, f32))
     call = jax.ffi.ffi_call("normjax_grad", outs, vmap_method="broadcast_all")
-    return tuple(call(g, x, mean, rstd, scale, g_mean, g_var, center=center))
+    return tuple(call(g, x, eps, scale, g_mean, g_var, center=center))
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1, 2))
@@ -114,12 +118,13 @@ def _group_moments_jvp(groups: int, center: bool, primals: tuple, tangents: tupl
     return group_moments(*primals, groups, center), dout
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(7,))
-def normalize_grad(g: Array, x: Array, mean: Array, rstd: Array, scale: Array, g_mean: Array,
-                   g_var: Array, center: bool) -> tuple[Array, ...]:
-    """``(dx, dscale, dbias, t2)`` of the module docstring, all float32."""
-    check_groups(x.shape[-1], mean.shape[-1])
-    args = (g, x, mean, rstd, scale, g_mean, g_var)
+@partial(jax.custom_jvp, nondiff_argnums=(6,))
+def normalize_grad(g: Array, x: Array, eps: Array, scale: Array, g_mean: Array, g_var: Array,
+                   center: bool) -> tuple[Array, ...]:
+    """``(dx, dscale, dbias, deps)`` of the module docstring, all float32; ``eps``, ``g_mean``,
+    ``g_var`` and ``deps`` are ``[..., G]`` (per sample and group), ``scale`` is ``[S, C]``."""
+    check_groups(x.shape[-1], eps.shape[-1])
+    args = (g, x, eps, scale, g_mean, g_var)
     return lax.platform_dependent(
         *args, cpu=lambda *a: _grad_call(*a, center),
         default=lambda *a: ref_normalize_grad(*a, center))

@@ -44,12 +44,13 @@ def _oracle_moments(x: np.ndarray, g: int, center: bool) -> tuple[np.ndarray, np
     return xg.mean(axis=(1, 3)), xg.var(axis=(1, 3))
 
 
-def _oracle_grad(gy: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd: np.ndarray,
-                 scale: np.ndarray, gm: np.ndarray, gv: np.ndarray, center: bool) -> tuple:
-    gy, x, mean, rstd, scale, gm, gv = (np.asarray(a, np.float64)
-                                        for a in (gy, x, mean, rstd, scale, gm, gv))
+def _oracle_grad(gy: np.ndarray, x: np.ndarray, eps: np.ndarray, scale: np.ndarray,
+                 gm: np.ndarray, gv: np.ndarray, center: bool) -> tuple:
+    gy, x, eps, scale, gm, gv = (np.asarray(a, np.float64) for a in (gy, x, eps, scale, gm, gv))
     b, r, c = x.shape
-    g = mean.shape[-1]
+    g = eps.shape[-1]
+    mean, var = _oracle_moments(x, g, center)
+    rstd = 1 / np.sqrt(var + eps)
     k = c // g
     rows = np.repeat(scale, b // scale.shape[0], axis=0)[:, None, :]  # [B, 1, C]
     per = lambda a: np.repeat(a, k, axis=-1)[:, None, :]  # noqa: E731  [B, G] -> [B, 1, C]
@@ -63,7 +64,7 @@ def _oracle_grad(gy: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd: np.ndarr
     dx = per(rstd) * h + per(c0) + per(c1) * xc
     dscale = (gy * xc * per(rstd)).sum(1).reshape(scale.shape[0], -1, c).sum(1)
     dbias = gy.sum(1).reshape(scale.shape[0], -1, c).sum(1)
-    return dx, dscale, dbias, t2
+    return dx, dscale, dbias, -0.5 * rstd**3 * t2
 
 
 def _rand(shape: tuple[int, ...], seed: int, loc: float = 0.0, sd: float = 1.0) -> jax.Array:
@@ -96,11 +97,10 @@ def test_moments_kernel_matches_float64_oracle(layout: tuple, center: bool) -> N
 def test_grad_kernel_matches_float64_oracle(layout: tuple, center: bool) -> None:
     b, r, c, g = layout
     x, gy = _rand((b, r, c), 1, loc=0.5, sd=2.0), _rand((b, r, c), 2)
-    mean, var = _oracle_moments(np.asarray(x), g, center)
-    mean, rstd = jnp.asarray(mean, jnp.float32), jnp.asarray(1 / np.sqrt(var + 1e-3), jnp.float32)
+    eps = jnp.full((b, g), 1e-3, jnp.float32)
     scale, gm, gv = _rand((1, c), 3, loc=1.0), _rand((b, g), 4), _rand((b, g), 5)
-    args = (gy, x, mean, rstd, scale, gm, gv)
-    got = jax.jit(_native_ops.normalize_grad, static_argnums=7)(*args, center)
+    args = (gy, x, eps, scale, gm, gv)
+    got = jax.jit(_native_ops.normalize_grad, static_argnums=6)(*args, center)
     want = _oracle_grad(*(np.asarray(a) for a in args), center)
     for a, w in zip(got, want, strict=True):
         _close(a, w)
@@ -113,9 +113,7 @@ def test_grad_kernel_sums_parameters_per_row_of_scale() -> None:
     """``scale`` [S, C] with S < B: dscale/dbias are summed per parameter row (vmapped seeds)."""
     b, r, c, g = 6, 10, 8, 2
     x, gy = _rand((b, r, c), 6), _rand((b, r, c), 7)
-    mean, var = _oracle_moments(np.asarray(x), g, True)
-    args = (gy, x, jnp.asarray(mean, jnp.float32),
-            jnp.asarray(1 / np.sqrt(var + 1e-5), jnp.float32), _rand((3, c), 8, loc=1.0),
+    args = (gy, x, jnp.full((b, g), 1e-5, jnp.float32), _rand((3, c), 8, loc=1.0),
             _rand((b, g), 9), _rand((b, g), 10))
     got = _native_ops.normalize_grad(*args, True)
     want = _oracle_grad(*(np.asarray(a) for a in args), True)
@@ -268,8 +266,25 @@ def test_native_layout_routing() -> None:
     assert native_layout(_cfg((0, 1, 2), (3,)), x.astype(jnp.bfloat16), (None, None), None) is None
     lay = native_layout(_cfg((0, 1, 2), (3,)), x, (jnp.ones((1, 1, 1, 8)), None), None)
     assert lay is None
+    assert native_layout(_cfg((0, 1, 2), (3,), native=False), x, (None, None), None) is None
+
+
+@needs_kernels
+def test_switch_applies_to_the_backward_of_the_norms_called_under_it() -> None:
+    """The backward is traced after the ``with`` block has exited; it still follows the
+    setting that was in force when the norm was called (and vice versa)."""
+    x, ct = _rand((2, 4, 4, 8), 40), _rand((2, 4, 4, 8), 41)
+
+    def loss(x: jax.Array, native: bool) -> jax.Array:
+        with normjax.use_native_kernels(native):
+            y = normjax.group_norm(x, num_groups=4)
+        return jnp.sum(y * ct)
+
+    off = jax.jit(jax.grad(loss), static_argnums=1).lower(x, False).as_text()
+    assert "normjax_" not in off
     with normjax.use_native_kernels(False):
-        assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), None) is None
+        on = jax.jit(jax.grad(loss), static_argnums=1).lower(x, True).as_text()
+    assert "normjax_grad" in on
 
 
 def test_switch_rejects_non_bool() -> None:

@@ -177,28 +177,6 @@ double LaneSum(int64_t n, F f) {
   return t;
 }
 
-// acc[c] += sum over rows [r0, r1) of f(x[r, c], c): float within L1 chunks, double across.
-template <typename F>
-void ChannelSums(const float* __restrict x, int64_t C, int64_t r0, int64_t r1,
-                 double* __restrict acc, float* __restrict tmp, F f) {
-  const int64_t rows = ChunkRows(C);
-  for (int64_t lo = r0; lo < r1; lo += rows) {
-    const int64_t hi = std::min(r1, lo + rows);
-    std::fill(tmp, tmp + C, 0.f);
-    int64_t r = lo;
-    for (; r + 4 <= hi; r += 4) {  // four rows per pass over the accumulators
-      const float* __restrict row = x + r * C;
-      for (int64_t c = 0; c < C; ++c)
-        tmp[c] += (f(row[c], c) + f(row[C + c], c)) + (f(row[2 * C + c], c) + f(row[3 * C + c], c));
-    }
-    for (; r < hi; ++r) {
-      const float* __restrict row = x + r * C;
-      for (int64_t c = 0; c < C; ++c) tmp[c] += f(row[c], c);
-    }
-    for (int64_t c = 0; c < C; ++c) acc[c] += tmp[c];
-  }
-}
-
 void WriteMoments(double mu, double var_c, bool center, float* mean, float* var) {
   *mean = center ? float(mu) : 0.f;
   *var = float(center ? var_c : var_c + mu * mu);
@@ -208,151 +186,235 @@ void WriteMoments(double mu, double var_c, bool center, float* mean, float* var)
 // Moments
 
 struct Scratch {
-  std::vector<double> d1, d2;
+  std::vector<double> d1, d2, d3, d4;
   std::vector<float> f1, f2, f3, f4;
-  explicit Scratch(int64_t n) : d1(n), d2(n), f1(n), f2(n), f3(n), f4(n) {}
+  explicit Scratch(int64_t n) : d1(n), d2(n), d3(n), d4(n), f1(n), f2(n), f3(n), f4(n) {}
 };
 
-// Moments of the groups of one sample (x points at it; mean, var at its G outputs).
-void SampleMoments(const float* x, const Layout& L, bool center, float* mean, float* var,
-                   Scratch& t) {
-  const int64_t w = L.C;
+// Moments of the groups of one LayerNorm row (R = 1): lane sums per group, two passes in L1.
+void RowMoments(const float* x, const Layout& L, bool center, float* mean, float* var) {
   const int64_t K = L.K;
-  const double n = double(L.R) * K;
-  if (L.R == 1) {  // LayerNorm rows: lane sums per group
-    for (int64_t g = 0; g < L.G; ++g) {
-      const float* xg = x + g * K;
-      const float m = float(LaneSum(K, [xg](int64_t i) { return xg[i]; }) / n);
-      const double v = LaneSum(K, [xg, m](int64_t i) {
-        const float d = xg[i] - m;
-        return d * d;
-      }) / n;
-      WriteMoments(m, v, center, mean + g, var + g);
-    }
-    return;
-  }
-  double* s = t.d1.data();
-  double* q = t.d2.data();
-  float* gm = t.f1.data();
-  std::fill(s, s + w, 0.0);
-  ChannelSums(x, L.C, 0, L.R, s, t.f2.data(), [](float v, int64_t) { return v; });
+  const double n = double(K);
   for (int64_t g = 0; g < L.G; ++g) {
-    const float m = float(LaneSum(K, [s, g, K](int64_t k) { return float(s[g * K + k]); }) / n);
-    for (int64_t k = 0; k < K; ++k) gm[g * K + k] = m;
-  }
-  std::fill(q, q + w, 0.0);
-  ChannelSums(x, L.C, 0, L.R, q, t.f2.data(), [gm](float v, int64_t c) {
-    const float d = v - gm[c];
-    return d * d;
-  });
-  for (int64_t g = 0; g < L.G; ++g) {
-    double m2 = 0;
-    for (int64_t k = 0; k < K; ++k) m2 += q[g * K + k];
-    WriteMoments(gm[g * K], m2 / n, center, mean + g, var + g);
+    const float* xg = x + g * K;
+    const float m = float(LaneSum(K, [xg](int64_t i) { return xg[i]; }) / n);
+    const double v = LaneSum(K, [xg, m](int64_t i) {
+      const float d = xg[i] - m;
+      return d * d;
+    }) / n;
+    WriteMoments(m, v, center, mean + g, var + g);
   }
 }
 
-// Per-channel (mean, M2) of rows [r0, r1) of one sample: a two-pass per L1 chunk, merged
-// across chunks with Chan et al.'s rule (the same count for every channel).
-void ChunkedChannelMoments(const float* __restrict x, int64_t C, int64_t r0, int64_t r1,
-                           double* __restrict mean, double* __restrict m2,
-                           float* __restrict cm, float* __restrict tmp) {
+// Chunk sums over rows [lo, hi) for channels [c0, c0 + W), accumulators in registers: the first
+// pass ta = sum x (tb = sum g with kG), the second (kSecond, around the chunk means cm)
+// ta = sum (x - cm)^2 (tb = sum g (x - cm)). Every channel is summed row by row from 0, as the
+// unblocked loop of ChunkSums does, so both give the same bits.
+template <int W, bool kG, bool kSecond>
+inline void BlockSums(const float* __restrict x, const float* __restrict g, int64_t C, int64_t lo,
+                      int64_t hi, int64_t c0, const float* __restrict cm, float* __restrict ta,
+                      float* __restrict tb) {
+  float a[W] = {}, b[W] = {}, m[W] = {};
+  if constexpr (kSecond)
+    for (int l = 0; l < W; ++l) m[l] = cm[c0 + l];
+  for (int64_t r = lo; r < hi; ++r) {
+    const float* __restrict xr = x + r * C + c0;
+    const float* __restrict gr = kG ? g + r * C + c0 : nullptr;
+    for (int l = 0; l < W; ++l) {
+      if constexpr (kSecond) {
+        const float d = xr[l] - m[l];
+        a[l] += d * d;
+        if constexpr (kG) b[l] += gr[l] * d;
+      } else {
+        a[l] += xr[l];
+        if constexpr (kG) b[l] += gr[l];
+      }
+    }
+  }
+  for (int l = 0; l < W; ++l) {
+    ta[c0 + l] = a[l];
+    if constexpr (kG) tb[c0 + l] = b[l];
+  }
+}
+
+// BlockSums over all C channels: register blocks of kCB (then 16, then 1) channels for rows of
+// at most NORMJAX_CB_MAX_C channels; wider rows (a page-strided walk per block, slower) are
+// summed row by row into ta/tb in L1.
+template <bool kG, bool kSecond>
+void ChunkSums(const float* __restrict x, const float* __restrict g, int64_t C, int64_t lo,
+               int64_t hi, const float* __restrict cm, float* __restrict ta,
+               float* __restrict tb) {
+  if (C <= NORMJAX_CB_MAX_C) {
+    int64_t c0 = 0;
+    for (; c0 + kCB <= C; c0 += kCB) BlockSums<kCB, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb);
+    for (; c0 + 16 <= C; c0 += 16) BlockSums<16, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb);
+    for (; c0 < C; ++c0) BlockSums<1, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb);
+    return;
+  }
+  std::fill(ta, ta + C, 0.f);
+  if constexpr (kG) std::fill(tb, tb + C, 0.f);
+  for (int64_t r = lo; r < hi; ++r) {
+    const float* __restrict xr = x + r * C;
+    const float* __restrict gr = kG ? g + r * C : nullptr;
+    for (int64_t c = 0; c < C; ++c) {
+      if constexpr (kSecond) {
+        const float d = xr[c] - cm[c];
+        ta[c] += d * d;
+        if constexpr (kG) tb[c] += gr[c] * d;
+      } else {
+        ta[c] += xr[c];
+        if constexpr (kG) tb[c] += gr[c];
+      }
+    }
+  }
+}
+
+// Per-channel (mean, M2) of rows [r0, r1) of one sample: a two-pass per L1 chunk (the second
+// pass from cache), merged across chunks with Chan, Golub & LeVeque's rule (the same count for
+// every channel). With kG (the backward) g is read alongside: sg += sum g and
+// sgc += sum g x, per chunk as sum g (x - cm) + cm sum g with the large part in double, so that
+// sum g (x - mean) = sgc - mean sg keeps its digits. mean, m2 come out the same either way.
+template <bool kG>
+void ChunkedMoments(const float* __restrict x, const float* __restrict g, int64_t C, int64_t r0,
+                    int64_t r1, double* __restrict mean, double* __restrict m2,
+                    double* __restrict sg, double* __restrict sgc, float* __restrict cm,
+                    float* __restrict ta, float* __restrict tb, float* __restrict tc) {
   const int64_t rows = ChunkRows(C);
   double n = 0;
   for (int64_t lo = r0; lo < r1; lo += rows) {
     const int64_t hi = std::min(r1, lo + rows);
     const float nb = float(hi - lo);
-    std::fill(tmp, tmp + C, 0.f);
-    for (int64_t r = lo; r < hi; ++r)
-      for (int64_t c = 0; c < C; ++c) tmp[c] += x[r * C + c];
-    for (int64_t c = 0; c < C; ++c) cm[c] = tmp[c] / nb;
-    std::fill(tmp, tmp + C, 0.f);
-    for (int64_t r = lo; r < hi; ++r)
-      for (int64_t c = 0; c < C; ++c) {
-        const float d = x[r * C + c] - cm[c];
-        tmp[c] += d * d;
-      }
+    ChunkSums<kG, false>(x, g, C, lo, hi, cm, ta, tb);
+    for (int64_t c = 0; c < C; ++c) cm[c] = ta[c] / nb;
+    ChunkSums<kG, true>(x, g, C, lo, hi, cm, ta, tc);
     const double tot = n + nb, wa = double(nb) / tot, wd = n * double(nb) / tot;
     for (int64_t c = 0; c < C; ++c) {
       const double d = double(cm[c]) - mean[c];
       mean[c] += d * wa;
-      m2[c] += double(tmp[c]) + d * d * wd;
+      m2[c] += double(ta[c]) + d * d * wd;
+      if constexpr (kG) {
+        sg[c] += tb[c];
+        sgc[c] += double(tc[c]) + double(cm[c]) * double(tb[c]);
+      }
     }
     n = tot;
   }
+}
+
+// Merges sample b's per-block partials (blocks of `rows` rows; each `stride` C-vectors, the first
+// two mean and M2) in block order with Chan et al.'s rule; returns the count per channel.
+double MergeBlocks(const std::vector<double>& part, int64_t stride, int64_t b, int64_t nblk,
+                   int64_t rows, const Layout& L, double* mu, double* m2) {
+  double n = 0;
+  std::fill(mu, mu + L.C, 0.0);
+  std::fill(m2, m2 + L.C, 0.0);
+  for (int64_t k = 0; k < nblk; ++k) {
+    const double nb = double(std::min(L.R, (k + 1) * rows) - k * rows), tot = n + nb;
+    const double* q = &part[(b * nblk + k) * stride * L.C];
+    for (int64_t c = 0; c < L.C; ++c) {
+      const double d = q[c] - mu[c];
+      mu[c] += d * nb / tot;
+      m2[c] += q[L.C + c] + d * d * n * nb / tot;
+    }
+    n = tot;
+  }
+  return n;
+}
+
+// Channel (mean, M2), n values each, pooled into the sample's group moments (Chan et al.).
+void PoolGroups(const double* mu, const double* m2, double n, const Layout& L, bool center,
+                float* mean, float* var) {
+  for (int64_t g = 0; g < L.G; ++g) {
+    double gmu = 0, gm2 = 0;
+    for (int64_t k = 0; k < L.K; ++k) gmu += mu[g * L.K + k];
+    gmu /= double(L.K);
+    for (int64_t k = 0; k < L.K; ++k) {
+      const double d = mu[g * L.K + k] - gmu;
+      gm2 += m2[g * L.K + k] + n * d * d;
+    }
+    WriteMoments(gmu, gm2 / (n * L.K), center, mean + g, var + g);
+  }
+}
+
+// Moments of one sample (x points at it) that fits in L2: ChunkedMoments over all its
+// rows, pooled into groups. The backward (SampleGrad) computes them in the same order.
+void SampleMoments(const float* x, const Layout& L, bool center, float* mean, float* var,
+                   Scratch& t) {
+  if (L.R == 1) {
+    RowMoments(x, L, center, mean, var);
+    return;
+  }
+  double* mu = t.d1.data();
+  double* m2 = t.d2.data();
+  std::fill(mu, mu + L.C, 0.0);
+  std::fill(m2, m2 + L.C, 0.0);
+  ChunkedMoments<false>(x, nullptr, L.C, 0, L.R, mu, m2, nullptr, nullptr, t.f1.data(),
+                        t.f2.data(), nullptr, nullptr);
+  PoolGroups(mu, m2, double(L.R), L, center, mean, var);
 }
 
 // Samples too large for L2: chunked per-channel moments per block of rows,
 // merged per sample (Chan et al.), then pooled into groups.
 void BlockedMoments(ffi::ThreadPool& pool, const float* xp, const Layout& L, bool center,
                     float* mp, float* vp) {
-  const int64_t rows = BlockRows(L, 4);
+  const int64_t rows = BlockRows(L, 8);  // the backward's blocks: the same partials
   const int64_t nblk = (L.R + rows - 1) / rows;
   std::vector<double> part(L.B * nblk * 2 * L.C, 0.0);  // per block: mean[C], M2[C]
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
     std::vector<float> cm(L.C), tmp(L.C);
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
-    ChunkedChannelMoments(xp + b * L.R * L.C, L.C, r0, r1, &part[p * 2 * L.C],
-                          &part[p * 2 * L.C + L.C], cm.data(), tmp.data());
+    ChunkedMoments<false>(xp + b * L.R * L.C, nullptr, L.C, r0, r1, &part[p * 2 * L.C],
+                          &part[p * 2 * L.C + L.C], nullptr, nullptr, cm.data(), tmp.data(),
+                          nullptr, nullptr);
   });
   std::vector<double> mu(L.C), m2(L.C);
   for (int64_t b = 0; b < L.B; ++b) {
-    double n = 0;
-    std::fill(mu.begin(), mu.end(), 0.0);
-    std::fill(m2.begin(), m2.end(), 0.0);
-    for (int64_t k = 0; k < nblk; ++k) {
-      const double nb = double(std::min(L.R, (k + 1) * rows) - k * rows), tot = n + nb;
-      const double* q = &part[(b * nblk + k) * 2 * L.C];
-      for (int64_t c = 0; c < L.C; ++c) {
-        const double d = q[c] - mu[c];
-        mu[c] += d * nb / tot;
-        m2[c] += q[L.C + c] + d * d * n * nb / tot;
-      }
-      n = tot;
-    }
-    for (int64_t g = 0; g < L.G; ++g) {  // channels -> groups (equal counts n)
-      double gmu = 0, gm2 = 0;
-      for (int64_t k = 0; k < L.K; ++k) gmu += mu[g * L.K + k];
-      gmu /= double(L.K);
-      for (int64_t k = 0; k < L.K; ++k) {
-        const double d = mu[g * L.K + k] - gmu;
-        gm2 += m2[g * L.K + k] + n * d * d;
-      }
-      WriteMoments(gmu, gm2 / (n * L.K), center, mp + b * L.G + g, vp + b * L.G + g);
-    }
+    const double n = MergeBlocks(part, 2, b, nblk, rows, L, mu.data(), m2.data());
+    PoolGroups(mu.data(), m2.data(), n, L, center, mp + b * L.G, vp + b * L.G);
   }
 }
 
 // mean[B, G] and biased var[B, G] of x[B, R, C] (center = false: mean 0, var = E[x^2]).
-ffi::Error Moments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> mean,
-                   ffi::ResultBuffer<ffi::F32> var, bool center) {
-  Layout L;
-  const auto md = mean->dimensions();
-  if (auto e = MakeLayout(x.dimensions(), md[md.size() - 1], 1, &L); e.failure()) return e;
-  const float* xp = x.typed_data();
-  float* mp = mean->typed_data();
-  float* vp = var->typed_data();
-  if (!SampleFits(L, 4)) {
+void AllMoments(ffi::ThreadPool& pool, const float* xp, const Layout& L, bool center, float* mp,
+                float* vp) {
+  if (!SampleFits(L, 8)) {  // the backward's criterion: it recomputes these numbers
     BlockedMoments(pool, xp, L, center, mp, vp);
-    return ffi::Error::Success();
+    return;
   }
-  const SampleItems items(L, 4);
+  const SampleItems items(L, 8);
   ParallelFor(pool, items.count(L), [&](int64_t i) {
     Scratch t(L.C);
     for (int64_t b = items.begin(i); b < items.end(i); ++b)
       SampleMoments(xp + b * L.R * L.C, L, center, mp + b * L.G, vp + b * L.G, t);
   });
+}
+
+ffi::Error Moments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> mean,
+                   ffi::ResultBuffer<ffi::F32> var, bool center) {
+  Layout L;
+  const auto md = mean->dimensions();
+  if (auto e = MakeLayout(x.dimensions(), md[md.size() - 1], 1, &L); e.failure()) return e;
+  AllMoments(pool, x.typed_data(), L, center, mean->typed_data(), var->typed_data());
   return ffi::Error::Success();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Backward
 
+// The backward recomputes the statistics from x (with the moments kernel's code, so the same
+// bits as the forward's) into mean and rstd = 1 / sqrt(var + eps) [B, G]: x is read anyway, and
+// a gradient-only program then needs no forward pass over x at all.
 struct GradArgs {
-  const float *g, *x, *mean, *rstd, *scale, *gmean, *gvar;
-  float *dx, *t2;
+  const float *g, *x, *eps, *scale, *gmean, *gvar;
+  float *dx, *deps;  // deps[B, G] = -rstd^3 t2 / 2, the epsilon gradient per group
+  float *mean, *rstd;  // recomputed statistics (scratch, [B, G])
   bool center;
 };
+
+// rstd[i] = 1 / sqrt(var[i] + eps[i]) for i in [first, first + count), in place (var held in rstd).
+void ToRstd(const GradArgs& A, int64_t first, int64_t count) {
+  for (int64_t i = first; i < first + count; ++i) A.rstd[i] = 1.f / std::sqrt(A.rstd[i] + A.eps[i]);
+}
 
 // dx coefficients of one group from its sums s1 = sum(h), t2 = sum(h (x - mean)), h = g scale:
 //   dx = r h + (g_mean - r s1) / n + (2 g_var - r^3 t2) / n * (x - mean).
@@ -365,7 +427,7 @@ GroupCoef Coefficients(const GradArgs& A, const Layout& L, int64_t bg, double s1
   const double r = A.rstd[bg], mu = A.center ? A.mean[bg] : 0.0;
   const double c1 = (2.0 * A.gvar[bg] - r * r * r * t2) / n;
   const double c0 = A.center ? (A.gmean[bg] - r * s1) / n : 0.0;
-  A.t2[bg] = float(t2);
+  A.deps[bg] = float(-0.5 * r * r * r * t2);
   return {r, mu, c0, c1};
 }
 
@@ -439,6 +501,8 @@ void RowGrad(const GradArgs& A, const Layout& L, int64_t b, float* __restrict ds
              float* __restrict dbias) {
   const int64_t K = L.K, off = b * L.C;
   const float* __restrict scale = A.scale + L.seed(b) * L.C;
+  RowMoments(A.x + off, L, A.center, A.mean + b * L.G, A.rstd + b * L.G);
+  ToRstd(A, b * L.G, L.G);
   for (int64_t grp = 0; grp < L.G; ++grp) {
     const int64_t o = off + grp * K, bg = b * L.G + grp;
     const float* __restrict g = A.g + o;
@@ -461,50 +525,6 @@ void RowGrad(const GradArgs& A, const Layout& L, int64_t b, float* __restrict ds
   }
 }
 
-// Per-channel sum(g) and sum(g (x - mean)) over rows [r0, r1) of one sample, into doubles
-// (float within a chunk).
-void BlockGradSums(const float* __restrict g, const float* __restrict x, const float* __restrict m,
-                   int64_t C, int64_t r0, int64_t r1, double* __restrict sg,
-                   double* __restrict sgx, float* __restrict a, float* __restrict b) {
-  const int64_t rows = ChunkRows(C);
-  const int64_t cb_end = C <= NORMJAX_CB_MAX_C ? C / kCB * kCB : 0;
-  for (int64_t lo = r0; lo < r1; lo += rows) {
-    const int64_t hi = std::min(r1, lo + rows);
-    // kCB channels at a time over the chunk's rows: the accumulators stay in registers.
-    for (int64_t c0 = 0; c0 < cb_end; c0 += kCB) {
-      float u[kCB] = {0}, v[kCB] = {0}, mm[kCB];
-      for (int l = 0; l < kCB; ++l) mm[l] = m[c0 + l];
-      for (int64_t r = lo; r < hi; ++r) {
-        const float* __restrict gr = g + r * C + c0;
-        const float* __restrict xr = x + r * C + c0;
-        for (int l = 0; l < kCB; ++l) {
-          u[l] += gr[l];
-          v[l] += gr[l] * (xr[l] - mm[l]);
-        }
-      }
-      for (int l = 0; l < kCB; ++l) {
-        sg[c0 + l] += u[l];
-        sgx[c0 + l] += v[l];
-      }
-    }
-    if (cb_end == C) continue;
-    std::fill(a + cb_end, a + C, 0.f);
-    std::fill(b + cb_end, b + C, 0.f);
-    for (int64_t r = lo; r < hi; ++r) {
-      const float* __restrict gr = g + r * C;
-      const float* __restrict xr = x + r * C;
-      for (int64_t c = cb_end; c < C; ++c) {
-        a[c] += gr[c];
-        b[c] += gr[c] * (xr[c] - m[c]);
-      }
-    }
-    for (int64_t c = cb_end; c < C; ++c) {
-      sg[c] += a[c];
-      sgx[c] += b[c];
-    }
-  }
-}
-
 // dx = P g + Q x + O (per channel) over rows [r0, r1) of one sample. (Blocks of channels
 // with P, Q, O in registers were measured slower: strided writes.)
 void BlockDx(const float* __restrict g, const float* __restrict x, const float* __restrict P,
@@ -518,30 +538,39 @@ void BlockDx(const float* __restrict g, const float* __restrict x, const float* 
   }
 }
 
+// BlockDx from the last row to the first: right after a forward sweep over a sample, its last
+// rows are the ones still cached (LRU).
+void BlockDxBackwards(const float* __restrict g, const float* __restrict x,
+                      const float* __restrict P, const float* __restrict Q,
+                      const float* __restrict O, int64_t C, int64_t R, float* __restrict dx) {
+  for (int64_t r = R - 1; r >= 0; --r) BlockDx(g, x, P, Q, O, C, r, r + 1, dx);
+}
+
 // Sample b's group means per channel (0 for RMSNorm).
 void ChannelMeans(const GradArgs& A, const Layout& L, int64_t b, float* m) {
   for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + L.group(c)] : 0.f;
 }
 
-// One sample b: channel sums, group coefficients, then dx while the sample is cached, and its
+// One sample b that fits in L2: its statistics and sums in one read (ChunkedMoments), the group
+// coefficients, then dx backwards over the rows (the cached ones first), and its
 // parameter-gradient partials.
 void SampleGrad(const GradArgs& A, const Layout& L, int64_t b, double* dscale, double* dbias,
                 Scratch& t) {
-  const int64_t w = L.C, off = b * L.R * L.C;
-  float* m = t.f1.data();
-  ChannelMeans(A, L, b, m);
-  double* sg = t.d1.data();
-  double* sgx = t.d2.data();
-  std::fill(sg, sg + w, 0.0);
-  std::fill(sgx, sgx + w, 0.0);
+  const int64_t C = L.C, off = b * L.R * L.C;
   const float* g = A.g + off;
   const float* x = A.x + off;
-  BlockGradSums(g, x, m, L.C, 0, L.R, sg, sgx, t.f2.data(), t.f3.data());
-  float* P = t.f2.data();
-  float* Q = t.f3.data();
-  float* O = t.f4.data();
+  double *mu = t.d1.data(), *m2 = t.d2.data(), *sg = t.d3.data(), *sgx = t.d4.data();
+  for (double* v : {mu, m2, sg, sgx}) std::fill(v, v + C, 0.0);
+  ChunkedMoments<true>(x, g, C, 0, L.R, mu, m2, sg, sgx, t.f1.data(), t.f2.data(), t.f3.data(),
+                       t.f4.data());
+  PoolGroups(mu, m2, double(L.R), L, A.center, A.mean + b * L.G, A.rstd + b * L.G);
+  ToRstd(A, b * L.G, L.G);
+  float* m = t.f1.data();
+  ChannelMeans(A, L, b, m);
+  for (int64_t c = 0; c < C; ++c) sgx[c] -= double(m[c]) * sg[c];  // sum g (x - mean)
+  float *P = t.f2.data(), *Q = t.f3.data(), *O = t.f4.data();
   SampleCoefficients(A, L, b, sg, sgx, P, Q, O, dscale, dbias);
-  BlockDx(g, x, P, Q, O, L.C, 0, L.R, A.dx + off);
+  BlockDxBackwards(g, x, P, Q, O, C, L.R, A.dx + off);
 }
 
 // Samples that fit in L2: one sweep. dparts gets 2 * C doubles (dscale, dbias) per item.
@@ -567,28 +596,41 @@ int64_t GradPerSample(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   return items.per_seed;
 }
 
-// Samples too large for L2 (BatchNorm over a large batch): sums per block of rows, merged
-// per sample, then dx in a second sweep. dparts gets 2 * C doubles per sample.
+// Samples too large for L2 (BatchNorm over a large batch): one sweep of x and g for the
+// statistics and the sums (ChunkedMoments per block of rows, merged per sample), then dx in a
+// second sweep. dparts gets 2 * C doubles per sample.
 int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
                       std::vector<double>& dparts) {
   const int64_t rows = BlockRows(L, 8);
   const int64_t nblk = (L.R + rows - 1) / rows;
-  std::vector<double> part(L.B * nblk * 2 * L.C, 0.0);
+  std::vector<double> part(L.B * nblk * 4 * L.C, 0.0);  // per block: mean, M2, sg, sgc
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
-    std::vector<float> m(L.C), a(L.C), bb(L.C);
+    std::vector<float> cm(L.C), ta(L.C), tb(L.C), tc(L.C);
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
-    ChannelMeans(A, L, b, m.data());
     const int64_t off = b * L.R * L.C;
-    BlockGradSums(A.g + off, A.x + off, m.data(), L.C, r0, r1, &part[p * 2 * L.C],
-                  &part[p * 2 * L.C + L.C], a.data(), bb.data());
+    double* q = &part[p * 4 * L.C];
+    ChunkedMoments<true>(A.x + off, A.g + off, L.C, r0, r1, q, q + L.C, q + 2 * L.C,
+                         q + 3 * L.C, cm.data(), ta.data(), tb.data(), tc.data());
   });
   std::vector<float> coef(L.B * 3 * L.C);
   dparts.assign(L.B * 2 * L.C, 0.0);
-  std::vector<double> sg(L.C), sgx(L.C);
+  std::vector<double> mu(L.C), m2(L.C), sg(L.C), sgx(L.C);
+  std::vector<float> m(L.C);
   for (int64_t b = 0; b < L.B; ++b) {
+    const double n = MergeBlocks(part, 4, b, nblk, rows, L, mu.data(), m2.data());
+    PoolGroups(mu.data(), m2.data(), n, L, A.center, A.mean + b * L.G, A.rstd + b * L.G);
+    ToRstd(A, b * L.G, L.G);
+    ChannelMeans(A, L, b, m.data());
     std::fill(sg.begin(), sg.end(), 0.0);
     std::fill(sgx.begin(), sgx.end(), 0.0);
-    SumPartials(part, b * nblk, nblk, L.C, sg.data(), sgx.data());
+    for (int64_t k = 0; k < nblk; ++k) {
+      const double* q = &part[(b * nblk + k) * 4 * L.C];
+      for (int64_t c = 0; c < L.C; ++c) {
+        sg[c] += q[2 * L.C + c];
+        sgx[c] += q[3 * L.C + c];
+      }
+    }
+    for (int64_t c = 0; c < L.C; ++c) sgx[c] -= double(m[c]) * sg[c];
     float* cb = &coef[b * 3 * L.C];
     double* ds = &dparts[b * 2 * L.C];
     SampleCoefficients(A, L, b, sg.data(), sgx.data(), cb, cb + L.C, cb + 2 * L.C, ds,
@@ -605,23 +647,26 @@ int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   return L.B / L.S;
 }
 
-// The closed-form backward of y = (x - mean) * rstd * scale + bias (see normjax._fused_grad):
-// dx[B, R, C], dscale[S, C], dbias[S, C] (summed over the samples of each parameter row) and
-// t2[B, G] = sum(g * scale * (x - mean)) per group (for the epsilon gradient).
+// The closed-form backward of y = (x - mean) * rstd * scale + bias (see normjax._fused_grad),
+// mean and rstd = 1 / sqrt(var + eps[B, G]) recomputed from x: dx[B, R, C], dscale[S, C],
+// dbias[S, C] (summed over the samples of each parameter row) and deps[B, G] =
+// -rstd^3 / 2 * sum(g * scale * (x - mean)) per group (the epsilon gradient).
 ffi::Error Grad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> x,
-                ffi::Buffer<ffi::F32> mean, ffi::Buffer<ffi::F32> rstd,
-                ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> gmean,
-                ffi::Buffer<ffi::F32> gvar, ffi::ResultBuffer<ffi::F32> dx,
-                ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dbias,
-                ffi::ResultBuffer<ffi::F32> t2, bool center) {
+                ffi::Buffer<ffi::F32> eps, ffi::Buffer<ffi::F32> scale,
+                ffi::Buffer<ffi::F32> gmean, ffi::Buffer<ffi::F32> gvar,
+                ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dscale,
+                ffi::ResultBuffer<ffi::F32> dbias, ffi::ResultBuffer<ffi::F32> deps,
+                bool center) {
   Layout L;
-  const auto md = mean.dimensions();
-  if (auto e = MakeLayout(x.dimensions(), md[md.size() - 1], Leading(scale.dimensions()), &L);
+  const auto ed = eps.dimensions();
+  if (auto e = MakeLayout(x.dimensions(), ed[ed.size() - 1], Leading(scale.dimensions()), &L);
       e.failure())
     return e;
-  const GradArgs A{g.typed_data(),     x.typed_data(),    mean.typed_data(),
-                   rstd.typed_data(),  scale.typed_data(), gmean.typed_data(),
-                   gvar.typed_data(),  dx->typed_data(),   t2->typed_data(), center};
+  std::vector<float> mean(L.B * L.G), rstd(L.B * L.G);
+  const GradArgs A{g.typed_data(),     x.typed_data(),   eps.typed_data(),
+                   scale.typed_data(), gmean.typed_data(), gvar.typed_data(),
+                   dx->typed_data(),   deps->typed_data(), mean.data(),
+                   rstd.data(),        center};
   std::vector<double> dparts;
   const int64_t parts_per_seed = SampleFits(L, 8) ? GradPerSample(pool, A, L, dparts)
                                                  : GradTwoSweeps(pool, A, L, dparts);
@@ -655,13 +700,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NormjaxGrad, Grad,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()   // g
                                   .Arg<ffi::Buffer<ffi::F32>>()   // x
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // mean
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // rstd
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // eps [B, G]
                                   .Arg<ffi::Buffer<ffi::F32>>()   // scale
                                   .Arg<ffi::Buffer<ffi::F32>>()   // g_mean
                                   .Arg<ffi::Buffer<ffi::F32>>()   // g_var
                                   .Ret<ffi::Buffer<ffi::F32>>()   // dx
                                   .Ret<ffi::Buffer<ffi::F32>>()   // dscale
                                   .Ret<ffi::Buffer<ffi::F32>>()   // dbias
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // t2
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // deps [B, G]
                                   .Attr<bool>("center"));
