@@ -237,14 +237,16 @@ inline void BlockSums(const float* __restrict x, const float* __restrict g, int6
   }
 }
 
-// BlockSums over all C channels: register blocks of kCB (then 16, then 1) channels for rows of
-// at most NORMJAX_CB_MAX_C channels; wider rows (a page-strided walk per block, slower) are
-// summed row by row into ta/tb in L1.
+// BlockSums over all C channels in register blocks of kCB (then 16, then 1) channels. The first
+// pass over rows wider than NORMJAX_CB_MAX_C channels (read from memory, where a blocked walk
+// strides a page per row and streams badly) runs row-wise instead, four rows per update of the
+// L1 accumulators ta/tb: the same order for the moments kernel and the backward, which always
+// take the same branch for the same C.
 template <bool kG, bool kSecond>
 void ChunkSums(const float* __restrict x, const float* __restrict g, int64_t C, int64_t lo,
                int64_t hi, const float* __restrict cm, float* __restrict ta,
                float* __restrict tb) {
-  if (C <= NORMJAX_CB_MAX_C) {
+  if (kSecond || C <= NORMJAX_CB_MAX_C) {
     int64_t c0 = 0;
     for (; c0 + kCB <= C; c0 += kCB) BlockSums<kCB, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb);
     for (; c0 + 16 <= C; c0 += 16) BlockSums<16, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb);
@@ -253,18 +255,21 @@ void ChunkSums(const float* __restrict x, const float* __restrict g, int64_t C, 
   }
   std::fill(ta, ta + C, 0.f);
   if constexpr (kG) std::fill(tb, tb + C, 0.f);
-  for (int64_t r = lo; r < hi; ++r) {
+  int64_t r = lo;
+  for (; r + 4 <= hi; r += 4) {
     const float* __restrict xr = x + r * C;
     const float* __restrict gr = kG ? g + r * C : nullptr;
     for (int64_t c = 0; c < C; ++c) {
-      if constexpr (kSecond) {
-        const float d = xr[c] - cm[c];
-        ta[c] += d * d;
-        if constexpr (kG) tb[c] += gr[c] * d;
-      } else {
-        ta[c] += xr[c];
-        if constexpr (kG) tb[c] += gr[c];
-      }
+      ta[c] += (xr[c] + xr[C + c]) + (xr[2 * C + c] + xr[3 * C + c]);
+      if constexpr (kG) tb[c] += (gr[c] + gr[C + c]) + (gr[2 * C + c] + gr[3 * C + c]);
+    }
+  }
+  for (; r < hi; ++r) {
+    const float* __restrict xr = x + r * C;
+    const float* __restrict gr = kG ? g + r * C : nullptr;
+    for (int64_t c = 0; c < C; ++c) {
+      ta[c] += xr[c];
+      if constexpr (kG) tb[c] += gr[c];
     }
   }
 }
