@@ -543,22 +543,14 @@ void BlockDx(const float* __restrict g, const float* __restrict x, const float* 
   }
 }
 
-// BlockDx from the last row to the first: right after a forward sweep over a sample, its last
-// rows are the ones still cached (LRU).
-void BlockDxBackwards(const float* __restrict g, const float* __restrict x,
-                      const float* __restrict P, const float* __restrict Q,
-                      const float* __restrict O, int64_t C, int64_t R, float* __restrict dx) {
-  for (int64_t r = R - 1; r >= 0; --r) BlockDx(g, x, P, Q, O, C, r, r + 1, dx);
-}
-
 // Sample b's group means per channel (0 for RMSNorm).
 void ChannelMeans(const GradArgs& A, const Layout& L, int64_t b, float* m) {
   for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + L.group(c)] : 0.f;
 }
 
 // One sample b that fits in L2: its statistics and sums in one read (ChunkedMoments), the group
-// coefficients, then dx backwards over the rows (the cached ones first), and its
-// parameter-gradient partials.
+// coefficients, then dx (its rows in order: walking them backwards, to meet the most recently
+// cached first, was measured 20 % slower), and its parameter-gradient partials.
 void SampleGrad(const GradArgs& A, const Layout& L, int64_t b, double* dscale, double* dbias,
                 Scratch& t) {
   const int64_t C = L.C, off = b * L.R * L.C;
@@ -575,7 +567,7 @@ void SampleGrad(const GradArgs& A, const Layout& L, int64_t b, double* dscale, d
   for (int64_t c = 0; c < C; ++c) sgx[c] -= double(m[c]) * sg[c];  // sum g (x - mean)
   float *P = t.f2.data(), *Q = t.f3.data(), *O = t.f4.data();
   SampleCoefficients(A, L, b, sg, sgx, P, Q, O, dscale, dbias);
-  BlockDxBackwards(g, x, P, Q, O, C, L.R, A.dx + off);
+  BlockDx(g, x, P, Q, O, C, 0, L.R, A.dx + off);
 }
 
 // Samples that fit in L2: one sweep. dparts gets 2 * C doubles (dscale, dbias) per item.
