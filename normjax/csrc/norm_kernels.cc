@@ -185,10 +185,13 @@ void WriteMoments(double mu, double var_c, bool center, float* mean, float* var)
 // ---------------------------------------------------------------------------------------------
 // Moments
 
+// Per-item work space: four C-vectors of doubles and five of floats (f, f(1), ..., f(4)).
 struct Scratch {
   std::vector<double> d1, d2, d3, d4;
-  std::vector<float> f1, f2, f3, f4;
-  explicit Scratch(int64_t n) : d1(n), d2(n), d3(n), d4(n), f1(n), f2(n), f3(n), f4(n) {}
+  std::vector<float> f;
+  int64_t c;
+  explicit Scratch(int64_t n) : d1(n), d2(n), d3(n), d4(n), f(5 * n), c(n) {}
+  float* fv(int64_t i) { return f.data() + i * c; }
 };
 
 // Moments of the groups of one LayerNorm row (R = 1): lane sums per group, two passes in L1.
@@ -208,13 +211,13 @@ void RowMoments(const float* x, const Layout& L, bool center, float* mean, float
 
 // Chunk sums over rows [lo, hi) for channels [c0, c0 + W), accumulators in registers: the first
 // pass ta = sum x (tb = sum g with kG), the second (kSecond, around the chunk means cm)
-// ta = sum (x - cm)^2 (tb = sum g (x - cm)). Every channel is summed row by row from 0, as the
+// ta = sum (x - cm)^2, te = sum (x - cm) (tb = sum g (x - cm)). Every channel is summed row by row from 0, as the
 // unblocked loop of ChunkSums does, so both give the same bits.
 template <int W, bool kG, bool kSecond>
 inline void BlockSums(const float* __restrict x, const float* __restrict g, int64_t C, int64_t lo,
                       int64_t hi, int64_t c0, const float* __restrict cm, float* __restrict ta,
-                      float* __restrict tb) {
-  float a[W] = {}, b[W] = {}, m[W] = {};
+                      float* __restrict tb, float* __restrict te) {
+  float a[W] = {}, b[W] = {}, e[W] = {}, m[W] = {};
   if constexpr (kSecond)
     for (int l = 0; l < W; ++l) m[l] = cm[c0 + l];
   for (int64_t r = lo; r < hi; ++r) {
@@ -224,6 +227,7 @@ inline void BlockSums(const float* __restrict x, const float* __restrict g, int6
       if constexpr (kSecond) {
         const float d = xr[l] - m[l];
         a[l] += d * d;
+        e[l] += d;
         if constexpr (kG) b[l] += gr[l] * d;
       } else {
         a[l] += xr[l];
@@ -233,6 +237,7 @@ inline void BlockSums(const float* __restrict x, const float* __restrict g, int6
   }
   for (int l = 0; l < W; ++l) {
     ta[c0 + l] = a[l];
+    if constexpr (kSecond) te[c0 + l] = e[l];
     if constexpr (kG) tb[c0 + l] = b[l];
   }
 }
@@ -245,12 +250,13 @@ inline void BlockSums(const float* __restrict x, const float* __restrict g, int6
 template <bool kG, bool kSecond>
 void ChunkSums(const float* __restrict x, const float* __restrict g, int64_t C, int64_t lo,
                int64_t hi, const float* __restrict cm, float* __restrict ta,
-               float* __restrict tb) {
+               float* __restrict tb, float* __restrict te = nullptr) {
   if (kSecond || C <= NORMJAX_CB_MAX_C) {
     int64_t c0 = 0;
-    for (; c0 + kCB <= C; c0 += kCB) BlockSums<kCB, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb);
-    for (; c0 + 16 <= C; c0 += 16) BlockSums<16, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb);
-    for (; c0 < C; ++c0) BlockSums<1, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb);
+    for (; c0 + kCB <= C; c0 += kCB)
+      BlockSums<kCB, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb, te);
+    for (; c0 + 16 <= C; c0 += 16) BlockSums<16, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb, te);
+    for (; c0 < C; ++c0) BlockSums<1, kG, kSecond>(x, g, C, lo, hi, c0, cm, ta, tb, te);
     return;
   }
   std::fill(ta, ta + C, 0.f);
@@ -274,16 +280,18 @@ void ChunkSums(const float* __restrict x, const float* __restrict g, int64_t C, 
   }
 }
 
-// Per-channel (mean, M2) of rows [r0, r1) of one sample: a two-pass per L1 chunk (the second
-// pass from cache), merged across chunks with Chan, Golub & LeVeque's rule (the same count for
-// every channel). With kG (the backward) g is read alongside: sg += sum g and
-// sgc += sum g x, per chunk as sum g (x - cm) + cm sum g with the large part in double, so that
-// sum g (x - mean) = sgc - mean sg keeps its digits. mean, m2 come out the same either way.
+// Per-channel (mean, M2) of rows [r0, r1) of one sample: a corrected two-pass per L1 chunk
+// (the second pass from cache; its residual sum e = sum (x - cm) corrects the float chunk mean
+// cm to cm + e / nb and M2 to sum (x - cm)^2 - e^2 / nb, Chan, Golub & LeVeque 1983), merged
+// across chunks with their pairwise rule (the same count for every channel). With kG (the
+// backward) g is read alongside: sg += sum g and sgc += sum g x, per chunk as
+// sum g (x - cm) + cm sum g with the large part in double, so that sum g (x - mean) =
+// sgc - mean sg keeps its digits. mean, m2 come out the same either way. tmp: 5 * C floats.
 template <bool kG>
 void ChunkedMoments(const float* __restrict x, const float* __restrict g, int64_t C, int64_t r0,
                     int64_t r1, double* __restrict mean, double* __restrict m2,
-                    double* __restrict sg, double* __restrict sgc, float* __restrict cm,
-                    float* __restrict ta, float* __restrict tb, float* __restrict tc) {
+                    double* __restrict sg, double* __restrict sgc, float* __restrict tmp) {
+  float *cm = tmp, *ta = tmp + C, *tb = tmp + 2 * C, *tc = tmp + 3 * C, *te = tmp + 4 * C;
   const int64_t rows = ChunkRows(C);
   double n = 0;
   for (int64_t lo = r0; lo < r1; lo += rows) {
@@ -291,12 +299,12 @@ void ChunkedMoments(const float* __restrict x, const float* __restrict g, int64_
     const float nb = float(hi - lo);
     ChunkSums<kG, false>(x, g, C, lo, hi, cm, ta, tb);
     for (int64_t c = 0; c < C; ++c) cm[c] = ta[c] / nb;
-    ChunkSums<kG, true>(x, g, C, lo, hi, cm, ta, tc);
+    ChunkSums<kG, true>(x, g, C, lo, hi, cm, ta, tc, te);
     const double tot = n + nb, wa = double(nb) / tot, wd = n * double(nb) / tot;
     for (int64_t c = 0; c < C; ++c) {
-      const double d = double(cm[c]) - mean[c];
+      const double e = te[c], d = double(cm[c]) + e / nb - mean[c];
       mean[c] += d * wa;
-      m2[c] += double(ta[c]) + d * d * wd;
+      m2[c] += (double(ta[c]) - e * e / nb) + d * d * wd;
       if constexpr (kG) {
         sg[c] += tb[c];
         sgc[c] += double(tc[c]) + double(cm[c]) * double(tb[c]);
@@ -353,8 +361,7 @@ void SampleMoments(const float* x, const Layout& L, bool center, float* mean, fl
   double* m2 = t.d2.data();
   std::fill(mu, mu + L.C, 0.0);
   std::fill(m2, m2 + L.C, 0.0);
-  ChunkedMoments<false>(x, nullptr, L.C, 0, L.R, mu, m2, nullptr, nullptr, t.f1.data(),
-                        t.f2.data(), nullptr, nullptr);
+  ChunkedMoments<false>(x, nullptr, L.C, 0, L.R, mu, m2, nullptr, nullptr, t.f.data());
   PoolGroups(mu, m2, double(L.R), L, center, mean, var);
 }
 
@@ -366,11 +373,10 @@ void BlockedMoments(ffi::ThreadPool& pool, const float* xp, const Layout& L, boo
   const int64_t nblk = (L.R + rows - 1) / rows;
   std::vector<double> part(L.B * nblk * 2 * L.C, 0.0);  // per block: mean[C], M2[C]
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
-    std::vector<float> cm(L.C), tmp(L.C);
+    std::vector<float> tmp(5 * L.C);
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
     ChunkedMoments<false>(xp + b * L.R * L.C, nullptr, L.C, r0, r1, &part[p * 2 * L.C],
-                          &part[p * 2 * L.C + L.C], nullptr, nullptr, cm.data(), tmp.data(),
-                          nullptr, nullptr);
+                          &part[p * 2 * L.C + L.C], nullptr, nullptr, tmp.data());
   });
   std::vector<double> mu(L.C), m2(L.C);
   for (int64_t b = 0; b < L.B; ++b) {
@@ -462,7 +468,8 @@ void RowSums(const float* __restrict g, const float* __restrict sc, const float*
 }
 
 // From one sample's channel sums sg = sum(g), sgx = sum(g (x - mean)): its dx coefficients
-// (dx = P g + Q x + O per channel) and its share of dscale / dbias.
+// (dx = P g + Q (x - M) + O per channel, M the channel's group mean) and its share of dscale /
+// dbias.
 void SampleCoefficients(const GradArgs& A, const Layout& L, int64_t b, const double* sg,
                         const double* sgx, float* P, float* Q, float* O, double* dscale,
                         double* dbias) {
@@ -479,7 +486,7 @@ void SampleCoefficients(const GradArgs& A, const Layout& L, int64_t b, const dou
       const int64_t c = grp * L.K + j;
       P[c] = float(k.r * scale[c]);
       Q[c] = float(k.c1);
-      O[c] = float(k.c0 - k.c1 * k.mu);
+      O[c] = float(k.c0);
       dscale[c] += k.r * sgx[c];
       dbias[c] += sg[c];
     }
@@ -530,16 +537,17 @@ void RowGrad(const GradArgs& A, const Layout& L, int64_t b, float* __restrict ds
   }
 }
 
-// dx = P g + Q x + O (per channel) over rows [r0, r1) of one sample. (Blocks of channels
-// with P, Q, O in registers were measured slower: strided writes.)
+// dx = P g + Q (x - M) + O (per channel) over rows [r0, r1) of one sample. (x - M, not
+// Q x + (O - Q M): far from zero the folded form loses digits to cancellation. Blocks of channels
+// with the coefficients in registers were measured slower: strided writes.)
 void BlockDx(const float* __restrict g, const float* __restrict x, const float* __restrict P,
-             const float* __restrict Q, const float* __restrict O, int64_t C, int64_t r0,
-             int64_t r1, float* __restrict dx) {
+             const float* __restrict Q, const float* __restrict O, const float* __restrict M,
+             int64_t C, int64_t r0, int64_t r1, float* __restrict dx) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* __restrict gr = g + r * C;
     const float* __restrict xr = x + r * C;
     float* __restrict dr = dx + r * C;
-    for (int64_t c = 0; c < C; ++c) dr[c] = P[c] * gr[c] + Q[c] * xr[c] + O[c];
+    for (int64_t c = 0; c < C; ++c) dr[c] = P[c] * gr[c] + Q[c] * (xr[c] - M[c]) + O[c];
   }
 }
 
@@ -558,16 +566,15 @@ void SampleGrad(const GradArgs& A, const Layout& L, int64_t b, double* dscale, d
   const float* x = A.x + off;
   double *mu = t.d1.data(), *m2 = t.d2.data(), *sg = t.d3.data(), *sgx = t.d4.data();
   for (double* v : {mu, m2, sg, sgx}) std::fill(v, v + C, 0.0);
-  ChunkedMoments<true>(x, g, C, 0, L.R, mu, m2, sg, sgx, t.f1.data(), t.f2.data(), t.f3.data(),
-                       t.f4.data());
+  ChunkedMoments<true>(x, g, C, 0, L.R, mu, m2, sg, sgx, t.f.data());
   PoolGroups(mu, m2, double(L.R), L, A.center, A.mean + b * L.G, A.rstd + b * L.G);
   ToRstd(A, b * L.G, L.G);
-  float* m = t.f1.data();
+  float* m = t.fv(0);
   ChannelMeans(A, L, b, m);
   for (int64_t c = 0; c < C; ++c) sgx[c] -= double(m[c]) * sg[c];  // sum g (x - mean)
-  float *P = t.f2.data(), *Q = t.f3.data(), *O = t.f4.data();
+  float *P = t.fv(1), *Q = t.fv(2), *O = t.fv(3);
   SampleCoefficients(A, L, b, sg, sgx, P, Q, O, dscale, dbias);
-  BlockDx(g, x, P, Q, O, C, 0, L.R, A.dx + off);
+  BlockDx(g, x, P, Q, O, m, C, 0, L.R, A.dx + off);
 }
 
 // Samples that fit in L2: one sweep. dparts gets 2 * C doubles (dscale, dbias) per item.
@@ -602,22 +609,23 @@ int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   const int64_t nblk = (L.R + rows - 1) / rows;
   std::vector<double> part(L.B * nblk * 4 * L.C, 0.0);  // per block: mean, M2, sg, sgc
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
-    std::vector<float> cm(L.C), ta(L.C), tb(L.C), tc(L.C);
+    std::vector<float> tmp(5 * L.C);
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
     const int64_t off = b * L.R * L.C;
     double* q = &part[p * 4 * L.C];
     ChunkedMoments<true>(A.x + off, A.g + off, L.C, r0, r1, q, q + L.C, q + 2 * L.C,
-                         q + 3 * L.C, cm.data(), ta.data(), tb.data(), tc.data());
+                         q + 3 * L.C, tmp.data());
   });
-  std::vector<float> coef(L.B * 3 * L.C);
+  std::vector<float> coef(L.B * 4 * L.C);  // per sample: P, Q, O, M
   dparts.assign(L.B * 2 * L.C, 0.0);
   std::vector<double> mu(L.C), m2(L.C), sg(L.C), sgx(L.C);
-  std::vector<float> m(L.C);
   for (int64_t b = 0; b < L.B; ++b) {
     const double n = MergeBlocks(part, 4, b, nblk, rows, L, mu.data(), m2.data());
     PoolGroups(mu.data(), m2.data(), n, L, A.center, A.mean + b * L.G, A.rstd + b * L.G);
     ToRstd(A, b * L.G, L.G);
-    ChannelMeans(A, L, b, m.data());
+    float* cb = &coef[b * 4 * L.C];
+    ChannelMeans(A, L, b, cb + 3 * L.C);
+    const float* m = cb + 3 * L.C;
     std::fill(sg.begin(), sg.end(), 0.0);
     std::fill(sgx.begin(), sgx.end(), 0.0);
     for (int64_t k = 0; k < nblk; ++k) {
@@ -628,18 +636,15 @@ int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
       }
     }
     for (int64_t c = 0; c < L.C; ++c) sgx[c] -= double(m[c]) * sg[c];
-    float* cb = &coef[b * 3 * L.C];
     double* ds = &dparts[b * 2 * L.C];
     SampleCoefficients(A, L, b, sg.data(), sgx.data(), cb, cb + L.C, cb + 2 * L.C, ds,
                        ds + L.C);
   }
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
-    const float* P = &coef[b * 3 * L.C];
-    const float* Q = P + L.C;
-    const float* O = Q + L.C;
+    const float* P = &coef[b * 4 * L.C];
     const int64_t o = b * L.R * L.C;
-    BlockDx(A.g + o, A.x + o, P, Q, O, L.C, r0, r1, A.dx + o);
+    BlockDx(A.g + o, A.x + o, P, P + L.C, P + 2 * L.C, P + 3 * L.C, L.C, r0, r1, A.dx + o);
   });
   return L.B / L.S;
 }
