@@ -30,9 +30,10 @@ __all__ = ["NATIVE_MAX_CHANNELS", "NativeLayout", "native_backward", "native_for
 
 
 # Channels-last layouts with more channels than this (and R > 1) stay on the XLA path: on the
-# MLP BatchNorm (1024 x 1024) the XLA path was faster forward and forward + backward in every
-# full benchmark run (0.81-0.94x vs 0.90-1.00x flax's time forward, 0.64x vs 0.74x with the
-# backward); BatchNorm NHWC (128 channels) and GroupNorm/InstanceNorm gain from the kernels.
+# MLP BatchNorm (1024 x 1024) the kernels, which must take two sweeps over x and g there (the
+# statistics need every row before dx), measured 0.79-1.20x the XLA path's time for the
+# gradient and 0.97-1.08x for a loss that also uses y, across runs: no consistent gain.
+# BatchNorm NHWC (128 channels) and GroupNorm/InstanceNorm gain from the kernels.
 NATIVE_MAX_CHANNELS = 256
 
 

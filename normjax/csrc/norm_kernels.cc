@@ -9,13 +9,17 @@
 //
 // Why a kernel: XLA:CPU runs every reduction as its own loop over memory, so a norm's forward
 // and backward read the input four or more times. Here each direction reads it from memory once.
-// A sample that fits in L2 (kSampleBytes) is the unit of work: the moments take two passes over
-// it (the second from cache: the stable two-pass variance); the backward sums it and writes its
-// dx while it is still cached. Rows of LayerNorm (R = 1) are reduced with lane-parallel sums.
-// Larger samples (BatchNorm over a batch) are split into at most kMaxBlocks blocks of rows: the
-// moments come from L1-sized chunks (two-pass each) merged with Chan, Golub & LeVeque's rule, and
-// the backward takes two sweeps (sums, then dx). Narrower units (stripes of channels) and
-// channel-blocked dx writes were measured slower: strided rows stream badly.
+// Statistics: per L1-sized chunk of rows a corrected two-pass (the second pass from L1), chunks
+// merged exactly (Chan, Golub & LeVeque), sums in register blocks of 64 channels. The backward
+// recomputes the statistics in the same order (same bits as the moments kernel) in the same
+// read of x that takes the sums of g, so it needs nothing from the forward but x: a
+// gradient-only program drops the forward pass entirely. A sample that fits in L2
+// (kSampleBytes for x and g) is the unit of work: one read of x and g, then dx from cache.
+// Larger samples (BatchNorm over a batch) are split into at most kMaxBlocks blocks of rows and
+// take two sweeps (statistics and sums, then dx). Rows of LayerNorm (R = 1) are reduced with
+// lane-parallel sums. Measured slower and dropped: stripes of channels (strided rows stream
+// badly), channel-blocked dx writes, dx walked backwards to meet cached rows first, and
+// non-temporal dx stores (faster alone, slower once something reads dx).
 //
 // Work is split into items of about kBlockBytes and claimed from an atomic counter by the calling
 // thread and XLA's intra-op pool. Partial results are stored per item and merged in item order,
