@@ -5,11 +5,14 @@ Run::
     python -m benchmarks.norms            # full suite, a few minutes
     python -m benchmarks.norms --quick    # smaller shapes, fewer cases, under a minute
 
-Each case is timed forward (``y``) and forward+backward (``jax.grad`` of ``sum(y * ct)`` with
-respect to ``(x, scale, bias)``), jitted, warmed up, with ``block_until_ready`` after every call
-and all candidates interleaved (see :mod:`benchmarks.timing`). Next to them runs one
-elementwise XLA pass over the same bytes (forward: ``x * 2 + 1``, reading ``x`` and writing
-one array; forward+backward: ``x * 2 + ct * 3``, reading two arrays and writing one), the
+Each case is timed in three modes: forward (``fwd``: ``y``), forward+backward (``fwd+bwd``:
+``jax.grad`` of ``sum(y * ct)`` with respect to ``(x, scale, bias)``; ``y`` itself is not needed
+there, and XLA drops what only computes it) and ``value+grad`` (``jax.value_and_grad`` of the
+same: ``y`` is needed, as in a training step, so the forward pass runs too). Every call is
+jitted, warmed up, followed by ``block_until_ready``, and all candidates are interleaved (see
+:mod:`benchmarks.timing`). Next to them runs one elementwise XLA pass over the same bytes
+(forward: ``x * 2 + 1``, reading ``x`` and writing one array; the gradient modes:
+``x * 2 + ct * 3``, reading two arrays and writing one), the
 speed limit of a memory-bound kernel on this machine. GB/s counts those minimal bytes
 (2 or 3 arrays of the input's size). Results go to ``<out>/norms.md`` and ``<out>/norms.json``.
 
@@ -40,7 +43,7 @@ from experiments.allocator import reexec_with_malloc_tuning
 
 __all__ = ["gradient_errors", "main", "run_case"]
 
-MODES = ("fwd", "fwd+bwd")
+MODES = ("fwd", "fwd+bwd", "value+grad")
 ELEMENTWISE = "elementwise"
 
 
@@ -76,8 +79,9 @@ def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> d
             f = jax.jit(fn)
             calls[name] = lambda f=f: f(xj, sj, bj)
         else:
-            g = jax.jit(jax.grad(lambda x, s, b, ct, fn=fn: jnp.sum(_primal(fn(x, s, b)) * ct),
-                                 argnums=(0, 1, 2)))
+            diff = jax.grad if mode == "fwd+bwd" else jax.value_and_grad
+            g = jax.jit(diff(lambda x, s, b, ct, fn=fn: jnp.sum(_primal(fn(x, s, b)) * ct),
+                             argnums=(0, 1, 2)))
             calls[name] = lambda g=g: g(xj, sj, bj, ctj)
     if mode == "fwd":
         e = jax.jit(lambda x: x * 2 + 1)

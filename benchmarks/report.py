@@ -93,7 +93,11 @@ def markdown(rows: list[dict], env: dict[str, Any]) -> str:
               "`normjax.use_native_kernels(False)` (no CPU kernels); *autodiff* = the same under "
               "`normjax.use_fused_backward(False)`. *grad. error* = max |gradient - autodiff "
               "gradient| ÷ max |autodiff gradient| over the gradients with respect to x, "
-              "scale and bias (fwd+bwd rows).", "", "## Summary", ""]
+              "scale and bias (fwd+bwd rows). *fwd+bwd* = `jax.grad` of `sum(y * ct)` (y "
+              "itself unused: XLA drops what only computes it); *value+grad* = "
+              "`jax.value_and_grad` of the same (y needed, as in a training step). PyTorch "
+              "always runs its forward before its backward: one timing serves both.", "",
+              "## Summary", ""]
     lines += _summary(rows)
     lines += ["", "## All candidates", ""]
     lines += _detail(rows)

@@ -56,7 +56,8 @@ def _to_channels_first(case: Case, a: Any) -> Any:
 
 
 def torch_timers(case: Case, x: np.ndarray, ct: np.ndarray) -> dict[str, Callable[[], Any]]:
-    """``{"fwd": ..., "fwd+bwd": ...}`` zero-argument callables for ``case`` (inputs float32)."""
+    """``{"fwd": ..., "fwd+bwd": ..., "value+grad": ...}`` zero-argument callables for ``case``
+    (inputs float32)."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -76,4 +77,5 @@ def torch_timers(case: Case, x: np.ndarray, ct: np.ndarray) -> dict[str, Callabl
         inputs = (xg, wg) if case.kind == "rms" else (xg, wg, bg)
         return torch.autograd.grad(fn(xg, wg, bg), inputs, ctt)
 
-    return {"fwd": forward, "fwd+bwd": forward_backward}
+    # torch's backward always runs after its forward: the same call for both gradient modes.
+    return {"fwd": forward, "fwd+bwd": forward_backward, "value+grad": forward_backward}
