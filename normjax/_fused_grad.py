@@ -32,7 +32,7 @@ residuals are the input itself and per-group statistics; nothing full-size is st
 comments mark the places where the formulation steers XLA:CPU's fusion (each measured).
 
 On the CPU, float32 channels-last BN/IN/GN (forward moments and backward) and LayerNorm/RMSNorm
-(backward) run in the kernels of :mod:`normjax._native_ops` instead, routed by
+(forward and backward) run in the kernels of :mod:`normjax._native_ops` instead, routed by
 :mod:`normjax._fused_native` (the same values up to float32 rounding).
 
 Reverse mode of any order and ``jax.hessian`` (forward-over-reverse) work; pure forward mode
@@ -51,7 +51,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from normjax._fused_native import native_backward, native_forward, native_layout
+from normjax._fused_native import (
+    native_backward,
+    native_forward,
+    native_layout,
+    native_rows_forward,
+)
 from normjax.stats import (
     Moments,
     feature_shape,
@@ -204,6 +209,9 @@ def _centered(cfg: Config, x: Array, mean: Array) -> Array:
 
 def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
     lay = native_layout(cfg, x, (scale, bias), mask)
+    if lay is not None and lay.rows and cfg.dtype == np.float32:
+        y, stats = native_rows_forward(cfg, x, scale, bias, eps, lay)
+        return (y, *stats), (x, scale, bias, mask, eps, *stats, stats.mean, None)
     if lay is not None and lay.forward:
         stats = native_forward(cfg, x, lay)
         center, bad = stats.mean, None

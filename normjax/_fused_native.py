@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 Array = jax.Array
 
 __all__ = ["NATIVE_MAX_CHANNELS", "NativeLayout", "native_backward", "native_forward",
-           "native_layout"]
+           "native_layout", "native_rows_forward"]
 
 
 # Channels-last layouts with more channels than this (and R > 1) stay on the XLA path: on the
@@ -39,8 +39,9 @@ NATIVE_MAX_CHANNELS = 256
 
 class NativeLayout(NamedTuple):
     """The kernels' view ``x[B, R, C]`` with ``G`` groups. ``forward``: the moments run in the
-    kernel too; not for rows (``R == 1``: LayerNorm, RMSNorm), where XLA fuses the row
-    statistics with the output into one pass and was measured as fast or faster."""
+    moments kernel (the output ``y`` in XLA); ``rows`` (``R == 1``: LayerNorm, RMSNorm): the
+    rows kernel computes the moments and ``y`` together, in one read of each row (measured
+    0.75-0.78x the time of XLA's fused row forward on 8192 x 768)."""
 
     b: int
     r: int
@@ -50,6 +51,10 @@ class NativeLayout(NamedTuple):
     @property
     def forward(self) -> bool:
         return self.r > 1
+
+    @property
+    def rows(self) -> bool:
+        return self.r == 1
 
 
 def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
@@ -84,9 +89,31 @@ def native_forward(cfg: Config, x: Array, lay: NativeLayout) -> Moments:
     """Keepdims moments from the kernel (stable two-pass per L1 chunk, merged exactly)."""
     b, r, c, g = lay
     mean, var = _native_ops.group_moments(x.reshape(b, r, c), g, cfg.center)
+    return _keepdims(cfg, x, lay, mean, var)
+
+
+def _keepdims(cfg: Config, x: Array, lay: NativeLayout, mean: Array, var: Array) -> Moments:
     kshape = tuple(1 if a in cfg.reduction_axes else d for a, d in enumerate(x.shape))
-    count = jnp.full(kshape, float(r * (c // g)), jnp.float32)
+    count = jnp.full(kshape, float(lay.r * (lay.c // lay.g)), jnp.float32)
     return Moments(mean.reshape(kshape), var.reshape(kshape), count)
+
+
+def _params(scale: Any, bias: Any, c: int) -> tuple[Array, Array]:
+    f32 = jnp.float32
+    gamma = jnp.ones((1, c), f32) if scale is None else scale.astype(f32).reshape(1, c)
+    beta = jnp.zeros((1, c), f32) if bias is None else bias.astype(f32).reshape(1, c)
+    return gamma, beta
+
+
+def native_rows_forward(cfg: Config, x: Array, scale: Any, bias: Any, eps: Array,
+                        lay: NativeLayout) -> tuple[Array, Moments]:
+    """``(y, keepdims moments)`` of LayerNorm / RMSNorm rows from the rows kernel."""
+    b, _, c, g = lay
+    gamma, beta = _params(scale, bias, c)
+    y, mean, var = _native_ops.rows_forward(
+        x.reshape(b, 1, c), gamma, beta, jnp.broadcast_to(eps.astype(jnp.float32), (b, g)),
+        cfg.center)
+    return y.reshape(x.shape).astype(cfg.dtype), _keepdims(cfg, x, lay, mean, var)
 
 
 def native_backward(cfg: Config, res: tuple, cts: tuple, lay: NativeLayout) -> tuple:
@@ -95,7 +122,7 @@ def native_backward(cfg: Config, res: tuple, cts: tuple, lay: NativeLayout) -> t
     gy, gmean, gvar, _ = cts
     b, r, c, g = lay
     f32 = jnp.float32
-    gamma = jnp.ones((1, c), f32) if scale is None else scale.astype(f32).reshape(1, c)
+    gamma, _ = _params(scale, None, c)
     dx, dscale, dbias, deps = _native_ops.normalize_grad(
         gy.astype(f32).reshape(b, r, c), x.reshape(b, r, c),
         jnp.broadcast_to(eps.astype(f32), (b, g)), gamma, gmean.astype(f32).reshape(b, g),

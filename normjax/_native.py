@@ -44,7 +44,8 @@ __all__ = [
 
 SOURCE = Path(__file__).parent / "csrc" / "norm_kernels.cc"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
-TARGETS = {"normjax_moments": "NormjaxMoments", "normjax_grad": "NormjaxGrad"}
+TARGETS = {"normjax_moments": "NormjaxMoments", "normjax_grad": "NormjaxGrad",
+           "normjax_rows": "NormjaxRows"}
 _LOG = logging.getLogger("normjax")
 
 _ENABLED = (jax.make_user_context(True) if hasattr(jax, "make_user_context") else _Flag(True))

@@ -1,6 +1,6 @@
 """JAX operations on the CPU kernels of :mod:`normjax._native`, with pure-JAX twins.
 
-Both operations work on the kernels' layout ``x[B, R, C]`` (B samples, R rows reduced over,
+The operations work on the kernels' layout ``x[B, R, C]`` (B samples, R rows reduced over,
 C channels in G contiguous groups of K = C / G; see ``csrc/norm_kernels.cc``):
 
 * :func:`group_moments`: per (sample, group) mean and biased variance (``center=False``:
@@ -17,6 +17,9 @@ C channels in G contiguous groups of K = C / G; see ``csrc/norm_kernels.cc``):
   with ``dscale``/``dbias`` summed over the samples that share a parameter row (``scale`` is
   ``[S, C]`` with S dividing B: one row per vmapped seed).
 
+* :func:`rows_forward`: the whole forward of LayerNorm / RMSNorm rows (``R = 1``): the group
+  moments and ``y = (x - mean) * rstd * scale + bias``, ``rstd = 1 / sqrt(var + eps)``.
+
 On the CPU they lower to the custom calls; on any other platform (``lax.platform_dependent``)
 and under forward-mode autodiff (a ``jax.custom_jvp`` whose tangent is that of the twin), the
 pure-JAX twin runs. ``vmap`` adds leading sample axes (``vmap_method="broadcast_all"``).
@@ -32,7 +35,8 @@ from jax import lax
 
 Array = jax.Array
 
-__all__ = ["group_moments", "normalize_grad", "ref_group_moments", "ref_normalize_grad"]
+__all__ = ["group_moments", "normalize_grad", "ref_group_moments", "ref_normalize_grad",
+           "ref_rows_forward", "rows_forward"]
 
 
 def check_groups(channels: int, groups: int) -> None:
@@ -134,3 +138,47 @@ def normalize_grad(g: Array, x: Array, eps: Array, scale: Array, g_mean: Array, 
 def _normalize_grad_jvp(center: bool, primals: tuple, tangents: tuple) -> tuple:
     _, dout = jax.jvp(lambda *a: ref_normalize_grad(*a, center), primals, tangents)
     return normalize_grad(*primals, center), dout
+
+
+def ref_rows_forward(x: Array, scale: Array, bias: Array, eps: Array, center: bool
+                     ) -> tuple[Array, Array, Array]:
+    """Pure-JAX :func:`rows_forward`."""
+    groups = eps.shape[-1]
+    k = x.shape[-1] // groups
+    mean, var = ref_group_moments(x, groups, center)
+    rstd = lax.rsqrt(var + eps)
+    sc = scale.reshape(scale.shape[0], -1, 1, x.shape[-1])
+    bi = bias.reshape(sc.shape)
+    xs = x.reshape(scale.shape[0], -1, *x.shape[-2:])
+    per = lambda a: _expand(a, k).reshape(scale.shape[0], -1, 1, x.shape[-1])  # noqa: E731
+    y = (xs - per(mean)) * (per(rstd) * sc) + bi
+    return y.reshape(x.shape), mean, var
+
+
+def _rows_call(x: Array, scale: Array, bias: Array, eps: Array, center: bool
+               ) -> tuple[Array, Array, Array]:
+    f32 = jnp.float32
+    outs = (jax.ShapeDtypeStruct(x.shape, f32), jax.ShapeDtypeStruct(eps.shape, f32),
+            jax.ShapeDtypeStruct(eps.shape, f32))
+    call = jax.ffi.ffi_call("normjax_rows", outs, vmap_method="broadcast_all")
+    return tuple(call(x, scale, bias, eps, center=center))
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(4,))
+def rows_forward(x: Array, scale: Array, bias: Array, eps: Array, center: bool
+                 ) -> tuple[Array, Array, Array]:
+    """``(y, mean, var)`` of float32 rows ``x[..., 1, C]``: ``eps`` (and the moments) are
+    ``[..., G]`` per row and group, ``scale`` and ``bias`` ``[S, C]``."""
+    if x.shape[-2] != 1:
+        raise ValueError(f"rows_forward takes rows x[..., 1, C]; got shape {x.shape}.")
+    check_groups(x.shape[-1], eps.shape[-1])
+    args = (x, scale, bias, eps)
+    return lax.platform_dependent(
+        *args, cpu=lambda *a: _rows_call(*a, center),
+        default=lambda *a: ref_rows_forward(*a, center))
+
+
+@rows_forward.defjvp
+def _rows_forward_jvp(center: bool, primals: tuple, tangents: tuple) -> tuple:
+    _, dout = jax.jvp(lambda *a: ref_rows_forward(*a, center), primals, tangents)
+    return rows_forward(*primals, center), dout

@@ -109,6 +109,31 @@ def test_grad_kernel_matches_float64_oracle(layout: tuple, center: bool) -> None
 
 
 @needs_kernels
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("rows", [(5, 24, 1, 1), (6, 768, 3, 3), (4, 7, 7, 2), (9, 130, 2, 1)],
+                         ids=str)
+def test_rows_kernel_matches_float64_oracle(rows: tuple, center: bool) -> None:
+    """LayerNorm / RMSNorm forward rows: per-row groups, parameter rows per seed (S > 1)."""
+    b, c, g, s = rows
+    x = _rand((b, 1, c), 50, loc=0.5, sd=2.0)
+    scale, bias = _rand((s, c), 51, loc=1.0), _rand((s, c), 52)
+    eps = jnp.full((b, g), 1e-3, jnp.float32)
+    got = jax.jit(_native_ops.rows_forward, static_argnums=4)(x, scale, bias, eps, center)
+    mean, var = _oracle_moments(np.asarray(x), g, center)
+    k = c // g
+    per = lambda a: np.repeat(a, k, axis=-1)[:, None, :]  # noqa: E731
+    rows_of = lambda p: np.repeat(np.asarray(p, np.float64), b // s, axis=0)[:, None, :]  # noqa: E731
+    y = (np.asarray(x, np.float64) - per(mean)) / np.sqrt(per(var) + 1e-3) * rows_of(scale)
+    y = y + rows_of(bias)
+    for a, w in zip(got, (y, mean, var), strict=True):
+        _close(a, w)
+    for a, w in zip(got, _native_ops.ref_rows_forward(x, scale, bias, eps, center), strict=True):
+        _close(a, w)
+    with pytest.raises(ValueError, match=r"x\[\.\.\., 1, C\]"):
+        _native_ops.rows_forward(x.reshape(b, c, 1), scale[:, :1], bias[:, :1], eps, center)
+
+
+@needs_kernels
 def test_grad_kernel_sums_parameters_per_row_of_scale() -> None:
     """``scale`` [S, C] with S < B: dscale/dbias are summed per parameter row (vmapped seeds)."""
     b, r, c, g = 6, 10, 8, 2
@@ -185,7 +210,7 @@ def test_public_norms_use_the_kernels_on_cpu() -> None:
                   ).lower(x).as_text()
     assert "normjax_moments" in hlo and "normjax_grad" in hlo
     hlo = jax.jit(jax.grad(lambda x: jnp.sum(normjax.layer_norm(x) ** 3))).lower(x).as_text()
-    assert "normjax_moments" not in hlo and "normjax_grad" in hlo
+    assert "normjax_moments" not in hlo and "normjax_rows" in hlo and "normjax_grad" in hlo
     with normjax.use_native_kernels(False):
         hlo = jax.jit(lambda x: normjax.group_norm(x, num_groups=2)).lower(x).as_text()
     assert "normjax_" not in hlo
@@ -282,7 +307,7 @@ def test_native_layout_routing() -> None:
     assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), None) == (1, 24, 8, 8)
     assert native_layout(_cfg((1, 2), (3,)), x, (None, None), None) == (2, 12, 8, 8)
     rows = native_layout(_cfg((3,), (3,)), x, (None, None), None)
-    assert rows == (24, 1, 8, 1) and not rows.forward  # LayerNorm: backward kernel only
+    assert rows == (24, 1, 8, 1) and rows.rows and not rows.forward  # LayerNorm: rows kernel
     xg = x.reshape(2, 3, 4, 4, 2)  # GroupNorm's grouped view: 4 groups of 2 channels
     lay = native_layout(_cfg((1, 2, 4), (3, 4)), xg, (None, None), None)
     assert lay == (2, 12, 8, 4) and lay.forward

@@ -691,7 +691,56 @@ ffi::Error Grad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Rows forward
+
+// The whole forward of LayerNorm / RMSNorm rows (x[B, 1, C], G groups): per row its moments
+// (RowMoments, two passes in L1), then y = (x - mean) * (rstd * scale) + bias while the row is
+// still in L1, rstd = 1 / sqrt(var + eps[B, G]); scale, bias [S, C] (S parameter rows).
+ffi::Error RowsForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
+                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> eps,
+                       ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean,
+                       ffi::ResultBuffer<ffi::F32> var, bool center) {
+  Layout L;
+  const auto ed = eps.dimensions();
+  if (auto e = MakeLayout(x.dimensions(), ed[ed.size() - 1], Leading(scale.dimensions()), &L);
+      e.failure())
+    return e;
+  if (L.R != 1) return ffi::Error::InvalidArgument("normjax rows kernel: x must be [..., 1, C]");
+  const float *xp = x.typed_data(), *sp = scale.typed_data(), *bp = bias.typed_data();
+  const float* ep = eps.typed_data();
+  float *yp = y->typed_data(), *mp = mean->typed_data(), *vp = var->typed_data();
+  const SampleItems items(L, 8);
+  ParallelFor(pool, items.count(L), [&](int64_t i) {
+    for (int64_t b = items.begin(i); b < items.end(i); ++b) {
+      const float* __restrict xr = xp + b * L.C;
+      const float* __restrict sc = sp + L.seed(b) * L.C;
+      const float* __restrict bi = bp + L.seed(b) * L.C;
+      float* __restrict yr = yp + b * L.C;
+      RowMoments(xr, L, center, mp + b * L.G, vp + b * L.G);
+      for (int64_t g = 0; g < L.G; ++g) {
+        const int64_t bg = b * L.G + g, o = g * L.K;
+        const float m = mp[bg], r = 1.f / std::sqrt(vp[bg] + ep[bg]);
+        for (int64_t k = o; k < o + L.K; ++k) yr[k] = (xr[k] - m) * (r * sc[k]) + bi[k];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NormjaxRows, RowsForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // x [B, 1, C]
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // scale [S, C]
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // bias [S, C]
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // eps [B, G]
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // y
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // mean [B, G]
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // var [B, G]
+                                  .Attr<bool>("center"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NormjaxMoments, Moments,
                               ffi::Ffi::Bind()
