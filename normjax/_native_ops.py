@@ -27,7 +27,9 @@ pure-JAX twin runs. ``vmap`` adds leading sample axes (``vmap_method="broadcast_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +94,19 @@ def ref_normalize_grad(g: Array, x: Array, eps: Array, scale: Array, g_mean: Arr
     return dx.reshape(x.shape), dscale, dbias, (-0.5 * rs**3 * t2).reshape(eps.shape)
 
 
+def _dispatch(call: Callable, ref: Callable, args: tuple, *static: Any) -> Any:
+    """The custom call on the CPU, the pure-JAX twin on every other platform."""
+    return lax.platform_dependent(*args, cpu=lambda *a: call(*a, *static),
+                                  default=lambda *a: ref(*a, *static))
+
+
+def _twin_jvp(op: Callable, ref: Callable, primals: tuple, tangents: tuple, *static: Any
+              ) -> tuple:
+    """``op``'s primal outputs with the tangents of its pure-JAX twin ``ref``."""
+    _, dout = jax.jvp(lambda *a: ref(*a, *static), primals, tangents)
+    return op(*primals, *static), dout
+
+
 def _moments_call(x: Array, groups: int, center: bool) -> tuple[Array, Array]:
     out = jax.ShapeDtypeStruct((*x.shape[:-2], groups), jnp.float32)
     call = jax.ffi.ffi_call("normjax_moments", (out, out), vmap_method="broadcast_all")
@@ -111,15 +126,12 @@ def _grad_call(g: Array, x: Array, eps: Array, scale: Array, g_mean: Array, g_va
 def group_moments(x: Array, groups: int, center: bool) -> tuple[Array, Array]:
     """``(mean, var)`` of float32 ``x[..., R, C]`` per sample and channel group: ``[..., G]``."""
     check_groups(x.shape[-1], groups)
-    return lax.platform_dependent(
-        x, cpu=lambda x: _moments_call(x, groups, center),
-        default=lambda x: ref_group_moments(x, groups, center))
+    return _dispatch(_moments_call, ref_group_moments, (x,), groups, center)
 
 
 @group_moments.defjvp
 def _group_moments_jvp(groups: int, center: bool, primals: tuple, tangents: tuple) -> tuple:
-    _, dout = jax.jvp(lambda x: ref_group_moments(x, groups, center), primals, tangents)
-    return group_moments(*primals, groups, center), dout
+    return _twin_jvp(group_moments, ref_group_moments, primals, tangents, groups, center)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(6,))
@@ -128,16 +140,12 @@ def normalize_grad(g: Array, x: Array, eps: Array, scale: Array, g_mean: Array, 
     """``(dx, dscale, dbias, deps)`` of the module docstring, all float32; ``eps``, ``g_mean``,
     ``g_var`` and ``deps`` are ``[..., G]`` (per sample and group), ``scale`` is ``[S, C]``."""
     check_groups(x.shape[-1], eps.shape[-1])
-    args = (g, x, eps, scale, g_mean, g_var)
-    return lax.platform_dependent(
-        *args, cpu=lambda *a: _grad_call(*a, center),
-        default=lambda *a: ref_normalize_grad(*a, center))
+    return _dispatch(_grad_call, ref_normalize_grad, (g, x, eps, scale, g_mean, g_var), center)
 
 
 @normalize_grad.defjvp
 def _normalize_grad_jvp(center: bool, primals: tuple, tangents: tuple) -> tuple:
-    _, dout = jax.jvp(lambda *a: ref_normalize_grad(*a, center), primals, tangents)
-    return normalize_grad(*primals, center), dout
+    return _twin_jvp(normalize_grad, ref_normalize_grad, primals, tangents, center)
 
 
 def ref_rows_forward(x: Array, scale: Array, bias: Array, eps: Array, center: bool
@@ -172,13 +180,9 @@ def rows_forward(x: Array, scale: Array, bias: Array, eps: Array, center: bool
     if x.shape[-2] != 1:
         raise ValueError(f"rows_forward takes rows x[..., 1, C]; got shape {x.shape}.")
     check_groups(x.shape[-1], eps.shape[-1])
-    args = (x, scale, bias, eps)
-    return lax.platform_dependent(
-        *args, cpu=lambda *a: _rows_call(*a, center),
-        default=lambda *a: ref_rows_forward(*a, center))
+    return _dispatch(_rows_call, ref_rows_forward, (x, scale, bias, eps), center)
 
 
 @rows_forward.defjvp
 def _rows_forward_jvp(center: bool, primals: tuple, tangents: tuple) -> tuple:
-    _, dout = jax.jvp(lambda *a: ref_rows_forward(*a, center), primals, tangents)
-    return rows_forward(*primals, center), dout
+    return _twin_jvp(rows_forward, ref_rows_forward, primals, tangents, center)
