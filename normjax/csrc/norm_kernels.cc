@@ -16,8 +16,9 @@
 // gradient-only program drops the forward pass entirely. A sample that fits in L2
 // (kSampleBytes for x and g) is the unit of work: one read of x and g, then dx from cache.
 // Larger samples (BatchNorm over a batch) are split into at most kMaxBlocks blocks of rows and
-// take two sweeps (statistics and sums, then dx). Rows of LayerNorm (R = 1) are reduced with
-// lane-parallel sums. Measured slower and dropped: stripes of channels (strided rows stream
+// take two sweeps (statistics and sums, then dx). Rows of LayerNorm / RMSNorm (R = 1) are
+// reduced with lane-parallel sums, and their whole forward (moments and y) runs in the rows
+// kernel, one read of each row. Measured slower and dropped: stripes of channels (strided rows stream
 // badly), channel-blocked dx writes, dx walked backwards to meet cached rows first, and
 // non-temporal dx stores (faster alone, slower once something reads dx).
 //
