@@ -105,14 +105,18 @@ def _params(scale: Any, bias: Any, c: int) -> tuple[Array, Array]:
     return gamma, beta
 
 
+def _eps(eps: Array, lay: NativeLayout) -> Array:
+    """The kernels take epsilon per (sample, group): ``[B, G]`` float32."""
+    return jnp.broadcast_to(eps.astype(jnp.float32), (lay.b, lay.g))
+
+
 def native_rows_forward(cfg: Config, x: Array, scale: Any, bias: Any, eps: Array,
                         lay: NativeLayout) -> tuple[Array, Moments]:
     """``(y, keepdims moments)`` of LayerNorm / RMSNorm rows from the rows kernel."""
-    b, _, c, g = lay
+    b, _, c, _ = lay
     gamma, beta = _params(scale, bias, c)
-    y, mean, var = _native_ops.rows_forward(
-        x.reshape(b, 1, c), gamma, beta, jnp.broadcast_to(eps.astype(jnp.float32), (b, g)),
-        cfg.center)
+    y, mean, var = _native_ops.rows_forward(x.reshape(b, 1, c), gamma, beta, _eps(eps, lay),
+                                            cfg.center)
     return y.reshape(x.shape).astype(cfg.dtype), _keepdims(cfg, x, lay, mean, var)
 
 
@@ -124,9 +128,8 @@ def native_backward(cfg: Config, res: tuple, cts: tuple, lay: NativeLayout) -> t
     f32 = jnp.float32
     gamma, _ = _params(scale, None, c)
     dx, dscale, dbias, deps = _native_ops.normalize_grad(
-        gy.astype(f32).reshape(b, r, c), x.reshape(b, r, c),
-        jnp.broadcast_to(eps.astype(f32), (b, g)), gamma, gmean.astype(f32).reshape(b, g),
-        gvar.astype(f32).reshape(b, g), cfg.center)
+        gy.astype(f32).reshape(b, r, c), x.reshape(b, r, c), _eps(eps, lay), gamma,
+        gmean.astype(f32).reshape(b, g), gvar.astype(f32).reshape(b, g), cfg.center)
     deps = jnp.sum(deps).astype(jnp.result_type(eps))
     dscale = None if scale is None else dscale.reshape(scale.shape).astype(scale.dtype)
     dbias = None if bias is None else dbias.reshape(bias.shape).astype(bias.dtype)

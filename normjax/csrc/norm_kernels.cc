@@ -498,12 +498,12 @@ void SampleCoefficients(const GradArgs& A, const Layout& L, int64_t b, const dou
   }
 }
 
-// Adds partials first .. first + count - 1 (each 2 * C doubles: two C-vectors) into u and v, in
-// order, each read sequentially.
+// Adds partials first .. first + count - 1 (each `stride` C-vectors; vectors `at` and `at + 1`
+// of each) into u and v, in order, each read sequentially.
 void SumPartials(const std::vector<double>& parts, int64_t first, int64_t count, int64_t C,
-                 double* u, double* v) {
+                 double* u, double* v, int64_t stride = 2, int64_t at = 0) {
   for (int64_t k = first; k < first + count; ++k) {
-    const double* q = &parts[k * 2 * C];
+    const double* q = &parts[(k * stride + at) * C];
     for (int64_t c = 0; c < C; ++c) {
       u[c] += q[c];
       v[c] += q[C + c];
@@ -561,6 +561,19 @@ void ChannelMeans(const GradArgs& A, const Layout& L, int64_t b, float* m) {
   for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + L.group(c)] : 0.f;
 }
 
+// From sample b's per-channel (mean, M2) over n rows and its sums sg = sum g, sgx = sum g x:
+// its group statistics (into A.mean, A.rstd), the channel means M, sgx made sum g (x - mean),
+// the dx coefficients P, Q, O and its parameter-gradient partials.
+void FinishSample(const GradArgs& A, const Layout& L, int64_t b, const double* mu,
+                  const double* m2, double n, const double* sg, double* sgx, float* P, float* Q,
+                  float* O, float* M, double* dscale, double* dbias) {
+  PoolGroups(mu, m2, n, L, A.center, A.mean + b * L.G, A.rstd + b * L.G);
+  ToRstd(A, b * L.G, L.G);
+  ChannelMeans(A, L, b, M);
+  for (int64_t c = 0; c < L.C; ++c) sgx[c] -= double(M[c]) * sg[c];
+  SampleCoefficients(A, L, b, sg, sgx, P, Q, O, dscale, dbias);
+}
+
 // One sample b that fits in L2: its statistics and sums in one read (ChunkedMoments), the group
 // coefficients, then dx (its rows in order: walking them backwards, to meet the most recently
 // cached first, was measured 20 % slower), and its parameter-gradient partials.
@@ -572,14 +585,9 @@ void SampleGrad(const GradArgs& A, const Layout& L, int64_t b, double* dscale, d
   double *mu = t.d1.data(), *m2 = t.d2.data(), *sg = t.d3.data(), *sgx = t.d4.data();
   for (double* v : {mu, m2, sg, sgx}) std::fill(v, v + C, 0.0);
   ChunkedMoments<true>(x, g, C, 0, L.R, mu, m2, sg, sgx, t.f.data());
-  PoolGroups(mu, m2, double(L.R), L, A.center, A.mean + b * L.G, A.rstd + b * L.G);
-  ToRstd(A, b * L.G, L.G);
-  float* m = t.fv(0);
-  ChannelMeans(A, L, b, m);
-  for (int64_t c = 0; c < C; ++c) sgx[c] -= double(m[c]) * sg[c];  // sum g (x - mean)
-  float *P = t.fv(1), *Q = t.fv(2), *O = t.fv(3);
-  SampleCoefficients(A, L, b, sg, sgx, P, Q, O, dscale, dbias);
-  BlockDx(g, x, P, Q, O, m, C, 0, L.R, A.dx + off);
+  float *M = t.fv(0), *P = t.fv(1), *Q = t.fv(2), *O = t.fv(3);
+  FinishSample(A, L, b, mu, m2, double(L.R), sg, sgx, P, Q, O, M, dscale, dbias);
+  BlockDx(g, x, P, Q, O, M, C, 0, L.R, A.dx + off);
 }
 
 // Samples that fit in L2: one sweep. dparts gets 2 * C doubles (dscale, dbias) per item.
@@ -626,24 +634,13 @@ int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   std::vector<double> mu(L.C), m2(L.C), sg(L.C), sgx(L.C);
   for (int64_t b = 0; b < L.B; ++b) {
     const double n = MergeBlocks(part, 4, b, nblk, rows, L, mu.data(), m2.data());
-    PoolGroups(mu.data(), m2.data(), n, L, A.center, A.mean + b * L.G, A.rstd + b * L.G);
-    ToRstd(A, b * L.G, L.G);
-    float* cb = &coef[b * 4 * L.C];
-    ChannelMeans(A, L, b, cb + 3 * L.C);
-    const float* m = cb + 3 * L.C;
     std::fill(sg.begin(), sg.end(), 0.0);
     std::fill(sgx.begin(), sgx.end(), 0.0);
-    for (int64_t k = 0; k < nblk; ++k) {
-      const double* q = &part[(b * nblk + k) * 4 * L.C];
-      for (int64_t c = 0; c < L.C; ++c) {
-        sg[c] += q[2 * L.C + c];
-        sgx[c] += q[3 * L.C + c];
-      }
-    }
-    for (int64_t c = 0; c < L.C; ++c) sgx[c] -= double(m[c]) * sg[c];
+    SumPartials(part, b * nblk, nblk, L.C, sg.data(), sgx.data(), 4, 2);
+    float* cb = &coef[b * 4 * L.C];
     double* ds = &dparts[b * 2 * L.C];
-    SampleCoefficients(A, L, b, sg.data(), sgx.data(), cb, cb + L.C, cb + 2 * L.C, ds,
-                       ds + L.C);
+    FinishSample(A, L, b, mu.data(), m2.data(), n, sg.data(), sgx.data(), cb, cb + L.C,
+                 cb + 2 * L.C, cb + 3 * L.C, ds, ds + L.C);
   }
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
