@@ -125,7 +125,8 @@ def _torch_rows(case: cands.Case, shape: tuple[int, ...], mode: str, calls: dict
 
 
 def run_case(case: cands.Case, *, quick: bool, budget_s: float) -> list[dict]:
-    """Times every candidate of ``case`` in both modes; one result row per candidate."""
+    """Times every candidate of ``case`` in every mode (:data:`MODES`); one row per candidate
+    and mode."""
     shape = case.quick_shape if quick and case.quick_shape else case.shape
     arrays = _inputs(case, shape)
     rows = []
