@@ -321,18 +321,19 @@ void ChunkedMoments(const float* __restrict x, const float* __restrict g, int64_
 
 // Merges sample b's per-block partials (blocks of `rows` rows; each `stride` C-vectors, the first
 // two mean and M2) in block order with Chan et al.'s rule; returns the count per channel.
-double MergeBlocks(const std::vector<double>& part, int64_t stride, int64_t b, int64_t nblk,
+double MergeBlocks(const double* part, int64_t stride, int64_t b, int64_t nblk,
                    int64_t rows, const Layout& L, double* mu, double* m2) {
   double n = 0;
   std::fill(mu, mu + L.C, 0.0);
   std::fill(m2, m2 + L.C, 0.0);
   for (int64_t k = 0; k < nblk; ++k) {
     const double nb = double(std::min(L.R, (k + 1) * rows) - k * rows), tot = n + nb;
+    const double wa = nb / tot, wd = n * nb / tot;
     const double* q = &part[(b * nblk + k) * stride * L.C];
     for (int64_t c = 0; c < L.C; ++c) {
       const double d = q[c] - mu[c];
-      mu[c] += d * nb / tot;
-      m2[c] += q[L.C + c] + d * d * n * nb / tot;
+      mu[c] += d * wa;
+      m2[c] += q[L.C + c] + d * d * wd;
     }
     n = tot;
   }
@@ -342,6 +343,11 @@ double MergeBlocks(const std::vector<double>& part, int64_t stride, int64_t b, i
 // Channel (mean, M2), n values each, pooled into the sample's group moments (Chan et al.).
 void PoolGroups(const double* mu, const double* m2, double n, const Layout& L, bool center,
                 float* mean, float* var) {
+  const double inv = 1.0 / (n * L.K);
+  if (L.K == 1) {  // BatchNorm, InstanceNorm: a group is a channel
+    for (int64_t c = 0; c < L.C; ++c) WriteMoments(mu[c], m2[c] * inv, center, mean + c, var + c);
+    return;
+  }
   for (int64_t g = 0; g < L.G; ++g) {
     double gmu = 0, gm2 = 0;
     for (int64_t k = 0; k < L.K; ++k) gmu += mu[g * L.K + k];
@@ -350,7 +356,7 @@ void PoolGroups(const double* mu, const double* m2, double n, const Layout& L, b
       const double d = mu[g * L.K + k] - gmu;
       gm2 += m2[g * L.K + k] + n * d * d;
     }
-    WriteMoments(gmu, gm2 / (n * L.K), center, mean + g, var + g);
+    WriteMoments(gmu, gm2 * inv, center, mean + g, var + g);
   }
 }
 
@@ -376,16 +382,18 @@ void BlockedMoments(ffi::ThreadPool& pool, const float* xp, const Layout& L, boo
                     float* mp, float* vp) {
   const int64_t rows = BlockRows(L, 8);  // the backward's blocks: the same partials
   const int64_t nblk = (L.R + rows - 1) / rows;
-  std::vector<double> part(L.B * nblk * 2 * L.C, 0.0);  // per block: mean[C], M2[C]
+  std::unique_ptr<double[]> part(new double[L.B * nblk * 2 * L.C]);  // per block: mean, M2
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
     std::vector<float> tmp(5 * L.C);
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
-    ChunkedMoments<false>(xp + b * L.R * L.C, nullptr, L.C, r0, r1, &part[p * 2 * L.C],
-                          &part[p * 2 * L.C + L.C], nullptr, nullptr, tmp.data());
+    double* q = &part[p * 2 * L.C];
+    std::fill(q, q + 2 * L.C, 0.0);
+    ChunkedMoments<false>(xp + b * L.R * L.C, nullptr, L.C, r0, r1, q, q + L.C, nullptr, nullptr,
+                          tmp.data());
   });
   std::vector<double> mu(L.C), m2(L.C);
   for (int64_t b = 0; b < L.B; ++b) {
-    const double n = MergeBlocks(part, 2, b, nblk, rows, L, mu.data(), m2.data());
+    const double n = MergeBlocks(part.get(), 2, b, nblk, rows, L, mu.data(), m2.data());
     PoolGroups(mu.data(), m2.data(), n, L, center, mp + b * L.G, vp + b * L.G);
   }
 }
@@ -439,10 +447,10 @@ struct GroupCoef {
 };
 
 GroupCoef Coefficients(const GradArgs& A, const Layout& L, int64_t bg, double s1, double t2) {
-  const double n = double(L.R) * L.K;
+  const double inv_n = 1.0 / (double(L.R) * L.K);
   const double r = A.rstd[bg], mu = A.center ? A.mean[bg] : 0.0;
-  const double c1 = (2.0 * A.gvar[bg] - r * r * r * t2) / n;
-  const double c0 = A.center ? (A.gmean[bg] - r * s1) / n : 0.0;
+  const double c1 = (2.0 * A.gvar[bg] - r * r * r * t2) * inv_n;
+  const double c0 = A.center ? (A.gmean[bg] - r * s1) * inv_n : 0.0;
   A.deps[bg] = float(-0.5 * r * r * r * t2);
   return {r, mu, c0, c1};
 }
@@ -500,7 +508,7 @@ void SampleCoefficients(const GradArgs& A, const Layout& L, int64_t b, const dou
 
 // Adds partials first .. first + count - 1 (each `stride` C-vectors; vectors `at` and `at + 1`
 // of each) into u and v, in order, each read sequentially.
-void SumPartials(const std::vector<double>& parts, int64_t first, int64_t count, int64_t C,
+void SumPartials(const double* parts, int64_t first, int64_t count, int64_t C,
                  double* u, double* v, int64_t stride = 2, int64_t at = 0) {
   for (int64_t k = first; k < first + count; ++k) {
     const double* q = &parts[(k * stride + at) * C];
@@ -558,7 +566,8 @@ void BlockDx(const float* __restrict g, const float* __restrict x, const float* 
 
 // Sample b's group means per channel (0 for RMSNorm).
 void ChannelMeans(const GradArgs& A, const Layout& L, int64_t b, float* m) {
-  for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + L.group(c)] : 0.f;
+  for (int64_t grp = 0; grp < L.G; ++grp)
+    std::fill(m + grp * L.K, m + (grp + 1) * L.K, A.center ? A.mean[b * L.G + grp] : 0.f);
 }
 
 // From sample b's per-channel (mean, M2) over n rows and its sums sg = sum g, sgx = sum g x:
@@ -620,12 +629,13 @@ int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
                       std::vector<double>& dparts) {
   const int64_t rows = BlockRows(L, 8);
   const int64_t nblk = (L.R + rows - 1) / rows;
-  std::vector<double> part(L.B * nblk * 4 * L.C, 0.0);  // per block: mean, M2, sg, sgc
+  std::unique_ptr<double[]> part(new double[L.B * nblk * 4 * L.C]);  // mean, M2, sg, sgc
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
     std::vector<float> tmp(5 * L.C);
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
     const int64_t off = b * L.R * L.C;
     double* q = &part[p * 4 * L.C];
+    std::fill(q, q + 4 * L.C, 0.0);
     ChunkedMoments<true>(A.x + off, A.g + off, L.C, r0, r1, q, q + L.C, q + 2 * L.C,
                          q + 3 * L.C, tmp.data());
   });
@@ -633,10 +643,10 @@ int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   dparts.assign(L.B * 2 * L.C, 0.0);
   std::vector<double> mu(L.C), m2(L.C), sg(L.C), sgx(L.C);
   for (int64_t b = 0; b < L.B; ++b) {
-    const double n = MergeBlocks(part, 4, b, nblk, rows, L, mu.data(), m2.data());
+    const double n = MergeBlocks(part.get(), 4, b, nblk, rows, L, mu.data(), m2.data());
     std::fill(sg.begin(), sg.end(), 0.0);
     std::fill(sgx.begin(), sgx.end(), 0.0);
-    SumPartials(part, b * nblk, nblk, L.C, sg.data(), sgx.data(), 4, 2);
+    SumPartials(part.get(), b * nblk, nblk, L.C, sg.data(), sgx.data(), 4, 2);
     float* cb = &coef[b * 4 * L.C];
     double* ds = &dparts[b * 2 * L.C];
     FinishSample(A, L, b, mu.data(), m2.data(), n, sg.data(), sgx.data(), cb, cb + L.C,
@@ -680,7 +690,7 @@ ffi::Error Grad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::
   for (int64_t s = 0; s < L.S; ++s) {
     std::fill(a.begin(), a.end(), 0.0);
     std::fill(b.begin(), b.end(), 0.0);
-    SumPartials(dparts, s * parts_per_seed, parts_per_seed, L.C, a.data(), b.data());
+    SumPartials(dparts.data(), s * parts_per_seed, parts_per_seed, L.C, a.data(), b.data());
     for (int64_t c = 0; c < L.C; ++c) {
       ds[s * L.C + c] = float(a[c]);
       db[s * L.C + c] = float(b[c]);
