@@ -1,4 +1,4 @@
-"""Normalization speed: normjax next to flax.linen (and PyTorch when installed).
+"""Normalization speed: normjax next to flax.linen (and equinox, haiku, PyTorch when installed).
 
 Run::
 
@@ -10,10 +10,11 @@ Each case is timed in three modes: forward (``fwd``: ``y``), forward+backward (`
 there, and XLA drops what only computes it) and ``value+grad`` (``jax.value_and_grad`` of the
 same: ``y`` is needed, as in a training step, so the forward pass runs too). Every call is
 jitted, warmed up, followed by ``block_until_ready``, and all candidates are interleaved (see
-:mod:`benchmarks.timing`). Next to them runs one elementwise XLA pass over the same bytes
-(forward: ``x * 2 + 1``, reading ``x`` and writing one array; the gradient modes:
-``x * 2 + ct * 3``, reading two arrays and writing one), the
-speed limit of a memory-bound kernel on this machine. GB/s counts those minimal bytes
+:mod:`benchmarks.timing`; equinox and haiku, :mod:`benchmarks.peer_candidates`, in the same
+rounds; PyTorch in rounds of its own, see :func:`_torch_rows`). Next to them runs one
+elementwise XLA pass over the same bytes (forward: ``x * 2 + 1``, reading ``x`` and writing one
+array; the gradient modes: ``x * 2 + ct * 3``, reading two arrays and writing one), the speed
+limit of a memory-bound kernel on this machine. GB/s counts those minimal bytes
 (2 or 3 arrays of the input's size). Results go to ``<out>/norms.md`` and ``<out>/norms.json``.
 
 The process re-executes itself once with glibc's malloc tuned to keep freed buffers
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import candidates as cands
+from benchmarks.peer_candidates import PEERS, peer_available, peer_candidate
 from benchmarks.report import environment, write_results
 from benchmarks.timing import Timing, paired_ratio, time_interleaved
 from benchmarks.torch_candidates import torch_available, torch_timers
@@ -70,6 +72,8 @@ def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> d
                 "normjax-xla": partial(cands.normjax_candidate, native=False),
                 "normjax-autodiff": partial(cands.normjax_candidate, fused=False),
                 "flax": cands.flax_candidate}
+    builders.update({name: partial(peer_candidate, name) for name in PEERS
+                     if peer_available(name)})
     calls: dict[str, Callable[[], Any]] = {}
     for name, build in builders.items():
         fn = build(case)
@@ -170,6 +174,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="run under the allocator settings of the calling environment")
     p.add_argument("--no-torch", action="store_true",
                    help="skip the PyTorch candidates even when torch is installed")
+    p.add_argument("--no-peers", action="store_true",
+                   help="skip the equinox and haiku candidates even when installed")
     return p.parse_args(argv)
 
 
@@ -178,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.no_torch:
         os.environ["NORMJAX_BENCH_TORCH"] = "0"
+    if args.no_peers:
+        os.environ["NORMJAX_BENCH_PEERS"] = "0"
     if not args.no_malloc_tuning:
         reexec_with_malloc_tuning("benchmarks.norms", argv)
     selected = [c for c in cands.CASES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -14,6 +15,7 @@ import jax
 import jaxlib
 
 import normjax
+from benchmarks.peer_candidates import peer_available
 from experiments.allocator import allocator_setting
 
 __all__ = ["environment", "markdown", "write_results"]
@@ -29,8 +31,18 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _version(module: str) -> str:
+    """``module``'s installed version, or ``not installed (skipped)``."""
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed (skipped)"
+
+
 def environment(*, quick: bool, torch: bool) -> dict[str, Any]:
     """Versions, machine and settings the numbers were measured under."""
+    peers = {name: _version(dist) if peer_available(name) else "skipped"
+             for name, dist in (("equinox", "equinox"), ("haiku", "dm-haiku"))}
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
@@ -38,7 +50,7 @@ def environment(*, quick: bool, torch: bool) -> dict[str, Any]:
         "backend": jax.default_backend(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
         "allocator": allocator_setting(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
-        "torch": "installed" if torch else "not installed (skipped)",
+        "torch": "installed" if torch else "not installed (skipped)", **peers,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "cpu_kernels": normjax.native_status(),
     }
@@ -48,12 +60,19 @@ def _fmt(v: float | None, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _others(get: Any) -> str:
+    """The other libraries' times over normjax's (``equinox 1.8 · torch 2.1``), or ``-``."""
+    cells = [f"{name} {r['time_over_normjax']:.2f}" for name in ("equinox", "haiku", "torch")
+             if (r := get(name)) is not None and r["time_over_normjax"] is not None]
+    return " · ".join(cells) or "-"
+
+
 def _summary(rows: list[dict]) -> list[str]:
     by = {(r["case"], r["mode"], r["candidate"]): r for r in rows}
     keys = list(dict.fromkeys((r["case"], r["mode"]) for r in rows))
     out = ["| case | mode | flax ms | normjax ms | elementwise ms | normjax ÷ flax "
            "| XLA path ÷ flax | autodiff ÷ normjax | normjax % elem. rate | flax % elem. rate "
-           "| grad. error vs autodiff |", "|---" * 11 + "|"]
+           "| grad. error vs autodiff | others ÷ normjax |", "|---" * 12 + "|"]
     for case, mode in keys:
         get = lambda name, case=case, mode=mode: by.get((case, mode, name))  # noqa: E731
         nj, fl, el = get("normjax"), get("flax"), get("elementwise")
@@ -64,7 +83,8 @@ def _summary(rows: list[dict]) -> list[str]:
                   _fmt(auto and auto["time_over_normjax"], ".2f"),
                   _fmt(100 * nj["elementwise_fraction"], ".0f"),
                   _fmt(fl and 100 * fl["elementwise_fraction"], ".0f"),
-                  _fmt(nj.get("grad_error_vs_autodiff"), ".1e")]
+                  _fmt(nj.get("grad_error_vs_autodiff"), ".1e"),
+                  _others(get)]
         out.append(f"| {case} | {mode} | " + " | ".join(ms + ratios) + " |")
     return out
 
@@ -96,7 +116,9 @@ def markdown(rows: list[dict], env: dict[str, Any]) -> str:
               "scale and bias (fwd+bwd rows). *fwd+bwd* = `jax.grad` of `sum(y * ct)` (y "
               "itself unused: XLA drops what only computes it); *value+grad* = "
               "`jax.value_and_grad` of the same (y needed, as in a training step). PyTorch "
-              "always runs its forward before its backward: one timing serves both.", "",
+              "always runs its forward before its backward: one timing serves both. *others* "
+              "= equinox, haiku and PyTorch where installed and where they have the layer "
+              "for the layout (equinox's image norms are channels-first).", "",
               "## Summary", ""]
     lines += _summary(rows)
     lines += ["", "## All candidates", ""]
