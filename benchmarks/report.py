@@ -116,7 +116,8 @@ def markdown(rows: list[dict], env: dict[str, Any]) -> str:
               "scale and bias (fwd+bwd rows). *fwd+bwd* = `jax.grad` of `sum(y * ct)` (y "
               "itself unused: XLA drops what only computes it); *value+grad* = "
               "`jax.value_and_grad` of the same (y needed, as in a training step). PyTorch "
-              "always runs its forward before its backward: one timing serves both. *others* "
+              "always runs its forward before its backward (its value+grad also computes "
+              "sum(y * ct)). *others* "
               "= equinox, haiku and PyTorch where installed and where they have the layer "
               "for the layout (equinox's image norms are channels-first).", "",
               "## Summary", ""]

@@ -73,9 +73,15 @@ def torch_timers(case: Case, x: np.ndarray, ct: np.ndarray) -> dict[str, Callabl
         with torch.no_grad():
             return fn(xt, w, b)
 
+    inputs = (xg, wg) if case.kind == "rms" else (xg, wg, bg)
+
     def forward_backward() -> Any:
-        inputs = (xg, wg) if case.kind == "rms" else (xg, wg, bg)
         return torch.autograd.grad(fn(xg, wg, bg), inputs, ctt)
 
-    # torch's backward always runs after its forward: the same call for both gradient modes.
-    return {"fwd": forward, "fwd+bwd": forward_backward, "value+grad": forward_backward}
+    def value_and_grad() -> Any:
+        y = fn(xg, wg, bg)
+        return (y.detach() * ctt).sum(), torch.autograd.grad(y, inputs, ctt)
+
+    # torch's backward always runs after its forward (no mode drops it); value+grad also
+    # computes the loss sum(y * ct) from y, as the JAX programs of that mode do.
+    return {"fwd": forward, "fwd+bwd": forward_backward, "value+grad": value_and_grad}

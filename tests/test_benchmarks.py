@@ -52,3 +52,18 @@ def test_torch_train_step_runs_when_torch_is_installed():
     call = torch_call(train_step.synthetic_images(num=64), True, steps=2, batch=8, width=4,
                       depth=2, lr=0.05, momentum=0.9)
     assert math.isfinite(call())
+
+
+def test_torch_timers_compute_what_their_mode_names():
+    torch = pytest.importorskip("torch")
+    from benchmarks.torch_candidates import torch_timers
+
+    case = candidates.Case("tiny LN", "layer", (2, 3, 16))
+    x, ct, _, _ = norms._inputs(case, case.shape)
+    timers = torch_timers(case, x, ct)
+    y = timers["fwd"]()
+    value, grads = timers["value+grad"]()
+    assert float(value) == pytest.approx(float((y * torch.from_numpy(ct)).sum()), rel=1e-5)
+    assert len(grads) == len(timers["fwd+bwd"]()) == 3
+    for a, b in zip(grads, timers["fwd+bwd"](), strict=True):
+        torch.testing.assert_close(a, b)
