@@ -18,6 +18,7 @@ candidates, jitted and differentiated the same way (``(x, scale, bias) -> y``, B
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 from collections.abc import Callable
@@ -28,9 +29,10 @@ import jax.numpy as jnp
 
 from benchmarks.candidates import BN_DECAY, NUM_GROUPS, Case, Norm
 
-__all__ = ["PEERS", "peer_available", "peer_candidate"]
+__all__ = ["PEERS", "peer_available", "peer_candidate", "peer_versions"]
 
 PEERS = {"equinox": "equinox", "haiku": "haiku"}  # candidate name -> module to import
+_DISTRIBUTIONS = {"equinox": "equinox", "haiku": "dm-haiku"}  # candidate name -> pip package
 
 
 def peer_available(name: str) -> bool:
@@ -39,6 +41,12 @@ def peer_available(name: str) -> bool:
     if os.environ.get("NORMJAX_BENCH_PEERS") == "0":
         return False
     return importlib.util.find_spec(PEERS[name]) is not None
+
+
+def peer_versions() -> dict[str, str]:
+    """Each candidate's installed library version, or ``skipped`` where it does not run."""
+    return {name: importlib.metadata.version(_DISTRIBUTIONS[name]) if peer_available(name)
+            else "skipped" for name in PEERS}
 
 
 def _channels_first(case: Case) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
@@ -15,7 +14,7 @@ import jax
 import jaxlib
 
 import normjax
-from benchmarks.peer_candidates import peer_available
+from benchmarks.peer_candidates import PEERS, peer_versions
 from experiments.allocator import allocator_setting
 
 __all__ = ["environment", "markdown", "write_results"]
@@ -31,18 +30,8 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _version(module: str) -> str:
-    """``module``'s installed version, or ``not installed (skipped)``."""
-    try:
-        return importlib.metadata.version(module)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed (skipped)"
-
-
 def environment(*, quick: bool, torch: bool) -> dict[str, Any]:
     """Versions, machine and settings the numbers were measured under."""
-    peers = {name: _version(dist) if peer_available(name) else "skipped"
-             for name, dist in (("equinox", "equinox"), ("haiku", "dm-haiku"))}
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
@@ -50,7 +39,7 @@ def environment(*, quick: bool, torch: bool) -> dict[str, Any]:
         "backend": jax.default_backend(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
         "allocator": allocator_setting(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
-        "torch": "installed" if torch else "not installed (skipped)", **peers,
+        "torch": "installed" if torch else "not installed (skipped)", **peer_versions(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "cpu_kernels": normjax.native_status(),
     }
@@ -62,7 +51,7 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def _others(get: Any) -> str:
     """The other libraries' times over normjax's (``equinox 1.8 · torch 2.1``), or ``-``."""
-    cells = [f"{name} {r['time_over_normjax']:.2f}" for name in ("equinox", "haiku", "torch")
+    cells = [f"{name} {r['time_over_normjax']:.2f}" for name in (*PEERS, "torch")
              if (r := get(name)) is not None and r["time_over_normjax"] is not None]
     return " · ".join(cells) or "-"
 

@@ -108,7 +108,6 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, std::function<void(int64_t)> 
 struct Layout {
   int64_t B = 1, R = 1, C = 1, G = 1, K = 1;
   int64_t S = 1;  // rows of the per-channel parameters (vmapped seeds): B % S == 0
-  int64_t group(int64_t c) const { return c / K; }
   int64_t seed(int64_t b) const { return b / (B / S); }
 };
 
