@@ -17,6 +17,13 @@ array; the gradient modes: ``x * 2 + ct * 3``, reading two arrays and writing on
 limit of a memory-bound kernel on this machine. GB/s counts those minimal bytes
 (2 or 3 arrays of the input's size). Results go to ``<out>/norms.md`` and ``<out>/norms.json``.
 
+On an accelerator (JAX's default backend not the CPU) the shapes above take a 16x larger batch
+(``--batch-scale``) and a sample is ``--inner`` calls issued back to back and waited for once
+(default 20; see :mod:`benchmarks.timing`): at the CPU shapes one call's device time on a GPU is
+a few microseconds, shorter than dispatching it, and every candidate would time the dispatch.
+The *XLA path* candidate is left out there (the CPU kernels never run off the CPU, so it is the
+``normjax`` candidate again) and PyTorch runs on CUDA.
+
 The process re-executes itself once with glibc's malloc tuned to keep freed buffers
 (:data:`experiments.allocator.MALLOC_TUNING`) unless ``--no-malloc-tuning`` is given; the setting
 in force is recorded in the results.
@@ -43,7 +50,7 @@ from benchmarks.timing import Timing, paired_ratio, time_interleaved
 from benchmarks.torch_candidates import torch_available, torch_timers
 from experiments.allocator import reexec_with_malloc_tuning
 
-__all__ = ["gradient_errors", "main", "run_case"]
+__all__ = ["default_batch_scale", "default_inner", "gradient_errors", "main", "run_case"]
 
 MODES = ("fwd", "fwd+bwd", "value+grad")
 ELEMENTWISE = "elementwise"
@@ -72,6 +79,8 @@ def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> d
                 "normjax-xla": partial(cands.normjax_candidate, native=False),
                 "normjax-autodiff": partial(cands.normjax_candidate, fused=False),
                 "flax": cands.flax_candidate}
+    if jax.default_backend() != "cpu":
+        del builders["normjax-xla"]  # the CPU kernels only run on the CPU
     builders.update({name: partial(peer_candidate, name) for name in PEERS
                      if peer_available(name)})
     calls: dict[str, Callable[[], Any]] = {}
@@ -96,8 +105,19 @@ def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> d
     return calls
 
 
-def _choose_repeats(calls: dict, budget_s: float, lo: int, hi: int) -> int:
-    one_round = sum(time_interleaved(calls, repeats=1, warmup=2)[n].min for n in calls)
+def default_inner() -> int:
+    """Calls per timing sample: 1 on the CPU, 20 on an accelerator (see the module notes)."""
+    return 1 if jax.default_backend() == "cpu" else 20
+
+
+def default_batch_scale() -> int:
+    """Factor on the cases' batch size: 1 on the CPU, 16 on an accelerator."""
+    return 1 if jax.default_backend() == "cpu" else 16
+
+
+def _choose_repeats(calls: dict, budget_s: float, lo: int, hi: int, inner: int) -> int:
+    t = time_interleaved(calls, repeats=1, warmup=2, inner=inner)
+    one_round = sum(t[n].min for n in calls) * inner
     return int(min(hi, max(lo, budget_s / max(one_round, 1e-9))))
 
 
@@ -117,30 +137,36 @@ def _rows(case: cands.Case, shape: tuple[int, ...], mode: str, t: dict[str, Timi
 
 
 def _torch_rows(case: cands.Case, shape: tuple[int, ...], mode: str, calls: dict,
-                arrays: tuple, budget_s: float, bounds: tuple[int, int]) -> list[dict]:
+                arrays: tuple, budget_s: float, bounds: tuple[int, int], inner: int
+                ) -> list[dict]:
     """The torch row, from its own interleaved rounds with normjax, flax and the elementwise
     pass: interleaved with the others, torch's OpenMP runtime and memory traffic slowed the
     JAX calls that ran after it (measured 1.5-2x), so it does not share their rounds."""
     block = {n: calls[n] for n in ("normjax", "flax", ELEMENTWISE) if n in calls}
     block["torch"] = torch_timers(case, arrays[0], arrays[1])[mode]
-    repeats = _choose_repeats(block, budget_s / 2, *bounds)
-    rows = _rows(case, shape, mode, time_interleaved(block, repeats=repeats, warmup=1))
+    repeats = _choose_repeats(block, budget_s / 2, *bounds, inner)
+    timings = time_interleaved(block, repeats=repeats, warmup=1, inner=inner)
+    rows = _rows(case, shape, mode, timings)
     return [r for r in rows if r["candidate"] == "torch"]
 
 
-def run_case(case: cands.Case, *, quick: bool, budget_s: float) -> list[dict]:
+def run_case(case: cands.Case, *, quick: bool, budget_s: float, inner: int = 1,
+             batch_scale: int = 1) -> list[dict]:
     """Times every candidate of ``case`` in every mode (:data:`MODES`); one row per candidate
-    and mode."""
+    and mode; ``inner`` calls per sample, the batch (first) axis ``batch_scale`` times the
+    case's."""
     shape = case.quick_shape if quick and case.quick_shape else case.shape
+    shape = (shape[0] * batch_scale, *shape[1:])
     arrays = _inputs(case, shape)
     rows = []
     lo, hi = (5, 30) if quick else (15, 300)
     for mode in MODES:
         calls = _jax_calls(case, mode, arrays)
-        repeats = _choose_repeats(calls, budget_s, lo, hi)
-        new = _rows(case, shape, mode, time_interleaved(calls, repeats=repeats, warmup=1))
+        repeats = _choose_repeats(calls, budget_s, lo, hi, inner)
+        timings = time_interleaved(calls, repeats=repeats, warmup=1, inner=inner)
+        new = _rows(case, shape, mode, timings)
         if torch_available():
-            new += _torch_rows(case, shape, mode, calls, arrays, budget_s, (lo, hi))
+            new += _torch_rows(case, shape, mode, calls, arrays, budget_s, (lo, hi), inner)
         if mode == "fwd+bwd":
             errors = gradient_errors(calls)
             for row in new:
@@ -155,6 +181,8 @@ def gradient_errors(calls: dict[str, Callable[[], Any]]) -> dict[str, float]:
     ref = [np.asarray(a, np.float64) for a in calls["normjax-autodiff"]()]
     out = {}
     for name in ("normjax", "normjax-xla"):
+        if name not in calls:
+            continue
         got = [np.asarray(a, np.float64) for a in calls[name]()]
         out[name] = max(float(np.max(np.abs(g - r)) / max(np.max(np.abs(r)), 1e-30))
                         for g, r in zip(got, ref, strict=True))
@@ -170,6 +198,11 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--cases", default="", help="only cases whose name contains this text")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timing per case and mode (default: 0.6 quick, 4 full)")
+    p.add_argument("--inner", type=int, default=None,
+                   help="calls per timing sample (default: 1 on the CPU, 20 on an accelerator)")
+    p.add_argument("--batch-scale", type=int, default=None,
+                   help="factor on every case's batch size (default: 1 on the CPU, 16 on an "
+                        "accelerator)")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="run under the allocator settings of the calling environment")
     p.add_argument("--no-torch", action="store_true",
@@ -194,11 +227,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(c.name for c in cands.CASES)
         raise SystemExit(f"--cases {args.cases!r} matches no case; known cases: {names}.")
     budget = args.budget if args.budget is not None else (0.6 if args.quick else 4.0)
+    inner = args.inner if args.inner is not None else default_inner()
+    scale = args.batch_scale if args.batch_scale is not None else default_batch_scale()
+    if inner < 1 or scale < 1:
+        raise SystemExit(f"--inner and --batch-scale must be >= 1, got {inner} and {scale}.")
     rows: list[dict] = []
     for case in selected:
         print(f"timing {case.name} ...", flush=True)
-        rows += run_case(case, quick=args.quick, budget_s=budget)
+        rows += run_case(case, quick=args.quick, budget_s=budget, inner=inner,
+                         batch_scale=scale)
     env = environment(quick=args.quick, torch=torch_available())
+    env.update(calls_per_sample=inner, batch_scale=scale)
     md, js = write_results(rows, env, args.out)
     print(md.read_text())
     print(f"wrote {md} and {js} (pid {os.getpid()})")

@@ -15,6 +15,7 @@ import jaxlib
 
 import normjax
 from benchmarks.peer_candidates import PEERS, peer_versions
+from benchmarks.torch_candidates import torch_version
 from experiments.allocator import allocator_setting
 
 __all__ = ["environment", "markdown", "write_results"]
@@ -36,10 +37,11 @@ def environment(*, quick: bool, torch: bool) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
         "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-        "backend": jax.default_backend(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+        "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
         "allocator": allocator_setting(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_average_at_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
-        "torch": "installed" if torch else "not installed (skipped)", **peer_versions(),
+        "torch": torch_version() if torch else "not installed (skipped)", **peer_versions(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "cpu_kernels": normjax.native_status(),
     }

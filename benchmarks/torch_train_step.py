@@ -1,5 +1,6 @@
-"""The training-step benchmark's CNN in PyTorch (CPU, eager, channels-last); used only when
-torch is installed (see :mod:`benchmarks.train_step`)."""
+"""The training-step benchmark's CNN in PyTorch (eager, channels-last); used only when torch is
+installed (see :mod:`benchmarks.train_step`). It runs where JAX runs: on CUDA when JAX's backend
+is a GPU and torch sees one (:func:`benchmarks.torch_candidates.torch_device`), else on the CPU."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.torch_candidates import torch_device
 from experiments.data import Dataset
 
 __all__ = ["torch_call"]
@@ -34,17 +36,19 @@ def torch_call(ds: Dataset, use_bn: bool, steps: int, batch: int, width: int, de
     """``steps`` SGD-momentum steps of the benchmark CNN per call, batches drawn at random."""
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    model = _model(torch, use_bn, width, depth, ds.num_classes, ds.input_shape)
+    device = torch_device()
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    model = _model(torch, use_bn, width, depth, ds.num_classes, ds.input_shape).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     # NHWC memory viewed as NCHW: the same bytes the JAX steps read.
-    x_all = torch.from_numpy(np.ascontiguousarray(ds.x_train)).permute(0, 3, 1, 2)
-    y_all = torch.from_numpy(ds.y_train.astype(np.int64))
-    gen = torch.Generator().manual_seed(1)
+    x_all = torch.from_numpy(np.ascontiguousarray(ds.x_train)).to(device).permute(0, 3, 1, 2)
+    y_all = torch.from_numpy(ds.y_train.astype(np.int64)).to(device)
+    gen = torch.Generator(device=device).manual_seed(1)
 
     def call() -> Any:
         for _ in range(steps):
-            idx = torch.randint(0, len(x_all), (batch,), generator=gen)
+            idx = torch.randint(0, len(x_all), (batch,), generator=gen, device=device)
             x = x_all[idx].contiguous(memory_format=torch.channels_last)
             loss = torch.nn.functional.cross_entropy(model(x), y_all[idx])
             opt.zero_grad(set_to_none=True)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from benchmarks import candidates, norms, train_step
-from benchmarks.timing import Timing, paired_ratio, time_interleaved
+from benchmarks.timing import Timing, paired_ratio, time_interleaved, with_block
 
 
 def test_interleaved_timing_and_paired_ratio():
@@ -19,6 +19,23 @@ def test_interleaved_timing_and_paired_ratio():
         paired_ratio(Timing([1.0]), Timing([1.0, 2.0]))
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         time_interleaved(calls, repeats=0)
+    with pytest.raises(ValueError, match="inner must be >= 1"):
+        time_interleaved(calls, repeats=1, inner=0)
+
+
+def test_inner_calls_per_sample_and_own_block():
+    """``inner`` calls make one sample, waited for once, with the candidate's own wait."""
+    log: list[str] = []
+
+    def call() -> int:
+        log.append("call")
+        return len(log)
+
+    timed = with_block(call, lambda out: log.append(f"block {out}"))
+    t = time_interleaved({"a": timed}, repeats=2, warmup=1, inner=3)
+    assert len(t["a"].samples) == 2
+    # warm-up + 2 rounds; the wait gets the last call's result (the log's length then)
+    assert log == [e for n in (3, 7, 11) for e in ("call", "call", "call", f"block {n}")]
 
 
 @pytest.mark.parametrize("case", [
@@ -63,7 +80,8 @@ def test_torch_timers_compute_what_their_mode_names():
     timers = torch_timers(case, x, ct)
     y = timers["fwd"]()
     value, grads = timers["value+grad"]()
-    assert float(value) == pytest.approx(float((y * torch.from_numpy(ct)).sum()), rel=1e-5)
+    ct_t = torch.from_numpy(ct).to(y.device)  # on CUDA where JAX runs on a GPU
+    assert float(value) == pytest.approx(float((y * ct_t).sum()), rel=1e-5)
     assert len(grads) == len(timers["fwd+bwd"]()) == 3
     for a, b in zip(grads, timers["fwd+bwd"](), strict=True):
         torch.testing.assert_close(a, b)
