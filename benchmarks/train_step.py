@@ -232,29 +232,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         reexec_with_malloc_tuning("benchmarks.train_step", argv)
     steps, repeats = (10, 5) if args.quick else (25, 15)
     ds = synthetic_images()
-    parts = []
-    for norm in norms:
-        print(f"timing one seed, norm={norm} ...", flush=True)
-        parts.append({"title": f"One seed, norm={norm}",
-                      "rows": single_seed(ds, norm, steps, repeats)})
-        print(f"timing {args.seeds} seeds, norm={norm} ...", flush=True)
-        rows, note = multi_seed(ds, norm, args.seeds, steps, repeats)
-        parts.append({"title": f"{args.seeds} seeds, norm={norm}", "rows": rows, "note": note})
-    for norm in norms:
-        print(f"timing {args.seeds} seeds, MLP, norm={norm} ...", flush=True)
-        rows, note = multi_seed(ds, norm, args.seeds, steps, repeats, model="mlp")
-        parts.append({"title": f"{args.seeds} seeds, MLP 3x256, norm={norm}", "rows": rows,
-                      "note": note})
     results = {"environment": environment(quick=args.quick, torch=torch_available()),
                "model": f"CNN {DEPTH}x(conv3x3/2, {WIDTH}) + Dense, 28x28x1, batch {BATCH}, "
                         f"SGD momentum {MOMENTUM}; {steps} steps per timed call",
-               "parts": parts}
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = args.out / "train_step.md"
-    md.write_text(_markdown(results))
-    (args.out / "train_step.json").write_text(json.dumps(results, indent=1))
-    print(md.read_text())
+               "parts": []}
+    for norm in norms:
+        print(f"timing one seed, norm={norm} ...", flush=True)
+        _add(results, args.out, f"One seed, norm={norm}", single_seed(ds, norm, steps, repeats))
+        print(f"timing {args.seeds} seeds, norm={norm} ...", flush=True)
+        _add(results, args.out, f"{args.seeds} seeds, norm={norm}",
+             *multi_seed(ds, norm, args.seeds, steps, repeats))
+    for norm in norms:
+        print(f"timing {args.seeds} seeds, MLP, norm={norm} ...", flush=True)
+        _add(results, args.out, f"{args.seeds} seeds, MLP 3x256, norm={norm}",
+             *multi_seed(ds, norm, args.seeds, steps, repeats, model="mlp"))
+    print((args.out / "train_step.md").read_text())
     return 0
+
+
+def _add(results: dict[str, Any], out: Path, title: str, rows: list[dict[str, Any]],
+         note: str | None = None) -> None:
+    """Appends one part and rewrites ``out/train_step.{md,json}`` (a run cut short keeps the
+    parts it finished)."""
+    results["parts"].append({"title": title, "rows": rows, **({"note": note} if note else {})})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_step.md").write_text(_markdown(results))
+    (out / "train_step.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def test_one_pass_region_is_accurate(offset):
 def test_two_pass_beyond_the_guard(offset):
     x = _x((512, 8), offset)
     guarded, exact = nj.moments(x, 0).var, nj.moments(x, 0, guard=False).var
-    np.testing.assert_array_equal(guarded, exact)
+    np.testing.assert_allclose(guarded, exact, rtol=4 * 2**-23)  # an ulp or two on a GPU
     np.testing.assert_allclose(guarded, _var64(x, 0), rtol=1e-5)
     assert nj.moments(x, 0, fast_variance=True).var.shape == (8,)
 
