@@ -31,6 +31,10 @@ for ``dx``; LayerNorm/RMSNorm need four reductions (two per row, two per feature
 residuals are the input itself and per-group statistics; nothing full-size is stored. The
 comments mark the places where the formulation steers XLA:CPU's fusion (each measured).
 
+Compiled for another platform than the CPU (:mod:`normjax._fused_platform`), the barriers that
+steer XLA:CPU are left out and the forward statistics are the one-pass shifted-data moments
+(no ``lax.cond``, which a GPU pays with a device-to-host sync on every call).
+
 On the CPU, float32 channels-last BN/IN/GN (forward moments and backward) and LayerNorm/RMSNorm
 (forward and backward) run in the kernels of :mod:`normjax._native_ops` instead, routed by
 :mod:`normjax._fused_native` (the same values up to float32 rounding).
