@@ -23,7 +23,7 @@ import numpy as np
 
 from normjax._fused_grad import Config, merge_moments, normalize_vjp, param_view
 from normjax._fused_switch import fused_backward_enabled
-from normjax._native import native_kernels_enabled
+from normjax._native import native_switch_on
 from normjax.stats import (
     Axes,
     Moments,
@@ -135,7 +135,7 @@ def fused_normalize(
             param_view(p, x.shape, feat, name)
     groups = None if axis_index_groups is None else tuple(tuple(g) for g in axis_index_groups)
     cfg = Config(axes, feat, bool(center), bool(fast_variance), axis_name, groups,
-                  np.dtype(x.dtype if dtype is None else dtype), native_kernels_enabled())
+                  np.dtype(x.dtype if dtype is None else dtype), native_switch_on())
     eps = jnp.asarray(epsilon, stats_dtype(x.dtype))
     y, mean, var, count = _call(cfg, x, scale, bias, mask, eps)
     if not keepdims:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normjax import _native, _native_ops
+from normjax._fused_platform import cpu_target
 from normjax.stats import Moments, feature_shape
 
 if TYPE_CHECKING:
@@ -68,8 +69,10 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
     RMSNorm over trailing axes. (Channels-first inputs stay on the XLA path: a kernel for their
     forward statistics was measured slower there.)
     """
+    # Off the CPU the kernels' pure-JAX twins run, which need no compiled kernels.
+    kernels = _native.native_available() if cpu_target() else True
     if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
-            or not (cfg.native and _native.native_available())):
+            or not (cfg.native and kernels)):
         return None
     size = lambda axes: int(np.prod([x.shape[a] for a in axes]))  # noqa: E731
     if size(range(x.ndim)) == 0:

@@ -139,6 +139,12 @@ def native_status() -> str:
     return str(_STATE["status"])
 
 
+def native_switch_on() -> bool:
+    """Whether the switch (:func:`use_native_kernels`, ``NORMJAX_NATIVE``) is on, kernels built
+    or not (off the CPU their pure-JAX twins need none)."""
+    return bool(_ENABLED.value)
+
+
 def native_kernels_enabled() -> bool:
     """Whether the norms use the CPU kernels where they apply (switch on and kernels built)."""
     return bool(_ENABLED.value) and native_available()

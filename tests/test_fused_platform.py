@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import normjax
-from normjax import _fused_grad, _fused_platform
+from normjax import _fused_grad, _fused_native, _fused_platform
 from normjax._fused_platform import cpu_barrier, cpu_target, shifted_moments
 
 
@@ -23,6 +23,7 @@ from normjax._fused_platform import cpu_barrier, cpu_target, shifted_moments
 def off_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(_fused_platform, "cpu_target", lambda: False)
     monkeypatch.setattr(_fused_grad, "cpu_target", lambda: False)
+    monkeypatch.setattr(_fused_native, "cpu_target", lambda: False)
     jax.clear_caches()  # traces of the CPU formulation must not be reused
     yield
     jax.clear_caches()
@@ -117,3 +118,21 @@ def test_off_cpu_keeps_the_guarded_branch_across_devices(off_cpu: None) -> None:
 
     text = jax.jit(jax.vmap(f, axis_name="d")).lower(x).as_text()
     assert "conditional" in text or "case" in text
+
+
+def test_off_cpu_rows_backward_needs_no_compiled_kernels(off_cpu: None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LayerNorm backward off the CPU is the kernel's pure-JAX twin, compiled kernels or
+    not (a GPU machine without a C++ compiler gets the same program)."""
+    from normjax import _native
+
+    x = jnp.asarray(_data((8, 32), 3.0))
+
+    def loss(x: jax.Array) -> jax.Array:
+        return jnp.sum(normjax.layer_norm(x) ** 3)
+
+    with_kernels = jax.make_jaxpr(jax.grad(loss))(x)
+    monkeypatch.setattr(_native, "native_available", lambda: False)
+    jax.clear_caches()
+    without = jax.make_jaxpr(jax.grad(loss))(x)
+    assert "platform_index" in str(with_kernels) and "platform_index" in str(without)
