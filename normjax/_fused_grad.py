@@ -31,7 +31,7 @@ for ``dx``; LayerNorm/RMSNorm need four reductions (two per row, two per feature
 residuals are the input itself and per-group statistics; nothing full-size is stored. The
 comments mark the places where the formulation steers XLA:CPU's fusion (each measured).
 
-Compiled for another platform than the CPU (:mod:`normjax._fused_platform`), the barriers that
+Compiled for another platform than the CPU (:mod:`normjax._platform`), the barriers that
 steer XLA:CPU are left out and the forward statistics are the one-pass shifted-data moments
 (no ``lax.cond``, which a GPU pays with a device-to-host sync on every call).
 
@@ -55,18 +55,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax import _platform
 from normjax._fused_native import (
     native_backward,
     native_forward,
     native_layout,
     native_rows_forward,
 )
-from normjax._fused_platform import cpu_barrier, cpu_target, shifted_moments
 from normjax.stats import (
     Moments,
     feature_shape,
     guarded_variance,
     moments,
+    shifted_moments,
     standardize,
     stats_dtype,
 )
@@ -117,7 +118,7 @@ def _private_sum(fn: Callable[..., Array], leaves: tuple[Any, ...], axes: Sequen
     XLA:CPU materializes a full-size value (``x - mu``, a broadcast) that several reductions
     share; the barrier gives each reduction its own expression, which it then fuses.
     """
-    return _sum(fn(*cpu_barrier(leaves)), axes)
+    return _sum(fn(*_platform.cpu_barrier(leaves)), axes)
 
 
 def merge_moments(per: Moments, axes: Sequence[int]) -> Moments:
@@ -171,7 +172,7 @@ def _guarded_moments(cfg: Config, x: Array) -> tuple[Moments, Array]:
     first, group = cfg.first_axes, cfg.group_axes
     s1, s2 = jnp.sum(xf, first, keepdims=True), jnp.sum(xf * xf, first, keepdims=True)
     if group:  # keep the per-channel reductions (XLA would merge them into one over the group)
-        s1, s2 = cpu_barrier((s1, s2))
+        s1, s2 = _platform.cpu_barrier((s1, s2))
         s1, s2 = jnp.sum(s1, group, keepdims=True), jnp.sum(s2, group, keepdims=True)
     n = jnp.full(s1.shape, float(np.prod([x.shape[a] for a in cfg.reduction_axes])), xf.dtype)
     if cfg.axis_name is not None:
@@ -188,7 +189,7 @@ def _group_moments(cfg: Config, x: Array, mask: Array | None
     :func:`_staged_moments`), and whether the two-pass variance was taken (``None`` where the
     forward is not guarded)."""
     if (mask is None and cfg.center and not cfg.fast_variance and cfg.axis_name is None
-            and not cpu_target()):
+            and not _platform.cpu_target()):
         stats = shifted_moments(x, cfg.reduction_axes)
         return stats, stats.mean, None
     if mask is None and _guarded(cfg):
@@ -217,7 +218,7 @@ def _centered(cfg: Config, x: Array, mean: Array) -> Array:
 
 
 def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    lay = native_layout(cfg, x, (scale, bias), mask) if cpu_target() else None
+    lay = native_layout(cfg, x, (scale, bias), mask) if _platform.cpu_target() else None
     if lay is not None and lay.rows and cfg.dtype == np.float32:
         y, stats = native_rows_forward(cfg, x, scale, bias, eps, lay)
         return (y, *stats), (x, scale, bias, mask, eps, *stats, stats.mean, None)
@@ -231,7 +232,7 @@ def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array
         # Keeps XLA:CPU from materializing the shared ``x - mean`` of the variance pass and
         # this one (BN/IN/GN: measured 1.3-1.5x faster). LayerNorm's row sums are left
         # alone: there XLA fuses all three passes (bfloat16: 2x faster without the barrier).
-        xb, mean, var = cpu_barrier((xb, mean, var))
+        xb, mean, var = _platform.cpu_barrier((xb, mean, var))
     y = standardize(xb, mean, var, epsilon=eps, scale=scale, bias=bias,
                     feature_axes=cfg.feature_axes, dtype=cfg.dtype)
     return (y, *stats), (x, scale, bias, mask, eps, *stats, center, bad)
@@ -326,7 +327,7 @@ def _like_primal(ct: Array | None, primal: Any) -> Array | None:
 def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     x, scale, bias, mask, eps, mean, var, count, _, _ = res
     lay = native_layout(cfg, x, (scale, bias), mask)
-    if lay is not None and (lay.rows or cpu_target()):
+    if lay is not None and (lay.rows or _platform.cpu_target()):
         # Off the CPU the kernel's pure-JAX twin, which recomputes the row moments: faster
         # there than the four reductions below for LayerNorm/RMSNorm rows (measured on a GPU).
         return native_backward(cfg, res, cts, lay)
@@ -345,7 +346,7 @@ def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     n = jnp.where(count > 0, count, jnp.inf)
     c1 = (2 * gvar.astype(sdt) * sigma**3 - t2) / (n * sigma**3)
     c0 = (gmean.astype(sdt) * sigma - s1) / (n * sigma) if cfg.center else jnp.zeros((), sdt)
-    xb, gb, mb = cpu_barrier((x, gy, mean))
+    xb, gb, mb = _platform.cpu_barrier((x, gy, mean))
     corr = c0 + c1 * _centered(cfg, xb, mb)
     if mask is not None:
         corr = jnp.where(jnp.broadcast_to(jnp.asarray(mask).astype(bool), x.shape), corr, 0)

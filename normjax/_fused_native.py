@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax import _native, _native_ops
-from normjax._fused_platform import cpu_target
+from normjax import _native, _native_ops, _platform
 from normjax.stats import Moments, feature_shape
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
     forward statistics was measured slower there.)
     """
     # Off the CPU the kernels' pure-JAX twins run, which need no compiled kernels.
-    kernels = _native.native_available() if cpu_target() else True
+    kernels = _native.native_available() if _platform.cpu_target() else True
     if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
             or not (cfg.native and kernels)):
         return None
@@ -124,13 +123,17 @@ def native_rows_forward(cfg: Config, x: Array, scale: Any, bias: Any, eps: Array
 
 
 def native_backward(cfg: Config, res: tuple, cts: tuple, lay: NativeLayout) -> tuple:
-    """``(dx, dscale, dbias, None, deps)`` of :func:`normjax._fused_grad` from the kernel."""
+    """``(dx, dscale, dbias, None, deps)`` of :func:`normjax._fused_grad` from the kernel, or
+    from its pure-JAX twin when compiling for another platform than the CPU (no custom call is
+    emitted then, so nothing depends on the kernels being built)."""
     x, scale, bias, _, eps, _, _, _, _, _ = res
     gy, gmean, gvar, _ = cts
     b, r, c, g = lay
     f32 = jnp.float32
     gamma, _ = _params(scale, None, c)
-    dx, dscale, dbias, deps = _native_ops.normalize_grad(
+    grad = (_native_ops.normalize_grad if _platform.cpu_target()
+            else _native_ops.ref_normalize_grad)
+    dx, dscale, dbias, deps = grad(
         gy.astype(f32).reshape(b, r, c), x.reshape(b, r, c), _eps(eps, lay), gamma,
         gmean.astype(f32).reshape(b, g), gvar.astype(f32).reshape(b, g), cfg.center)
     deps = jnp.sum(deps).astype(jnp.result_type(eps))

@@ -1,8 +1,9 @@
-"""The fused norms' accelerator formulation (:mod:`normjax._fused_platform`), tested on the CPU.
+"""The accelerator formulation (:mod:`normjax._platform`), tested on the CPU.
 
-Off the CPU the forward statistics are the shifted one-pass moments and no optimization barrier
-is emitted. ``off_cpu`` makes the trace take that formulation here, so its values and gradients
-are checked against float64 and autodiff without a GPU.
+Off the CPU the norms' forward statistics and :func:`normjax.moments` are the shifted one-pass
+moments and no optimization barrier is emitted. ``off_cpu`` makes the trace take that
+formulation here, so its values and gradients are checked against float64 and autodiff without
+a GPU.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ import numpy as np
 import pytest
 
 import normjax
-from normjax import _fused_grad, _fused_native, _fused_platform
-from normjax._fused_platform import cpu_barrier, cpu_target, shifted_moments
+from normjax import _platform
+from normjax._platform import cpu_barrier, cpu_target
+from normjax.stats import shifted_moments
 
 
 @pytest.fixture
 def off_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(_fused_platform, "cpu_target", lambda: False)
-    monkeypatch.setattr(_fused_grad, "cpu_target", lambda: False)
-    monkeypatch.setattr(_fused_native, "cpu_target", lambda: False)
+    monkeypatch.setattr(_platform, "cpu_target", lambda: False)
     jax.clear_caches()  # traces of the CPU formulation must not be reused
     yield
     jax.clear_caches()
@@ -91,12 +91,7 @@ def test_off_cpu_values_and_gradients_match_autodiff(off_cpu: None, name: str, d
 
     text = jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, s, b).as_text()
     assert "conditional" not in text and "optimization_barrier" not in text
-    # No kernel in the forward. The backward of float32 rows takes the kernel's pure-JAX twin,
-    # which a CPU lowering (this test without a GPU) turns into the kernel itself.
-    rows = name in ("layer", "rms") and dtype == "float32"
-    assert "normjax_rows" not in text
-    if not rows or jax.default_backend() != "cpu":
-        assert "normjax_" not in text
+    assert "normjax_" not in text  # no custom call (float32 rows: the kernel's pure-JAX twin)
     got_y, got = fn(x, s, b), jax.grad(loss, (0, 1, 2))(x, s, b)
     with normjax.use_fused_backward(False):
         want_y, want = fn(x, s, b), jax.grad(loss, (0, 1, 2))(x, s, b)
@@ -135,4 +130,21 @@ def test_off_cpu_rows_backward_needs_no_compiled_kernels(off_cpu: None,
     monkeypatch.setattr(_native, "native_available", lambda: False)
     jax.clear_caches()
     without = jax.make_jaxpr(jax.grad(loss))(x)
-    assert "platform_index" in str(with_kernels) and "platform_index" in str(without)
+    assert str(with_kernels) == str(without) and "normjax_" not in str(without)
+
+
+def test_off_cpu_moments_take_the_shifted_form(off_cpu: None) -> None:
+    """``normjax.moments`` with its defaults: one pass, no branch, stable at a large mean; with
+    ``axis_name`` or a mask it keeps its CPU forms."""
+    x = jnp.asarray(_data((512, 8), 3000.0))
+    text = jax.jit(lambda x: normjax.moments(x, 0)).lower(x).as_text()
+    assert "conditional" not in text and "case" not in text
+    got = normjax.moments(x, 0)
+    x64 = np.asarray(x, np.float64)
+    np.testing.assert_allclose(got.var, x64.var(0), rtol=30 * 2**-23)
+    np.testing.assert_allclose(got.mean, x64.mean(0), rtol=1e-7)
+    grad = jax.grad(lambda x: jnp.sum(normjax.moments(x, 0).var * jnp.arange(8.0)))(x)
+    want = 2 * (x64 - x64.mean(0)) / 512 * np.arange(8.0)
+    np.testing.assert_allclose(grad, want, rtol=0, atol=1e-3 * np.abs(want).max())
+    masked = jax.jit(lambda x: normjax.moments(x, 0, mask=x > 0)).lower(x).as_text()
+    assert "conditional" not in masked  # a mask takes the two-pass form on every platform
