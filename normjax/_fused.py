@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from normjax import _platform
 from normjax._fused_grad import Config, merge_moments, normalize_vjp, param_view
 from normjax._fused_switch import fused_backward_enabled
 from normjax._native import native_switch_on
@@ -135,7 +136,8 @@ def fused_normalize(
             param_view(p, x.shape, feat, name)
     groups = None if axis_index_groups is None else tuple(tuple(g) for g in axis_index_groups)
     cfg = Config(axes, feat, bool(center), bool(fast_variance), axis_name, groups,
-                  np.dtype(x.dtype if dtype is None else dtype), native_switch_on())
+                  np.dtype(x.dtype if dtype is None else dtype), native_switch_on(),
+                  _platform.cpu_target())
     eps = jnp.asarray(epsilon, stats_dtype(x.dtype))
     y, mean, var, count = _call(cfg, x, scale, bias, mask, eps)
     if not keepdims:

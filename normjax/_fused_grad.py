@@ -91,6 +91,9 @@ class Config(NamedTuple):
     # The CPU-kernel switch as it was when the norm was called, so that the backward (traced
     # later, maybe outside a ``use_native_kernels`` block) follows the same setting.
     native: bool = True
+    # Whether the norm is compiled for the CPU (normjax._platform.cpu_target() when it was
+    # called): picks the formulation, and keeps traces for different platforms apart.
+    cpu: bool = True
 
     @property
     def first_axes(self) -> tuple[int, ...]:
@@ -112,13 +115,14 @@ def _sum(a: Array, axes: Sequence[int]) -> Array:
     return jnp.sum(a, tuple(axes), keepdims=True) if axes else a
 
 
-def _private_sum(fn: Callable[..., Array], leaves: tuple[Any, ...], axes: Sequence[int]) -> Array:
+def _private_sum(cpu: bool, fn: Callable[..., Array], leaves: tuple[Any, ...],
+                 axes: Sequence[int]) -> Array:
     """``sum(fn(*leaves), axes)`` on a private copy of ``leaves`` (no runtime cost).
 
     XLA:CPU materializes a full-size value (``x - mu``, a broadcast) that several reductions
     share; the barrier gives each reduction its own expression, which it then fuses.
     """
-    return _sum(fn(*_platform.cpu_barrier(leaves)), axes)
+    return _sum(fn(*_platform.cpu_barrier(leaves, cpu)), axes)
 
 
 def merge_moments(per: Moments, axes: Sequence[int]) -> Moments:
@@ -172,7 +176,7 @@ def _guarded_moments(cfg: Config, x: Array) -> tuple[Moments, Array]:
     first, group = cfg.first_axes, cfg.group_axes
     s1, s2 = jnp.sum(xf, first, keepdims=True), jnp.sum(xf * xf, first, keepdims=True)
     if group:  # keep the per-channel reductions (XLA would merge them into one over the group)
-        s1, s2 = _platform.cpu_barrier((s1, s2))
+        s1, s2 = _platform.cpu_barrier((s1, s2), cfg.cpu)
         s1, s2 = jnp.sum(s1, group, keepdims=True), jnp.sum(s2, group, keepdims=True)
     n = jnp.full(s1.shape, float(np.prod([x.shape[a] for a in cfg.reduction_axes])), xf.dtype)
     if cfg.axis_name is not None:
@@ -189,7 +193,7 @@ def _group_moments(cfg: Config, x: Array, mask: Array | None
     :func:`_staged_moments`), and whether the two-pass variance was taken (``None`` where the
     forward is not guarded)."""
     if (mask is None and cfg.center and not cfg.fast_variance and cfg.axis_name is None
-            and not _platform.cpu_target()):
+            and not cfg.cpu):
         stats = shifted_moments(x, cfg.reduction_axes)
         return stats, stats.mean, None
     if mask is None and _guarded(cfg):
@@ -218,7 +222,7 @@ def _centered(cfg: Config, x: Array, mean: Array) -> Array:
 
 
 def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    lay = native_layout(cfg, x, (scale, bias), mask) if _platform.cpu_target() else None
+    lay = native_layout(cfg, x, (scale, bias), mask) if cfg.cpu else None
     if lay is not None and lay.rows and cfg.dtype == np.float32:
         y, stats = native_rows_forward(cfg, x, scale, bias, eps, lay)
         return (y, *stats), (x, scale, bias, mask, eps, *stats, stats.mean, None)
@@ -232,7 +236,7 @@ def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array
         # Keeps XLA:CPU from materializing the shared ``x - mean`` of the variance pass and
         # this one (BN/IN/GN: measured 1.3-1.5x faster). LayerNorm's row sums are left
         # alone: there XLA fuses all three passes (bfloat16: 2x faster without the barrier).
-        xb, mean, var = _platform.cpu_barrier((xb, mean, var))
+        xb, mean, var = _platform.cpu_barrier((xb, mean, var), cfg.cpu)
     y = standardize(xb, mean, var, epsilon=eps, scale=scale, bias=bias,
                     feature_axes=cfg.feature_axes, dtype=cfg.dtype)
     return (y, *stats), (x, scale, bias, mask, eps, *stats, center, bad)
@@ -256,13 +260,13 @@ def _centered_gsum(cfg: Config, res: tuple, gy: Array, p1: Array) -> Array:
     sdt = mean.dtype
 
     def shifted(gy: Array, x: Array, c: Array) -> Array:
-        p2 = _private_sum(lambda g, x, c: g.astype(sdt) * _centered(cfg, x, c), (gy, x, c),
+        p2 = _private_sum(cfg.cpu, lambda g, x, c: g.astype(sdt) * _centered(cfg, x, c), (gy, x, c),
                           cfg.first_axes)
         return p2 + (c - mean) * p1 if cfg.group_axes and cfg.center else p2
 
     if bad is None:
         return shifted(gy, x, center)
-    gx = _private_sum(lambda g, x: g.astype(sdt) * x.astype(sdt), (gy, x), cfg.first_axes)
+    gx = _private_sum(cfg.cpu, lambda g, x: g.astype(sdt) * x.astype(sdt), (gy, x), cfg.first_axes)
     return lax.cond(bad, lambda gy, x, c, plain: shifted(gy, x, c),
                     lambda gy, x, c, plain: plain, gy, x, center, gx - mean * p1)
 
@@ -281,7 +285,7 @@ def _group_sums(cfg: Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, 
     g_of = lambda g: g.astype(sdt)  # noqa: E731
     dscale = dbias = None
     if first:
-        p1 = _private_sum(g_of, (gy,), first)
+        p1 = _private_sum(cfg.cpu, g_of, (gy,), first)
         p2 = _centered_gsum(cfg, res, gy, p1)
         s1, t2 = _sum(gamma * p1, group), _sum(gamma * p2, group)
         if bias is not None:
@@ -292,12 +296,12 @@ def _group_sums(cfg: Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, 
     # (x - m) * (g * c), not (g * (x - m)) * c: XLA:CPU's reduction kernel multiplies an
     # intermediate by a broadcast about 1.6x slower (measured).
     gxc_times = lambda g, x, m, c: _centered(cfg, x, m) * (g_of(g) * c)  # noqa: E731
-    s1 = _private_sum(lambda g, c: g_of(g) * c, (gy, gamma), group)
-    t2 = _private_sum(gxc_times, (gy, x, mean, gamma), group)
+    s1 = _private_sum(cfg.cpu, lambda g, c: g_of(g) * c, (gy, gamma), group)
+    t2 = _private_sum(cfg.cpu, gxc_times, (gy, x, mean, gamma), group)
     if bias is not None:
-        dbias = _private_sum(g_of, (gy,), batch)
+        dbias = _private_sum(cfg.cpu, g_of, (gy,), batch)
     if scale is not None:
-        dscale = _private_sum(gxc_times, (gy, x, mean, r), batch)
+        dscale = _private_sum(cfg.cpu, gxc_times, (gy, x, mean, r), batch)
     return r, s1, t2, dscale, dbias
 
 
@@ -327,7 +331,7 @@ def _like_primal(ct: Array | None, primal: Any) -> Array | None:
 def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     x, scale, bias, mask, eps, mean, var, count, _, _ = res
     lay = native_layout(cfg, x, (scale, bias), mask)
-    if lay is not None and (lay.rows or _platform.cpu_target()):
+    if lay is not None and (lay.rows or cfg.cpu):
         # Off the CPU the kernel's pure-JAX twin, which recomputes the row moments: faster
         # there than the four reductions below for LayerNorm/RMSNorm rows (measured on a GPU).
         return native_backward(cfg, res, cts, lay)
@@ -346,7 +350,7 @@ def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     n = jnp.where(count > 0, count, jnp.inf)
     c1 = (2 * gvar.astype(sdt) * sigma**3 - t2) / (n * sigma**3)
     c0 = (gmean.astype(sdt) * sigma - s1) / (n * sigma) if cfg.center else jnp.zeros((), sdt)
-    xb, gb, mb = _platform.cpu_barrier((x, gy, mean))
+    xb, gb, mb = _platform.cpu_barrier((x, gy, mean), cfg.cpu)
     corr = c0 + c1 * _centered(cfg, xb, mb)
     if mask is not None:
         corr = jnp.where(jnp.broadcast_to(jnp.asarray(mask).astype(bool), x.shape), corr, 0)

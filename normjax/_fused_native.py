@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax import _native, _native_ops, _platform
+from normjax import _native, _native_ops
 from normjax.stats import Moments, feature_shape
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
     forward statistics was measured slower there.)
     """
     # Off the CPU the kernels' pure-JAX twins run, which need no compiled kernels.
-    kernels = _native.native_available() if _platform.cpu_target() else True
+    kernels = _native.native_available() if cfg.cpu else True
     if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
             or not (cfg.native and kernels)):
         return None
@@ -131,7 +131,7 @@ def native_backward(cfg: Config, res: tuple, cts: tuple, lay: NativeLayout) -> t
     b, r, c, g = lay
     f32 = jnp.float32
     gamma, _ = _params(scale, None, c)
-    grad = (_native_ops.normalize_grad if _platform.cpu_target()
+    grad = (_native_ops.normalize_grad if cfg.cpu
             else _native_ops.ref_normalize_grad)
     dx, dscale, dbias, deps = grad(
         gy.astype(f32).reshape(b, r, c), x.reshape(b, r, c), _eps(eps, lay), gamma,

@@ -36,6 +36,7 @@ def cpu_target() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def cpu_barrier(tree: Any) -> Any:
-    """``lax.optimization_barrier(tree)`` when compiling for the CPU, else ``tree`` itself."""
-    return lax.optimization_barrier(tree) if cpu_target() else tree
+def cpu_barrier(tree: Any, cpu: bool) -> Any:
+    """``lax.optimization_barrier(tree)`` when compiling for the CPU (``cpu``, the norm's
+    recorded :func:`cpu_target`), else ``tree`` itself."""
+    return lax.optimization_barrier(tree) if cpu else tree
