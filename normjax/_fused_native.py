@@ -68,10 +68,11 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
     RMSNorm over trailing axes. (Channels-first inputs stay on the XLA path: a kernel for their
     forward statistics was measured slower there.)
     """
-    # Off the CPU the kernels' pure-JAX twins run, which need no compiled kernels.
-    kernels = _native.native_available() if cfg.cpu else True
+    # Off the CPU the kernels' pure-JAX twins run: they need no compiled kernels, and the
+    # switch (which is about the CPU kernels) does not apply there.
+    kernels = cfg.native and _native.native_available() if cfg.cpu else True
     if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
-            or not (cfg.native and kernels)):
+            or not kernels):
         return None
     size = lambda axes: int(np.prod([x.shape[a] for a in axes]))  # noqa: E731
     if size(range(x.ndim)) == 0:

@@ -119,7 +119,7 @@ def test_off_cpu_keeps_the_guarded_branch_across_devices(off_cpu: None) -> None:
 def test_off_cpu_rows_backward_needs_no_compiled_kernels(off_cpu: None,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The LayerNorm backward off the CPU is the kernel's pure-JAX twin, compiled kernels or
-    not (a GPU machine without a C++ compiler gets the same program)."""
+    not (a GPU machine without a C++ compiler gets the same program), switch or not."""
     from normjax import _native
 
     x = jnp.asarray(_data((8, 32), 3.0))
@@ -130,7 +130,10 @@ def test_off_cpu_rows_backward_needs_no_compiled_kernels(off_cpu: None,
     with_kernels = jax.make_jaxpr(jax.grad(loss))(x)
     monkeypatch.setattr(_native, "native_available", lambda: False)
     without = jax.make_jaxpr(jax.grad(loss))(x)
-    assert str(with_kernels) == str(without) and "normjax_" not in str(without)
+    with normjax.use_native_kernels(False):  # a switch for the CPU kernels: no effect here
+        switched_off = jax.make_jaxpr(jax.grad(loss))(x)
+    assert str(with_kernels) == str(without) == str(switched_off)
+    assert "normjax_" not in str(without)
 
 
 def test_off_cpu_moments_take_the_shifted_form(off_cpu: None) -> None:
