@@ -79,7 +79,7 @@ def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> d
                 "normjax-xla": partial(cands.normjax_candidate, native=False),
                 "normjax-autodiff": partial(cands.normjax_candidate, fused=False),
                 "flax": cands.flax_candidate}
-    if jax.default_backend() != "cpu":
+    if _on_accelerator():
         del builders["normjax-xla"]  # the CPU kernels only run on the CPU
     builders.update({name: partial(peer_candidate, name) for name in PEERS
                      if peer_available(name)})
@@ -105,14 +105,18 @@ def _jax_calls(case: cands.Case, mode: str, arrays: tuple[np.ndarray, ...]) -> d
     return calls
 
 
+def _on_accelerator() -> bool:
+    return jax.default_backend() != "cpu"
+
+
 def default_inner() -> int:
     """Calls per timing sample: 1 on the CPU, 20 on an accelerator (see the module notes)."""
-    return 1 if jax.default_backend() == "cpu" else 20
+    return 20 if _on_accelerator() else 1
 
 
 def default_batch_scale() -> int:
     """Factor on the cases' batch size: 1 on the CPU, 16 on an accelerator."""
-    return 1 if jax.default_backend() == "cpu" else 16
+    return 16 if _on_accelerator() else 1
 
 
 def _choose_repeats(calls: dict, budget_s: float, lo: int, hi: int, inner: int) -> int:
