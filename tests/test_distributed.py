@@ -26,6 +26,8 @@ from experiments.config import load_config
 from experiments.runner import run
 from experiments.writer import read_jsonl
 
+pytestmark = pytest.mark.cpu_only  # CPU devices in two processes (gloo collectives)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/quickstart.py"
 OVERRIDES = [("steps", "3"), ("log_every", "1"), ("num_seeds", "1"), ("only", "batch"),

@@ -38,6 +38,8 @@ from experiments.train import batch_indices
 from experiments.validation import validate_config
 from experiments.writer import read_jsonl
 
+pytestmark = pytest.mark.cpu_only  # eight host devices
+
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 STEPS = 3
 

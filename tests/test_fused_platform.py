@@ -54,8 +54,13 @@ def test_shifted_moments_of_a_constant_group_are_exact() -> None:
 
 def test_cpu_target_follows_the_default_device() -> None:
     assert cpu_target() == (jax.default_backend() == "cpu")
-    with jax.default_device(jax.devices("cpu")[0]):
-        assert cpu_target()
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS without the CPU
+        cpu = None
+    if cpu is not None:
+        with jax.default_device(cpu):
+            assert cpu_target()
     tree = (jnp.ones(2), jnp.zeros(3))
     assert cpu_barrier(tree, False) is tree
     text = jax.jit(lambda a, b: cpu_barrier((a, b), True)).lower(*tree).as_text()

@@ -19,6 +19,8 @@ from jax.sharding import PartitionSpec as P
 import normjax as nj
 from tests import reference as ref
 
+pytestmark = pytest.mark.cpu_only  # eight host devices
+
 TOL = {"rtol": 2e-5, "atol": 2e-5}
 
 

@@ -83,6 +83,7 @@ def test_strategies_compute_the_same_runs():
     assert not np.allclose(ref_metrics["train/objective"][0], ref_metrics["train/objective"][1])
 
 
+@pytest.mark.cpu_only  # "auto" picks per backend; this pins the CPU's choice
 def test_strategy_is_recorded_and_resume_may_switch(tmp_path):
     config = _cnn_config("auto")
     config.steps, config.log_every = 4, 2
@@ -136,6 +137,7 @@ def test_measure_with_one_run_is_vmap():
     assert resolve_strategy(config, 1) == ("vmap", "measure: a single run")
 
 
+@pytest.mark.cpu_only  # four host devices
 @pytest.mark.parametrize("name", ["sequential", "interleaved"])
 def test_looped_strategies_shard_the_batch_like_vmap(name):
     """On 4 devices, a looped strategy trains the runs as vmap on one device does."""
