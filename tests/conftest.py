@@ -9,6 +9,8 @@ allow for), and the tests marked ``cpu_only`` are skipped.
 """
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -22,6 +24,16 @@ import jax  # noqa: E402  (XLA_FLAGS must be set before jax initializes its back
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# Many tests compile the same programs (the runner's steps for the shipped configs, the studies):
+# one compilation cache per test session, shared by the xdist workers (they inherit the variable
+# from the controlling process, which made the folder and removes it at the end).
+_CACHE_VAR = "NORMJAX_TEST_JAX_CACHE"
+_OWN_CACHE = _CACHE_VAR not in os.environ
+if _OWN_CACHE:
+    os.environ[_CACHE_VAR] = tempfile.mkdtemp(prefix="normjax-test-jax-cache-")
+jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_VAR])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,3 +49,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("cpu_only"):
             item.add_marker(skip)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ.pop(_CACHE_VAR), ignore_errors=True)
