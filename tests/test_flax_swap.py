@@ -25,15 +25,6 @@ import normjax.nnx as normjax_nnx
 STEPS = 20
 
 
-@pytest.fixture(autouse=True)
-def _full_precision_matmuls() -> Any:
-    """float32 matrix products in full precision: on GPUs the default is TF32, whose rounding
-    turns the last-bit differences between the two libraries' norms into 1e-3 differences
-    after 20 training steps (a no-op on the CPU, whose float32 products are exact)."""
-    with jax.default_matmul_precision("highest"):
-        yield
-
-
 def make_mlp(nn: ModuleType) -> Any:
     class MLP(nn.Module):
         @nn.compact
