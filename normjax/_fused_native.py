@@ -29,12 +29,14 @@ __all__ = ["NATIVE_MAX_CHANNELS", "NativeLayout", "native_backward", "native_for
            "native_layout", "native_rows_forward"]
 
 
-# Channels-last layouts with more channels than this (and R > 1) stay on the XLA path: on the
-# MLP BatchNorm (1024 x 1024) the kernels, which must take two sweeps over x and g there (the
-# statistics need every row before dx), measured 0.79-1.20x the XLA path's time for the
-# gradient and 0.97-1.08x for a loss that also uses y, across runs: no consistent gain.
-# BatchNorm NHWC (128 channels) and GroupNorm/InstanceNorm gain from the kernels.
+# Channels-last layouts with more channels than this (and R > 1, e.g. the MLP BatchNorm) keep
+# their forward statistics on the XLA path (the moments kernel gained nothing there, and a
+# program that also used y measured slower with it). Their backward runs in the kernel where a
+# sample is too large for L2 (TWO_SWEEP_BYTES of x and g; the kernel then takes two sweeps,
+# statistics and sums, then dx); smaller ones stay on the XLA path (the kernel would run them
+# on one thread). BatchNorm NHWC (128 channels) and GroupNorm/InstanceNorm use both kernels.
 NATIVE_MAX_CHANNELS = 256
+TWO_SWEEP_BYTES = 1 << 20  # the kernels' NORMJAX_SAMPLE_BYTES
 
 
 class NativeLayout(NamedTuple):
@@ -50,7 +52,7 @@ class NativeLayout(NamedTuple):
 
     @property
     def forward(self) -> bool:
-        return self.r > 1
+        return self.r > 1 and self.c <= NATIVE_MAX_CHANNELS
 
     @property
     def rows(self) -> bool:
@@ -85,7 +87,9 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
             or any(p is not None and jnp.shape(p) != expected for p in params)):
         return None
     lay = NativeLayout(size(batch), size(first), size(feat), size(index))
-    return None if lay.r > 1 and lay.c > NATIVE_MAX_CHANNELS else lay
+    if lay.r > 1 and lay.c > NATIVE_MAX_CHANNELS and 8 * lay.r * lay.c <= TWO_SWEEP_BYTES:
+        return None
+    return lay
 
 
 def native_forward(cfg: Config, x: Array, lay: NativeLayout) -> Moments:

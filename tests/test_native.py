@@ -129,6 +129,11 @@ def _norms() -> dict[str, Any]:
         "batch_large": (lambda x, s, b: normjax.batch_norm(
             x, normjax.batch_norm_init(8), scale=s, bias=b, reduction_axes=(0, 1, 2),
             train=True)[0], (64, 40, 40, 8)),
+        # Wider than NATIVE_MAX_CHANNELS and larger than L2: XLA forward, kernel backward.
+        "batch_mlp_wide": (lambda x, s, b: normjax.batch_norm(
+            x, normjax.batch_norm_init(264), scale=s, bias=b, reduction_axes=(0,),
+            train=True)[0], (520, 264)),
+        "instance_wide": (lambda x, s, b: normjax.instance_norm(x, s, b), (2, 24, 24, 272)),
     }
 
 
@@ -174,6 +179,54 @@ def test_gradient_only_programs_drop_the_forward_statistics() -> None:
     hlo = jax.jit(jax.grad(lambda x: jnp.sum(normjax.group_norm(x, num_groups=2) * ct))
                   ).lower(x).compile().as_text()
     assert "normjax_moments" not in hlo and "normjax_grad" in hlo
+
+
+@needs_kernels
+def test_wide_norms_take_the_kernel_backward_only() -> None:
+    """More than NATIVE_MAX_CHANNELS channels: the forward statistics stay in XLA; the backward
+    takes the kernel where x and g exceed L2 (two sweeps), else XLA too."""
+    def hlo(shape: tuple) -> str:
+        def loss(x: jax.Array) -> jax.Array:
+            y, _ = normjax.batch_norm(x, normjax.batch_norm_init(shape[-1]),
+                                      reduction_axes=(0,), train=True)
+            return jnp.sum(jnp.tanh(y))
+        return jax.jit(jax.value_and_grad(loss)).lower(rand(shape, 24)).as_text()
+
+    big, small = hlo((520, 264)), hlo((64, 264))
+    assert "normjax_grad" in big and "normjax_moments" not in big
+    assert "normjax_" not in small
+
+
+@needs_kernels
+@pytest.mark.parametrize("outlier", [False, True], ids=["far_from_zero", "outlying_first_rows"])
+def test_wide_rows_statistics_stay_accurate(outlier: bool) -> None:
+    """Rows wider than 256 channels take one shifted read per block of rows, shifted by the
+    mean of the block's first rows; where the block's mean lies more than 4 standard
+    deviations from that shift (first rows far off the rest) the block is recomputed with the
+    corrected two-pass. Both routes: the variance to 1e-5 of a float64 oracle, the gradient as
+    accurate as the pure-JAX twin, bitwise-equal reruns."""
+    b, r, c = 1, 40000, 272
+    x = np.random.default_rng(25).normal(1e4, 1.0, (b, r, c)).astype(np.float32)
+    if outlier:  # 5000-row blocks; their first rows 1e3 off: 12 sigma from the block's mean
+        x[:, np.arange(r) % 5000 < 32] += 1e3
+    x = jnp.asarray(x)
+    f = jax.jit(_native_ops.group_moments, static_argnums=(1, 2))
+    mean, var = f(x, c, True)
+    again = f(x + 0, c, True)
+    assert np.array_equal(var, again[1]) and np.array_equal(mean, again[0])
+    want_mean, want_var = oracle_moments(np.asarray(x), c, True)
+    np.testing.assert_allclose(np.asarray(var), want_var, rtol=1e-5)
+    close(mean, want_mean, 1e-7)
+    gy = rand((b, r, c), 26)
+    args = (gy, x, jnp.full((b, c), 1e-5, jnp.float32), rand((1, c), 27, loc=1.0),
+            rand((b, c), 28), rand((b, c), 29))
+    want = oracle_grad(*(np.asarray(a) for a in args), True)
+    got = _native_ops.normalize_grad(*args, True)
+    ref = _native_ops.ref_normalize_grad(*args, True)
+    for k, t, w in zip(got, ref, want, strict=True):
+        scale = np.max(np.abs(w))
+        assert np.max(np.abs(np.asarray(k, np.float64) - w)) <= (
+            2 * np.max(np.abs(np.asarray(t, np.float64) - w)) + 1e-5 * scale)
 
 
 @needs_kernels

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import normjax
 from normjax import _native_ops
 from normjax._fused_grad import Config
-from normjax._fused_native import NATIVE_MAX_CHANNELS, native_layout
+from normjax._fused_native import NATIVE_MAX_CHANNELS, TWO_SWEEP_BYTES, native_layout
 from tests.native_oracle import needs_kernels, rand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,10 @@ def test_native_layout_routing() -> None:
     assert native_layout(_cfg((2, 3), (1,)), x, (None, None), None) is None
     assert native_layout(_cfg((0, 2, 3), (1,)), x, (None, None), None) is None
     wide = jnp.zeros((4, NATIVE_MAX_CHANNELS + 1), jnp.float32)  # MLP BatchNorm, wide layer
-    assert native_layout(_cfg((0,), (1,)), wide, (None, None), None) is None
+    assert native_layout(_cfg((0,), (1,)), wide, (None, None), None) is None  # fits L2: XLA
+    rows = TWO_SWEEP_BYTES // (8 * wide.shape[1]) + 1  # x and g larger than L2: two sweeps
+    lay = native_layout(_cfg((0,), (1,)), jnp.zeros((rows, wide.shape[1])), (None, None), None)
+    assert lay == (1, rows, wide.shape[1], wide.shape[1]) and not lay.forward  # backward only
     assert native_layout(_cfg((1,), (1,)), wide, (None, None), None) is not None  # LayerNorm
     assert native_layout(_cfg((0, 1, 2), (3,)), x, (None, None), jnp.ones(x.shape, bool)) is None
     assert native_layout(_cfg((0, 1, 2), (3,), axis_name="d"), x, (None, None), None) is None
@@ -69,6 +73,15 @@ def test_switch_applies_to_the_backward_of_the_norms_called_under_it() -> None:
     with normjax.use_native_kernels(False):
         on = jax.jit(jax.grad(loss), static_argnums=1).lower(x, True).as_text()
     assert "normjax_grad" in on
+
+
+def test_two_sweep_threshold_matches_the_kernels() -> None:
+    """The routing's L2 budget is the kernels' (the sample size above which they take two
+    sweeps): a wide layout routed to them always takes the two-sweep backward."""
+    src = (ROOT / "normjax" / "csrc" / "norm_kernels.cc").read_text()
+    found = re.search(r"#define NORMJAX_SAMPLE_BYTES \((\d+) << (\d+)\)", src)
+    assert found is not None
+    assert TWO_SWEEP_BYTES == int(found[1]) << int(found[2])
 
 
 def test_switch_rejects_non_bool() -> None:
