@@ -272,6 +272,27 @@ def test_vmap_matches_the_xla_path(shared: bool) -> None:
 
 
 @needs_kernels
+def test_vmap_over_seeds_of_a_wide_layer_matches_the_xla_path() -> None:
+    """Two seeds of an MLP BatchNorm wider than 256 channels (kernel backward, two sweeps per
+    seed) with per-seed parameters."""
+    x, ct = rand((2, 520, 264), 60, loc=0.3), rand((2, 520, 264), 61)
+    s, b = rand((2, 264), 62, loc=1.0), rand((2, 264), 63)
+
+    def loss(x: jax.Array, s: jax.Array, b: jax.Array, ct: jax.Array) -> jax.Array:
+        y, _ = normjax.batch_norm(x, normjax.batch_norm_init(264), scale=s, bias=b,
+                                  reduction_axes=(0,), train=True)
+        return jnp.sum(jnp.tanh(y) * ct)
+
+    f = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1, 2))))
+    assert "normjax_grad" in f.lower(x, s, b, ct).as_text()
+    got = f(x, s, b, ct)
+    with normjax.use_native_kernels(False):
+        want = f(x, s, b, ct)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        close(g, w, 1e-5)
+
+
+@needs_kernels
 def test_hessian_uses_the_pure_jax_tangents() -> None:
     x = rand((2, 3, 4), 21)
     f = lambda v: jnp.sum(jnp.sin(normjax.layer_norm(x.at[0, 0, :].set(v))))  # noqa: E731
