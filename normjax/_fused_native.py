@@ -66,9 +66,11 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
     They take float32, unmasked, single-device inputs whose axes run: sample axes (neither
     reduced nor feature), then the reduced non-feature axes (R), then the feature axes,
     group-indexing ones before reduced ones (C = G * K), with parameters of the feature shape:
-    BN/IN/GN channels-last with at most :data:`NATIVE_MAX_CHANNELS` channels, LayerNorm and
-    RMSNorm over trailing axes. (Channels-first inputs stay on the XLA path: a kernel for their
-    forward statistics was measured slower there.)
+    BN/IN/GN channels-last with at most :data:`NATIVE_MAX_CHANNELS` channels (wider ones where
+    a sample's ``x`` and ``g`` exceed :data:`TWO_SWEEP_BYTES`, for the backward only:
+    ``forward`` is then false), LayerNorm and RMSNorm over trailing axes. (Channels-first
+    inputs stay on the XLA path: a kernel for their forward statistics was measured slower
+    there.)
     """
     # Off the CPU the kernels' pure-JAX twins run: they need no compiled kernels, and the
     # switch (which is about the CPU kernels) does not apply there.
