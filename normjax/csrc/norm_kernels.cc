@@ -78,41 +78,10 @@ constexpr int64_t kChunkBytes = NORMJAX_CHUNK_BYTES;    // rows summed in float,
 constexpr int64_t kBlockBytes = NORMJAX_BLOCK_BYTES;    // one work item
 constexpr int64_t kSampleBytes = NORMJAX_SAMPLE_BYTES;  // one-sweep backward up to this
 
+// Work claimed from an atomic counter: items 0 .. n1 - 1 run fn1; after the last of them,
+// mid() runs once, on the thread that finished it; items n1 .. n1 + n2 - 1 then run fn2 (a
+// thread that claims one before mid() is done waits for it; mid() is short and always running).
 struct Work {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  int64_t total = 0;
-  std::function<void(int64_t)> fn;
-};
-
-void Drain(Work& w) {
-  for (;;) {
-    const int64_t i = w.next.fetch_add(1);
-    if (i >= w.total) return;
-    w.fn(i);
-    w.done.fetch_add(1);
-  }
-}
-
-// Runs fn(0), ..., fn(n - 1) on this thread and the pool. Items are claimed, not assigned: if
-// the pool is busy this thread runs them all, so nested or concurrent calls cannot deadlock.
-void ParallelFor(ffi::ThreadPool& pool, int64_t n, std::function<void(int64_t)> fn) {
-  if (n <= 0) return;
-  auto w = std::make_shared<Work>();
-  w->total = n;
-  w->fn = std::move(fn);
-  const int64_t helpers =
-      std::min<int64_t>(std::min<int64_t>(pool.num_threads(), NORMJAX_MAX_HELPERS), n - 1);
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([w] { Drain(*w); });
-  Drain(*w);
-  while (w->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
-}
-
-// Two phases in one dispatch: fn1(0), ..., fn1(n1 - 1); then mid(), once, on the thread that
-// finishes the last of them; then fn2(0), ..., fn2(n2 - 1). The helpers are woken once, not
-// twice (a woken helper started 50-300 us late here, as long as a whole sweep); one that claims
-// a second-phase item before mid() is done waits for it (mid() is short and always running).
-struct Work2 {
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::atomic<bool> ready{false};
@@ -121,14 +90,14 @@ struct Work2 {
   std::function<void()> mid;
 };
 
-void Drain2(Work2& w) {
+void Drain(Work& w) {
   for (;;) {
     const int64_t i = w.next.fetch_add(1);
     if (i >= w.n1 + w.n2) return;
     if (i < w.n1) {
       w.fn1(i);
       if (w.done.fetch_add(1) + 1 == w.n1) {
-        w.mid();
+        if (w.mid) w.mid();
         w.ready.store(true, std::memory_order_release);
       }
       continue;
@@ -139,25 +108,38 @@ void Drain2(Work2& w) {
   }
 }
 
+// Runs fn1(0), ..., fn1(n1 - 1), then mid(), then fn2(0), ..., fn2(n2 - 1) on this thread and
+// the pool, in one dispatch: the helpers are woken once, not once per phase (a woken helper
+// started 50-300 us late here, as long as a whole sweep). Items are claimed, not assigned: if
+// the pool is busy this thread runs them all, so nested or concurrent calls cannot deadlock.
 void ParallelFor2(ffi::ThreadPool& pool, int64_t n1, std::function<void(int64_t)> fn1,
                   std::function<void()> mid, int64_t n2, std::function<void(int64_t)> fn2) {
-  if (n1 <= 0) {
-    mid();
-    ParallelFor(pool, n2, std::move(fn2));
-    return;
+  n1 = std::max<int64_t>(0, n1);
+  n2 = std::max<int64_t>(0, n2);
+  if (n1 == 0) {  // mid() first; fn2's items become the only phase
+    if (mid) mid();
+    std::swap(n1, n2);
+    std::swap(fn1, fn2);
+    mid = nullptr;
   }
-  auto w = std::make_shared<Work2>();
+  if (n1 == 0) return;
+  auto w = std::make_shared<Work>();
   w->n1 = n1;
-  w->n2 = std::max<int64_t>(0, n2);
+  w->n2 = n2;
   w->fn1 = std::move(fn1);
   w->fn2 = std::move(fn2);
   w->mid = std::move(mid);
-  const int64_t total = w->n1 + w->n2;
+  const int64_t total = n1 + n2;
   const int64_t helpers =
       std::min<int64_t>(std::min<int64_t>(pool.num_threads(), NORMJAX_MAX_HELPERS), total - 1);
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([w] { Drain2(*w); });
-  Drain2(*w);
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([w] { Drain(*w); });
+  Drain(*w);
   while (w->done.load(std::memory_order_acquire) < total) std::this_thread::yield();
+}
+
+// Runs fn(0), ..., fn(n - 1) on this thread and the pool (ParallelFor2 with one phase).
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, std::function<void(int64_t)> fn) {
+  ParallelFor2(pool, n, std::move(fn), nullptr, 0, nullptr);
 }
 
 struct Layout {
@@ -804,6 +786,18 @@ int64_t GradPerSample(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   return items.per_seed;
 }
 
+// Block p (of nblk blocks of `rows` rows per sample) of the two-sweep backward: its partials
+// mean, M2, sg, sgc (4 C-vectors at part + 4 C p) from one read of its rows of x and g.
+void BlockPartials(const GradArgs& A, const Layout& L, int64_t rows, int64_t nblk, int64_t p,
+                   double* part) {
+  std::vector<float> tmp(TmpFloats(L.C));
+  const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
+  const int64_t off = b * L.R * L.C;
+  double* q = &part[p * 4 * L.C];
+  BlockMoments<true>(A.x + off, A.g + off, L.C, r0, r1, q, q + L.C, q + 2 * L.C, q + 3 * L.C,
+                     tmp.data());
+}
+
 // Sample b's statistics, dx coefficients (P, Q, O, M into coef, 4 C-vectors) and parameter-
 // gradient partials (into ds: dscale, dbias) from its blocks' partials (mean, M2, sg, sgc each).
 void MergeSample(const double* part, const GradArgs& A, const Layout& L, int64_t b,
@@ -823,14 +817,7 @@ void GradTwoSweepsWide(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L
                        int64_t nblk, double* part, std::vector<double>& dparts) {
   const int64_t wsize = 4 * 16 * ((L.C + 15) / 16);
   std::vector<float> wcoef(L.B * wsize);  // per sample: interleaved (InterleaveCoefficients)
-  auto sums = [&](int64_t p) {
-    std::vector<float> tmp(TmpFloats(L.C));
-    const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
-    const int64_t off = b * L.R * L.C;
-    double* q = &part[p * 4 * L.C];
-    BlockMoments<true>(A.x + off, A.g + off, L.C, r0, r1, q, q + L.C, q + 2 * L.C, q + 3 * L.C,
-                       tmp.data());
-  };
+  auto sums = [&](int64_t p) { BlockPartials(A, L, rows, nblk, p, part); };
   auto coefficients = [&] {
     std::vector<float> coef(4 * L.C);
     for (int64_t b = 0; b < L.B; ++b) {
@@ -847,29 +834,21 @@ void GradTwoSweepsWide(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L
 }
 
 // Samples too large for L2 (BatchNorm over a large batch): one sweep of x and g for the
-// statistics and the sums (ChunkedMoments per block of rows, merged per sample), then dx in a
+// statistics and the sums (BlockPartials per block of rows, merged per sample), then dx in a
 // second sweep. dparts gets 2 * C doubles per sample.
 int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
                       std::vector<double>& dparts) {
   const int64_t rows = BlockRows(L, 8);
   const int64_t nblk = (L.R + rows - 1) / rows;
   std::unique_ptr<double[]> part(new double[L.B * nblk * 4 * L.C]);  // mean, M2, sg, sgc
+  dparts.assign(L.B * 2 * L.C, 0.0);
   if (L.C > NORMJAX_CB_MAX_C) {
-    dparts.assign(L.B * 2 * L.C, 0.0);
     GradTwoSweepsWide(pool, A, L, rows, nblk, part.get(), dparts);
     return L.B / L.S;
   }
-  ParallelFor(pool, L.B * nblk, [&](int64_t p) {
-    std::vector<float> tmp(5 * L.C);
-    const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
-    const int64_t off = b * L.R * L.C;
-    double* q = &part[p * 4 * L.C];
-    std::fill(q, q + 4 * L.C, 0.0);
-    ChunkedMoments<true>(A.x + off, A.g + off, L.C, r0, r1, q, q + L.C, q + 2 * L.C,
-                         q + 3 * L.C, tmp.data());
-  });
+  ParallelFor(pool, L.B * nblk,
+              [&](int64_t p) { BlockPartials(A, L, rows, nblk, p, part.get()); });
   std::vector<float> coef(L.B * 4 * L.C);  // per sample: P, Q, O, M
-  dparts.assign(L.B * 2 * L.C, 0.0);
   for (int64_t b = 0; b < L.B; ++b)
     MergeSample(part.get(), A, L, b, nblk, rows, &coef[b * 4 * L.C], &dparts[b * 2 * L.C]);
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
