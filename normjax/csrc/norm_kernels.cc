@@ -74,6 +74,12 @@ constexpr int kCB = 64;  // channels per register block of the backward sums
 #ifndef NORMJAX_MIN_CHUNK_ROWS
 #define NORMJAX_MIN_CHUNK_ROWS 32
 #endif
+#ifndef NORMJAX_SHIFT_ROWS  // ShiftedMoments' shift: the mean of a block's first rows
+#define NORMJAX_SHIFT_ROWS 8
+#endif
+#ifndef NORMJAX_SHIFTED_CHUNK_ROWS  // rows ShiftedMoments sums in float
+#define NORMJAX_SHIFTED_CHUNK_ROWS 64
+#endif
 constexpr int64_t kChunkBytes = NORMJAX_CHUNK_BYTES;    // rows summed in float, in L1
 constexpr int64_t kBlockBytes = NORMJAX_BLOCK_BYTES;    // one work item
 constexpr int64_t kSampleBytes = NORMJAX_SAMPLE_BYTES;  // one-sweep backward up to this
@@ -360,6 +366,39 @@ void ChunkedMoments(const float* __restrict x, const float* __restrict g, int64_
 // apart stall on this CPU as if they overlapped, "4K aliasing"; measured 3x on the sums).
 int64_t TmpFloats(int64_t C) { return 5 * (C + 32); }
 
+// Whether a store stream at s may stall loads of the streams l[0..n): a store 0-300 bytes
+// above a recent load's address modulo 4 KB ("4K aliasing"; measured 1.2-1.5x on the shifted
+// sums and on dx with 1024 channels, where every row of x and g has the same page offset).
+bool Aliases(uintptr_t s, const uintptr_t* l, int n) {
+  for (int i = 0; i < n; ++i) {
+    const uintptr_t d = (s - l[i]) & 4095;
+    if (d < 320 || d > 4032) return true;
+  }
+  return false;
+}
+
+// BlockMoments' work space (TmpFloats(C) floats) in buf, 64-byte aligned and at a page offset
+// where ShiftedMoments' four float sums (stores, C + 32 floats apart) do not alias the loads of
+// the first four rows of x and g (rows 4 KB apart, as with 1024 channels, all alias alike).
+float* PlacedTmp(std::vector<float>& buf, int64_t C, const float* x, const float* g) {
+  buf.resize(TmpFloats(C) + 1024 + 16);
+  const uintptr_t base = (reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63);
+  const uintptr_t row = uintptr_t(4 * C);
+  uintptr_t loads[8];
+  int n = 0;
+  for (uintptr_t r = 0; r < 4; ++r) {
+    loads[n++] = reinterpret_cast<uintptr_t>(x) + r * row;
+    if (g != nullptr) loads[n++] = reinterpret_cast<uintptr_t>(g) + r * row;
+  }
+  for (uintptr_t off = 0; off < 4096; off += 64) {
+    const uintptr_t t = base + off;
+    bool ok = true;
+    for (int64_t j = 1; j <= 4 && ok; ++j) ok = !Aliases(t + 4 * j * (C + 32), loads, n);
+    if (ok) return reinterpret_cast<float*>(t);
+  }
+  return reinterpret_cast<float*>(base);
+}
+
 // Shifted sums over rows [lo, hi) for all C channels, four rows per update of the float sums in
 // L1: a += d, b += d^2 (d = x - k), with kG s += g, t += g d. Written once for both kG so that
 // the x sums are the same code (the moments kernel and the backward get the same bits).
@@ -396,9 +435,11 @@ void ShiftedChunk(const float* __restrict x, const float* __restrict g, int64_t 
 }
 
 // Per-channel (mean, M2) of rows [r0, r1) in one read of x (and g): the shifted-data sums
-// S1 = sum d, S2 = sum d^2 of d = x - k, k the mean of the first chunk of rows (read again from
-// cache), give mean = k + S1 / n and M2 = S2 - S1^2 / n (Chan, Golub & LeVeque 1983). Sums in
-// float per chunk, in double across chunks (accumulated in the outputs, which start at zero).
+// S1 = sum d, S2 = sum d^2 of d = x - k, k the mean of the first NORMJAX_SHIFT_ROWS rows (read
+// again from cache), give mean = k + S1 / n and M2 = S2 - S1^2 / n (Chan, Golub & LeVeque 1983).
+// Sums in float per chunk of NORMJAX_SHIFTED_CHUNK_ROWS rows, in double across chunks
+// (accumulated in the outputs, which start at zero). (32 rows for k and 32-row chunks measured
+// 1.1-1.2x the time: the shift's extra read and the per-chunk double sums.)
 // With kG: sg = sum g and sgc = sum g d + k sum g (= sum g x). Returns false where some
 // channel's mean lies more than 4 standard deviations from k (S2 - S1^2 / n would then lose
 // digits): the caller then takes the corrected two-pass (ChunkedMoments). Measured against
@@ -407,7 +448,8 @@ template <bool kG>
 bool ShiftedMoments(const float* __restrict x, const float* __restrict g, int64_t C, int64_t r0,
                     int64_t r1, double* __restrict mean, double* __restrict m2,
                     double* __restrict sg, double* __restrict sgc, float* __restrict tmp) {
-  const int64_t S = C + 32, rows = ChunkRows(C), nk = std::min(rows, r1 - r0);
+  const int64_t S = C + 32, rows = NORMJAX_SHIFTED_CHUNK_ROWS;
+  const int64_t nk = std::min<int64_t>(NORMJAX_SHIFT_ROWS, r1 - r0);
   float *k = tmp, *a = tmp + S, *b = tmp + 2 * S, *s = tmp + 3 * S, *t = tmp + 4 * S;
   std::fill(k, k + C, 0.f);
   for (int64_t r = r0; r < r0 + nk; ++r)
@@ -520,11 +562,12 @@ void BlockedMoments(ffi::ThreadPool& pool, const float* xp, const Layout& L, boo
   const int64_t nblk = (L.R + rows - 1) / rows;
   std::unique_ptr<double[]> part(new double[L.B * nblk * 2 * L.C]);  // per block: mean, M2
   ParallelFor(pool, L.B * nblk, [&](int64_t p) {
-    std::vector<float> tmp(TmpFloats(L.C));
+    thread_local std::vector<float> buf;
     const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
     double* q = &part[p * 2 * L.C];
-    BlockMoments<false>(xp + b * L.R * L.C, nullptr, L.C, r0, r1, q, q + L.C, nullptr, nullptr,
-                        tmp.data());
+    const float* x = xp + b * L.R * L.C;
+    BlockMoments<false>(x, nullptr, L.C, r0, r1, q, q + L.C, nullptr, nullptr,
+                        PlacedTmp(buf, L.C, x + r0 * L.C, nullptr));
   });
   std::vector<double> mu(L.C), m2(L.C);
   for (int64_t b = 0; b < L.B; ++b) {
@@ -790,12 +833,12 @@ int64_t GradPerSample(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
 // mean, M2, sg, sgc (4 C-vectors at part + 4 C p) from one read of its rows of x and g.
 void BlockPartials(const GradArgs& A, const Layout& L, int64_t rows, int64_t nblk, int64_t p,
                    double* part) {
-  std::vector<float> tmp(TmpFloats(L.C));
+  thread_local std::vector<float> buf;
   const int64_t b = p / nblk, r0 = (p % nblk) * rows, r1 = std::min(L.R, r0 + rows);
   const int64_t off = b * L.R * L.C;
   double* q = &part[p * 4 * L.C];
   BlockMoments<true>(A.x + off, A.g + off, L.C, r0, r1, q, q + L.C, q + 2 * L.C, q + 3 * L.C,
-                     tmp.data());
+                     PlacedTmp(buf, L.C, A.x + off + r0 * L.C, A.g + off + r0 * L.C));
 }
 
 // Sample b's statistics, dx coefficients (P, Q, O, M into coef, 4 C-vectors) and parameter-
