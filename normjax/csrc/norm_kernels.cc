@@ -665,6 +665,23 @@ void SampleCoefficients(const GradArgs& A, const Layout& L, int64_t b, const dou
                         const double* sgx, float* P, float* Q, float* O, double* dscale,
                         double* dbias) {
   const float* scale = A.scale + L.seed(b) * L.C;
+  if (L.K == 1) {  // a group is a channel (BatchNorm, InstanceNorm): the same, vectorized
+    const double inv_n = 1.0 / double(L.R);
+    const float* __restrict rstd = A.rstd + b * L.C;
+    const float* __restrict gvar = A.gvar + b * L.C;
+    const float* __restrict gmean = A.gmean + b * L.C;
+    float* __restrict deps = A.deps + b * L.C;
+    for (int64_t c = 0; c < L.C; ++c) {
+      const double r = rstd[c], s1 = double(scale[c]) * sg[c], t2 = double(scale[c]) * sgx[c];
+      Q[c] = float((2.0 * gvar[c] - r * r * r * t2) * inv_n);
+      O[c] = A.center ? float((gmean[c] - r * s1) * inv_n) : 0.f;
+      deps[c] = float(-0.5 * r * r * r * t2);
+      P[c] = float(r * scale[c]);
+      dscale[c] += r * sgx[c];
+      dbias[c] += sg[c];
+    }
+    return;
+  }
   for (int64_t grp = 0; grp < L.G; ++grp) {
     double s1 = 0, t2 = 0;
     for (int64_t k = 0; k < L.K; ++k) {
@@ -745,8 +762,9 @@ void BlockDx(const float* __restrict g, const float* __restrict x, const float* 
 // P, Q, O, M (four C-vectors, contiguous in pq) interleaved per 16 channels:
 // w[c / 16][j][c % 16] = vector j at channel c (one coefficient stream for InterleavedDx).
 void InterleaveCoefficients(const float* pq, int64_t C, float* w) {
-  for (int64_t j = 0; j < 4; ++j)
-    for (int64_t c = 0; c < C; ++c) w[(c / 16) * 64 + j * 16 + c % 16] = pq[j * C + c];
+  for (int64_t c0 = 0; c0 < C; c0 += 16)
+    for (int64_t j = 0; j < 4; ++j)
+      for (int64_t l = 0; l < 16 && c0 + l < C; ++l) w[4 * c0 + j * 16 + l] = pq[j * C + c0 + l];
 }
 
 // BlockDx with the coefficients interleaved (InterleaveCoefficients): one stream of coefficients
@@ -773,6 +791,10 @@ void InterleavedDx(const float* __restrict g, const float* __restrict x,
 
 // Sample b's group means per channel (0 for RMSNorm).
 void ChannelMeans(const GradArgs& A, const Layout& L, int64_t b, float* m) {
+  if (L.K == 1) {
+    for (int64_t c = 0; c < L.C; ++c) m[c] = A.center ? A.mean[b * L.G + c] : 0.f;
+    return;
+  }
   for (int64_t grp = 0; grp < L.G; ++grp)
     std::fill(m + grp * L.K, m + (grp + 1) * L.K, A.center ? A.mean[b * L.G + grp] : 0.f);
 }
