@@ -773,7 +773,18 @@ void InterleaveCoefficients(const float* pq, int64_t C, float* w) {
 void InterleavedDx(const float* __restrict g, const float* __restrict x,
                    const float* __restrict w, int64_t C, int64_t r0, int64_t r1,
                    float* __restrict dx) {
-  for (int64_t r = r0; r < r1; ++r) {
+  int64_t r = r0;
+  if (C % 16 == 0)  // four rows per read of the coefficients (1, 2 and 8 measured slower)
+    for (; r + 4 <= r1; r += 4)
+      for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        const float* __restrict v = w + 4 * c0;
+        for (int64_t k = 0; k < 4; ++k) {
+          const int64_t q = (r + k) * C + c0;
+          for (int l = 0; l < 16; ++l)
+            dx[q + l] = v[l] * g[q + l] + v[16 + l] * (x[q + l] - v[48 + l]) + v[32 + l];
+        }
+      }
+  for (; r < r1; ++r) {
     const float* __restrict gr = g + r * C;
     const float* __restrict xr = x + r * C;
     float* __restrict dr = dx + r * C;
