@@ -18,10 +18,11 @@
 // Larger samples (BatchNorm over a batch) are split into at most kMaxBlocks blocks of rows and
 // take two sweeps (statistics and sums, then dx), in one dispatch to the thread pool
 // (ParallelFor2). There, rows wider than NORMJAX_CB_MAX_C channels (the MLP BatchNorm) take
-// one shifted read per block instead of the corrected two-pass (ShiftedMoments, guarded), and
-// dx reads its per-channel coefficients interleaved, as one stream. Rows of LayerNorm / RMSNorm
-// (R = 1) are reduced with lane-parallel sums, and their whole forward (moments and y) runs in
-// the rows kernel, one read of each row. Measured slower and dropped: stripes of channels
+// one shifted read per block instead of the corrected two-pass (ShiftedMoments, guarded; its
+// float sums placed where their stores do not 4K-alias the rows' loads, PlacedTmp), and dx reads
+// its per-channel coefficients interleaved, as one stream, once per four rows. Rows of LayerNorm
+// / RMSNorm (R = 1) are reduced with lane-parallel sums, and their whole forward (moments and y)
+// runs in the rows kernel, one read of each row. Measured slower and dropped: stripes of channels
 // (strided rows stream badly), channel-blocked dx writes, dx walked backwards to meet cached
 // rows first, and non-temporal dx stores (faster alone, slower once something reads dx).
 //
