@@ -22,9 +22,12 @@ from tests.native_oracle import close, needs_kernels, oracle_grad, oracle_moment
 
 # (B, R, C, G): GroupNorm-like, InstanceNorm-like, LayerNorm-like (R = 1), BatchNorm-like
 # inputs larger than L2 (the two-sweep path; 192 channels: the register-blocked sums plus a
-# tail, 300: the unblocked wide rows), 128 channels in one sample (blocked sums), odd sizes.
+# tail, 300: the unblocked wide rows), 128 channels in one sample (blocked sums), odd sizes;
+# wide rows of a multiple of 16 channels (dx four rows per read of its coefficients; blocks of
+# 409 / 341 and 212 / 218 rows leave remainders), per channel and in groups of 16.
 LAYOUTS = [(3, 20, 12, 4), (2, 33, 8, 8), (5, 1, 24, 1), (1, 9000, 40, 40), (2, 700, 300, 3),
-           (1, 1, 7, 7), (2, 50, 128, 32), (1, 1500, 200, 200)]
+           (1, 1, 7, 7), (2, 50, 128, 32), (1, 1500, 200, 200), (2, 1030, 320, 320),
+           (1, 900, 384, 24)]
 
 
 @needs_kernels
