@@ -625,14 +625,17 @@ struct GroupCoef {
   double r, mu, c0, c1;
 };
 
-GroupCoef Coefficients(const GradArgs& A, const Layout& L, int64_t bg, double s1, double t2) {
-  const double inv_n = 1.0 / (double(L.R) * L.K);
+// Group bg's coefficients (the formula above; inline, so that a loop over groups vectorizes),
+// its epsilon gradient written to A.deps.
+inline GroupCoef Coefficients(const GradArgs& A, double inv_n, int64_t bg, double s1, double t2) {
   const double r = A.rstd[bg], mu = A.center ? A.mean[bg] : 0.0;
   const double c1 = (2.0 * A.gvar[bg] - r * r * r * t2) * inv_n;
   const double c0 = A.center ? (A.gmean[bg] - r * s1) * inv_n : 0.0;
   A.deps[bg] = float(-0.5 * r * r * r * t2);
   return {r, mu, c0, c1};
 }
+
+double InvCount(const Layout& L) { return 1.0 / (double(L.R) * L.K); }
 
 // sum(g sc) and sum(g sc (x - mu)) over n elements, with kLanes float lanes each (one pass).
 void RowSums(const float* __restrict g, const float* __restrict sc, const float* __restrict x,
@@ -666,19 +669,15 @@ void SampleCoefficients(const GradArgs& A, const Layout& L, int64_t b, const dou
                         const double* sgx, float* P, float* Q, float* O, double* dscale,
                         double* dbias) {
   const float* scale = A.scale + L.seed(b) * L.C;
-  if (L.K == 1) {  // a group is a channel (BatchNorm, InstanceNorm): the same, vectorized
-    const double inv_n = 1.0 / double(L.R);
-    const float* __restrict rstd = A.rstd + b * L.C;
-    const float* __restrict gvar = A.gvar + b * L.C;
-    const float* __restrict gmean = A.gmean + b * L.C;
-    float* __restrict deps = A.deps + b * L.C;
+  const double inv_n = InvCount(L);
+  if (L.K == 1) {  // a group is a channel (BatchNorm, InstanceNorm): the same, one flat loop
     for (int64_t c = 0; c < L.C; ++c) {
-      const double r = rstd[c], s1 = double(scale[c]) * sg[c], t2 = double(scale[c]) * sgx[c];
-      Q[c] = float((2.0 * gvar[c] - r * r * r * t2) * inv_n);
-      O[c] = A.center ? float((gmean[c] - r * s1) * inv_n) : 0.f;
-      deps[c] = float(-0.5 * r * r * r * t2);
-      P[c] = float(r * scale[c]);
-      dscale[c] += r * sgx[c];
+      const GroupCoef k = Coefficients(A, inv_n, b * L.C + c, double(scale[c]) * sg[c],
+                                       double(scale[c]) * sgx[c]);
+      P[c] = float(k.r * scale[c]);
+      Q[c] = float(k.c1);
+      O[c] = float(k.c0);
+      dscale[c] += k.r * sgx[c];
       dbias[c] += sg[c];
     }
     return;
@@ -690,7 +689,7 @@ void SampleCoefficients(const GradArgs& A, const Layout& L, int64_t b, const dou
       s1 += double(scale[c]) * sg[c];
       t2 += double(scale[c]) * sgx[c];
     }
-    const GroupCoef k = Coefficients(A, L, b * L.G + grp, s1, t2);
+    const GroupCoef k = Coefficients(A, inv_n, b * L.G + grp, s1, t2);
     for (int64_t j = 0; j < L.K; ++j) {
       const int64_t c = grp * L.K + j;
       P[c] = float(k.r * scale[c]);
@@ -732,7 +731,7 @@ void RowGrad(const GradArgs& A, const Layout& L, int64_t b, float* __restrict ds
     const float mu = A.center ? A.mean[bg] : 0.f;
     double s1, t2;
     RowSums(g, sc, x, mu, K, &s1, &t2);
-    const GroupCoef k = Coefficients(A, L, bg, s1, t2);
+    const GroupCoef k = Coefficients(A, InvCount(L), bg, s1, t2);
     const float r = float(k.r), c0 = float(k.c0), c1 = float(k.c1);
     float* __restrict dx = A.dx + o;
     float* __restrict ds = dscale + grp * K;
