@@ -6,10 +6,12 @@ The core techniques and the research variants are re-exported here; the Flax mod
 """
 
 from normjax import research
-from normjax._native import (
+from normjax._backend import (
     native_kernels_enabled,
     native_status,
+    set_fused_backward,
     set_native_kernels,
+    use_fused_backward,
     use_native_kernels,
 )
 from normjax.batch_norm import (
@@ -61,7 +63,7 @@ from normjax.research import (
     whitening_matrix,
 )
 from normjax.rms_norm import rms_norm
-from normjax.stats import Moments, moments, set_fused_backward, standardize, use_fused_backward
+from normjax.stats import Moments, moments, standardize
 from normjax.weight_norm import weight_norm, weight_norm_init
 
 __version__ = "0.1.0"

@@ -20,10 +20,9 @@ divided by ``1 - decay^t``. It is kept already debiased, so eval uses the state 
 the initial values never leak in: the effective weight on the old value is
 ``decay * (1 - decay^t) / (1 - decay^(t+1))`` (0 on the first update).
 
-In train mode the gradient is the closed form of :mod:`normjax._fused_grad` (a
-``jax.custom_vjp``; faster than autodiff) for floating-point input and a scalar ``epsilon``. It
-does not support forward-mode AD (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those
-inside ``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
+In train mode the gradient is the closed form of :mod:`normjax._backend` (a
+differentiable in both modes; faster than autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
+as well, under every transform.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from normjax._fused import normalize
+from normjax._backend import normalize
 from normjax.stats import (
     Axes,
     AxisName,
@@ -216,8 +215,6 @@ def batch_norm(
     Returns:
       ``(y, new_state)``; in eval mode ``new_state is state``.
 
-    Forward-mode AD in train mode needs ``normjax.use_fused_backward(False)`` (see the module
-    docstring).
     """
     check_train(train)
     x = jnp.asarray(x)

@@ -13,8 +13,7 @@ When ``r`` and ``d`` are not clipped, the train-mode output equals the eval-mode
 the network trains on what it will compute at inference, while gradients still flow through
 the batch statistics. ``r_max = 1, d_max = 0`` gives ``r = 1, d = 0``: plain BatchNorm, bit for
 bit. The train-mode output is BatchNorm's normalization with ``scale' = r * scale`` and
-``bias' = d * scale + bias``, computed by the same fused kernel with the closed-form backward
-(``normjax.use_fused_backward(False)`` for forward-mode AD).
+``bias' = d * scale + bias``, computed by the same fused kernel with the closed-form backward.
 
 The paper (Algorithm 1) starts with ``r_max = 1, d_max = 0`` and relaxes them gradually;
 :func:`renorm_clipping_schedule` gives that warm-up. ``r_max`` and ``d_max`` may be traced
@@ -34,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from normjax._fused import normalize
+from normjax._backend import normalize
 from normjax.batch_norm import (
     BatchNormState,
     check_batch,

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax._fused import normalize
+from normjax._backend import normalize
 from normjax.accumulation import pool_moments
 from normjax.batch_norm import (
     BatchNormState,

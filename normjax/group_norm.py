@@ -10,10 +10,9 @@ normalized over (its spatial positions) x (the channels of one group)::
 ``group_size=1`` is InstanceNorm. Defaults follow flax (channels last, ``epsilon=1e-6``); pass
 ``channel_axis=1`` for channels-first (NCHW) input.
 
-The gradient is the closed form of :mod:`normjax._fused_grad` (a ``jax.custom_vjp``; faster than
-autodiff) for floating-point input and a scalar ``epsilon``. It does not support forward-mode AD
-(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those inside
-``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
+The gradient is the closed form of :mod:`normjax._backend` (differentiable in both modes; faster than
+autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
+as well, under every transform.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax._fused import normalize
+from normjax._backend import normalize
 from normjax.stats import Axes, AxisName, broadcast_mask, canonicalize_axes
 
 __all__ = ["group_norm", "resolve_num_groups"]
@@ -94,7 +93,6 @@ def group_norm(
       fast_variance: one-pass variance (less stable).
       dtype: output dtype (default ``x.dtype``).
 
-    Forward-mode AD needs ``normjax.use_fused_backward(False)`` (see the module docstring).
     """
     x = jnp.asarray(x)
     (c,) = canonicalize_axes(channel_axis, x.ndim, name="channel_axis")

@@ -8,10 +8,9 @@ Each example and each channel is normalized over its spatial positions::
 It equals GroupNorm with ``group_size=1``. Defaults follow flax (channels last,
 ``epsilon=1e-6``); pass ``feature_axes=1`` for channels-first (NCHW) input.
 
-The gradient is the closed form of :mod:`normjax._fused_grad` (a ``jax.custom_vjp``; faster than
-autodiff) for floating-point input and a scalar ``epsilon``. It does not support forward-mode AD
-(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those inside
-``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
+The gradient is the closed form of :mod:`normjax._backend` (differentiable in both modes; faster than
+autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
+as well, under every transform.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from normjax._fused import normalize
+from normjax._backend import normalize
 from normjax.stats import Axes, AxisName, canonicalize_axes, complement_axes
 
 __all__ = ["instance_norm"]
@@ -55,7 +54,6 @@ def instance_norm(
       fast_variance: one-pass variance (less stable).
       dtype: output dtype (default ``x.dtype``).
 
-    Forward-mode AD needs ``normjax.use_fused_backward(False)`` (see the module docstring).
     """
     x = jnp.asarray(x)
     feat = canonicalize_axes(feature_axes, x.ndim, name="feature_axes")

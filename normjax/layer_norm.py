@@ -9,10 +9,9 @@ Each example is normalized over its own features, so the result does not depend 
 ``epsilon=1e-6``); for a channels-first image (N, C, H, W) normalized over (C, H, W) with a
 per-channel scale use ``reduction_axes=(1, 2, 3), feature_axes=1``.
 
-The gradient is the closed form of :mod:`normjax._fused_grad` (a ``jax.custom_vjp``; faster than
-autodiff) for floating-point input and a scalar ``epsilon``. It does not support forward-mode AD
-(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those inside
-``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
+The gradient is the closed form of :mod:`normjax._backend` (differentiable in both modes; faster than
+autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
+as well, under every transform.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 
 import jax
 
-from normjax._fused import normalize
+from normjax._backend import normalize
 from normjax.stats import Axes, AxisName
 
 __all__ = ["layer_norm"]
@@ -54,7 +53,6 @@ def layer_norm(
       fast_variance: one-pass variance (less stable).
       dtype: output dtype (default ``x.dtype``).
 
-    Forward-mode AD needs ``normjax.use_fused_backward(False)`` (see the module docstring).
     """
     return normalize(x, scale, bias, reduction_axes=reduction_axes, feature_axes=feature_axes,
                      epsilon=epsilon, mask=mask, axis_name=axis_name,

@@ -3,10 +3,9 @@
 LayerNorm without re-centering: ``y = x / sqrt(mean(x^2, reduction_axes) + epsilon) * scale``.
 Defaults follow flax (last axis, ``epsilon=1e-6``).
 
-The gradient is the closed form of :mod:`normjax._fused_grad` (a ``jax.custom_vjp``; faster than
-autodiff) for floating-point input and a scalar ``epsilon``. It does not support forward-mode AD
-(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``): run those inside
-``with normjax.use_fused_backward(False):`` (or call ``normjax.set_fused_backward(False)``).
+The gradient is the closed form of :mod:`normjax._backend` (differentiable in both modes; faster than
+autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
+as well, under every transform.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 
 import jax
 
-from normjax._fused import normalize
+from normjax._backend import normalize
 from normjax.stats import Axes, AxisName
 
 __all__ = ["rms_norm"]
@@ -45,7 +44,6 @@ def rms_norm(
       axis_name, axis_index_groups: reduce across a named axis too.
       dtype: output dtype (default ``x.dtype``).
 
-    Forward-mode AD needs ``normjax.use_fused_backward(False)`` (see the module docstring).
     """
     return normalize(x, scale, reduction_axes=reduction_axes, feature_axes=feature_axes,
                      epsilon=epsilon, center=False, mask=mask, axis_name=axis_name,

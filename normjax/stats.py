@@ -17,9 +17,11 @@ statistics run over. :func:`moments` computes those statistics once, carefully:
   element counts: sums, sums of squared deviations and counts are reduced with ``psum`` —
   never a mean of per-device means, which is wrong as soon as counts differ.
 
-The norms built on this core (BN/LN/IN/GN/RMSNorm) differentiate through a closed-form backward
-(``normjax._fused``) unless :func:`use_fused_backward` / :func:`set_fused_backward` (defined in
-``normjax._fused_switch``, re-exported here) turn it off.
+* **Complex input** is normalized as flax does: ``mean = E[x]`` (complex) and
+  ``var = E[|x - mean|^2]`` (real).
+
+The norms built on this core (BN/LN/IN/GN/RMSNorm) compute it through ``normjax._backend``,
+which gives the same values with closed-form derivatives in both autodiff modes.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from normjax._checks import (
     complement_axes,
     feature_shape,
 )
-from normjax._fused_switch import fused_backward_enabled, set_fused_backward, use_fused_backward
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -56,14 +57,11 @@ __all__ = [
     "canonicalize_axes",
     "complement_axes",
     "feature_shape",
-    "fused_backward_enabled",
     "guarded_variance",
     "moments",
-    "set_fused_backward",
     "shifted_moments",
     "standardize",
     "stats_dtype",
-    "use_fused_backward",
 ]
 
 

@@ -1,4 +1,4 @@
-"""JAX operations on the CPU kernels of :mod:`normjax._native`, with pure-JAX twins.
+"""JAX operations on the CPU kernels of :mod:`normjax._backend.build`, with pure-JAX twins.
 
 The operations work on the kernels' layout ``x[B, R, C]`` (B samples, R rows reduced over,
 C channels in G contiguous groups of K = C / G; see ``csrc/norm_kernels.cc``):
@@ -6,7 +6,7 @@ C channels in G contiguous groups of K = C / G; see ``csrc/norm_kernels.cc``):
 * :func:`group_moments`: per (sample, group) mean and biased variance (``center=False``:
   mean 0 and ``E[x^2]``, RMSNorm's statistic), stable (no ``E[x^2] - E[x]^2`` cancellation).
 * :func:`normalize_grad`: the closed-form backward of ``y = (x - mean) * rstd * scale + bias``
-  (Ioffe & Szegedy 2015, arXiv:1502.03167, Sec. 3; see :mod:`normjax._fused_grad`), with
+  (Ioffe & Szegedy 2015, arXiv:1502.03167, Sec. 3; see :mod:`normjax._backend.closed_form`), with
   ``(mean, var)`` recomputed from ``x`` as :func:`group_moments` computes them (on the CPU the
   same code, so the same bits) and ``rstd = 1 / sqrt(var + eps)``::
 
@@ -23,17 +23,21 @@ C channels in G contiguous groups of K = C / G; see ``csrc/norm_kernels.cc``):
 On the CPU they lower to the custom calls; on any other platform (``lax.platform_dependent``)
 and under forward-mode autodiff (a ``jax.custom_jvp`` whose tangent is that of the twin), the
 pure-JAX twin runs. ``vmap`` adds leading sample axes (``vmap_method="broadcast_all"``).
+Inside ``shard_map`` a kernel runs on each member's block (the operations are local): its
+operands are cast to vary over the same manual axes and its results are declared to vary over
+them (what JAX's own primitives do), so both branches of the platform switch have one type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 Array = jax.Array
 
@@ -57,7 +61,8 @@ def ref_group_moments(x: Array, groups: int, center: bool) -> tuple[Array, Array
     """Pure-JAX :func:`group_moments` (two-pass variance)."""
     xg = _groups(x, groups)
     if not center:
-        return jnp.zeros((*xg.shape[:-3], groups), x.dtype), jnp.mean(xg * xg, (-3, -1))
+        var = jnp.mean(xg * xg, (-3, -1))
+        return jnp.zeros_like(var), var
     mean = jnp.mean(xg, (-3, -1), keepdims=True)
     var = jnp.mean(jnp.square(xg - mean), (-3, -1))
     return jnp.squeeze(mean, (-3, -1)), var
@@ -94,9 +99,36 @@ def ref_normalize_grad(g: Array, x: Array, eps: Array, scale: Array, g_mean: Arr
     return dx.reshape(x.shape), dscale, dbias, (-0.5 * rs**3 * t2).reshape(eps.shape)
 
 
+def _varying(a: Any) -> frozenset:
+    """The manual mesh axes (``shard_map``) along which ``a`` varies; empty elsewhere."""
+    mat = getattr(jax.typeof(a), "manual_axis_type", None)
+    return frozenset(mat.varying) if mat is not None else frozenset()
+
+
+def _results(shapes: Sequence[tuple[int, ...]], like: Array) -> tuple:
+    """float32 result types of a custom call on operands typed like ``like``: inside
+    ``shard_map``, varying over the same manual axes (per-member results)."""
+    aval = jax.typeof(like)
+    if not _varying(like):
+        return tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes)
+    sharding = NamedSharding(aval.sharding.mesh, PartitionSpec())
+    return tuple(jax.ShapeDtypeStruct(s, jnp.float32, sharding=sharding,
+                                      manual_axis_type=aval.manual_axis_type) for s in shapes)
+
+
+def _same_vma(args: tuple) -> tuple:
+    """``args`` cast to vary over the union of their manual axes (a custom call's operands
+    must agree; a no-op outside ``shard_map``)."""
+    union = frozenset().union(*(_varying(a) for a in args))
+    if not union:
+        return args
+    return tuple(lax.pcast(a, tuple(sorted(union - _varying(a), key=str)), to="varying")
+                 if union - _varying(a) else a for a in args)
+
+
 def _dispatch(call: Callable, ref: Callable, args: tuple, *static: Any) -> Any:
     """The custom call on the CPU, the pure-JAX twin on every other platform."""
-    return lax.platform_dependent(*args, cpu=lambda *a: call(*a, *static),
+    return lax.platform_dependent(*_same_vma(args), cpu=lambda *a: call(*a, *static),
                                   default=lambda *a: ref(*a, *static))
 
 
@@ -108,16 +140,14 @@ def _twin_jvp(op: Callable, ref: Callable, primals: tuple, tangents: tuple, *sta
 
 
 def _moments_call(x: Array, groups: int, center: bool) -> tuple[Array, Array]:
-    out = jax.ShapeDtypeStruct((*x.shape[:-2], groups), jnp.float32)
-    call = jax.ffi.ffi_call("normjax_moments", (out, out), vmap_method="broadcast_all")
+    outs = _results([(*x.shape[:-2], groups)] * 2, x)
+    call = jax.ffi.ffi_call("normjax_moments", outs, vmap_method="broadcast_all")
     return tuple(call(x, center=center))
 
 
 def _grad_call(g: Array, x: Array, eps: Array, scale: Array, g_mean: Array, g_var: Array,
                center: bool) -> tuple[Array, ...]:
-    f32 = jnp.float32
-    outs = (jax.ShapeDtypeStruct(x.shape, f32), jax.ShapeDtypeStruct(scale.shape, f32),
-            jax.ShapeDtypeStruct(scale.shape, f32), jax.ShapeDtypeStruct(eps.shape, f32))
+    outs = _results([x.shape, scale.shape, scale.shape, eps.shape], x)
     call = jax.ffi.ffi_call("normjax_grad", outs, vmap_method="broadcast_all")
     return tuple(call(g, x, eps, scale, g_mean, g_var, center=center))
 
@@ -165,9 +195,7 @@ def ref_rows_forward(x: Array, scale: Array, bias: Array, eps: Array, center: bo
 
 def _rows_call(x: Array, scale: Array, bias: Array, eps: Array, center: bool
                ) -> tuple[Array, Array, Array]:
-    f32 = jnp.float32
-    outs = (jax.ShapeDtypeStruct(x.shape, f32), jax.ShapeDtypeStruct(eps.shape, f32),
-            jax.ShapeDtypeStruct(eps.shape, f32))
+    outs = _results([x.shape, eps.shape, eps.shape], x)
     call = jax.ffi.ffi_call("normjax_rows", outs, vmap_method="broadcast_all")
     return tuple(call(x, scale, bias, eps, center=center))
 

@@ -1,4 +1,4 @@
-"""Routing of the fused norms (:mod:`normjax._fused_grad`) to the CPU kernels.
+"""Routing of the norms (:mod:`normjax._backend.closed_form`) to the CPU kernels.
 
 :func:`native_layout` decides, at trace time, whether a normalization fits the kernels' view
 ``x[B, R, C]`` (:mod:`normjax._native_ops`); :func:`native_forward` and :func:`native_backward`
@@ -11,17 +11,16 @@ use ``y`` itself elsewhere) then drops the forward's pass over ``x``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax import _native, _native_ops
+from normjax._backend import build
+from normjax._backend import kernels as _native_ops
+from normjax._backend.config import Config
 from normjax.stats import Moments, feature_shape
-
-if TYPE_CHECKING:
-    from normjax._fused_grad import Config
 
 Array = jax.Array
 
@@ -74,7 +73,7 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
     """
     # Off the CPU the kernels' pure-JAX twins run: they need no compiled kernels, and the
     # switch (which is about the CPU kernels) does not apply there.
-    kernels = cfg.native and _native.native_available() if cfg.cpu else True
+    kernels = cfg.native and build.native_available() if cfg.cpu else True
     if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
             or not kernels):
         return None

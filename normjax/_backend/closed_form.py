@@ -1,4 +1,4 @@
-"""Standardize-over-moments with a closed-form backward pass (a ``jax.custom_vjp``).
+"""The forward of standardize-over-moments and its closed-form backward (reverse-mode) pass.
 
 Every normalization in normjax computes ``y = (x - mu) * r * gamma + beta`` with
 ``r = 1 / sqrt(var + epsilon)`` and ``(mu, var)`` the moments over the reduction axes.
@@ -36,19 +36,17 @@ steer XLA:CPU are left out and the forward statistics are the one-pass shifted-d
 (no ``lax.cond``, which a GPU pays with a device-to-host sync on every call).
 
 On the CPU, float32 channels-last BN/IN/GN (forward moments and backward) and LayerNorm/RMSNorm
-(forward and backward) run in the kernels of :mod:`normjax._native_ops` instead, routed by
-:mod:`normjax._fused_native` (the same values up to float32 rounding).
+(forward and backward) run in the kernels of :mod:`normjax._backend.kernels` instead, routed by
+:mod:`normjax._backend.routing` (the same values up to float32 rounding).
 
-Reverse mode of any order and ``jax.hessian`` (forward-over-reverse) work; pure forward mode
-(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) raises, as for every ``custom_vjp``; the norms
-then need :func:`normjax.set_fused_backward` ``(False)`` (see :mod:`normjax._fused`).
+:func:`backward` is the transpose of the linear tangent map of :mod:`normjax._backend.tangent`:
+that module makes the pair one differentiable function in both modes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from functools import partial
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +54,8 @@ import numpy as np
 from jax import lax
 
 from normjax import _platform
-from normjax._fused_native import (
+from normjax._backend.config import Config, param_view, sum_to_shape
+from normjax._backend.routing import (
     native_backward,
     native_forward,
     native_layout,
@@ -64,7 +63,6 @@ from normjax._fused_native import (
 )
 from normjax.stats import (
     Moments,
-    feature_shape,
     guarded_variance,
     moments,
     shifted_moments,
@@ -75,40 +73,7 @@ from normjax.stats import (
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-__all__ = ["Config", "merge_moments", "normalize_vjp", "param_view"]
-
-
-class Config(NamedTuple):
-    """Static description of one normalization (hashable: a ``nondiff_argnums`` entry)."""
-
-    reduction_axes: tuple[int, ...]
-    feature_axes: tuple[int, ...]
-    center: bool
-    fast_variance: bool
-    axis_name: Hashable | None
-    axis_index_groups: tuple[tuple[int, ...], ...] | None
-    dtype: np.dtype
-    # The CPU-kernel switch as it was when the norm was called, so that the backward (traced
-    # later, maybe outside a ``use_native_kernels`` block) follows the same setting.
-    native: bool = True
-    # Whether the norm is compiled for the CPU (normjax._platform.cpu_target() when it was
-    # called): picks the formulation, and keeps traces for different platforms apart.
-    cpu: bool = True
-
-    @property
-    def first_axes(self) -> tuple[int, ...]:
-        """Reduction axes that are not feature axes: reduced first, on the full-size array."""
-        return tuple(a for a in self.reduction_axes if a not in self.feature_axes)
-
-    @property
-    def group_axes(self) -> tuple[int, ...]:
-        """Reduction axes that are also feature axes (GroupNorm's channels-in-group, LN)."""
-        return tuple(a for a in self.reduction_axes if a in self.feature_axes)
-
-    def batch_axes(self, ndim: int) -> tuple[int, ...]:
-        """Axes neither reduced nor feature: parameter gradients sum over them too."""
-        used = set(self.reduction_axes) | set(self.feature_axes)
-        return tuple(a for a in range(ndim) if a not in used)
+__all__ = ["backward", "forward", "merge_moments"]
 
 
 def _sum(a: Array, axes: Sequence[int]) -> Array:
@@ -202,26 +167,16 @@ def _group_moments(cfg: Config, x: Array, mask: Array | None
     return (*_staged_moments(cfg, x, mask), None)
 
 
-def param_view(p: ArrayLike, shape: tuple[int, ...], feat: tuple[int, ...], name: str) -> Array:
-    """``p`` reshaped to broadcast against ``shape`` (feature shape or a broadcastable rank)."""
-    p = jnp.asarray(p)
-    expected = feature_shape(shape, feat)
-    if p.shape == expected:
-        return p.reshape(tuple(shape[a] if a in feat else 1 for a in range(len(shape))))
-    if p.ndim == len(shape) and all(d in (1, s) for d, s in zip(p.shape, shape, strict=True)):
-        return p
-    raise ValueError(
-        f"{name} has shape {p.shape}, expected {expected} (the input shape {shape} at "
-        f"feature_axes {feat}) or a rank-{len(shape)} shape that broadcasts to the input."
-    )
-
-
 def _centered(cfg: Config, x: Array, mean: Array) -> Array:
     xf = x.astype(mean.dtype)
     return xf - mean if cfg.center else xf
 
 
-def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
+def forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
+    """``((y, mean, var, count), residuals)``: keepdims moments, and what :func:`backward`
+    (and the tangent of :mod:`normjax._backend.tangent`) needs: ``(x, scale, bias, mask, eps,
+    mean, var, count, center, bad)``, ``center`` the centering mean of the backward's sums and
+    ``bad`` whether a guarded forward took the two-pass variance (else ``None``)."""
     lay = native_layout(cfg, x, (scale, bias), mask) if cfg.cpu else None
     if lay is not None and lay.rows and cfg.dtype == np.float32:
         y, stats = native_rows_forward(cfg, x, scale, bias, eps, lay)
@@ -240,12 +195,6 @@ def _forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array
     y = standardize(xb, mean, var, epsilon=eps, scale=scale, bias=bias,
                     feature_axes=cfg.feature_axes, dtype=cfg.dtype)
     return (y, *stats), (x, scale, bias, mask, eps, *stats, center, bad)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def normalize_vjp(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    """``(y, mean, var, count)`` (keepdims moments) with the closed-form backward above."""
-    return _forward(cfg, x, scale, bias, mask, eps)[0]
 
 
 def _centered_gsum(cfg: Config, res: tuple, gy: Array, p1: Array) -> Array:
@@ -271,6 +220,16 @@ def _centered_gsum(cfg: Config, res: tuple, gy: Array, p1: Array) -> Array:
                     lambda gy, x, c, plain: plain, gy, x, center, gx - mean * p1)
 
 
+def _shared_axes(cfg: Config, p: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The batch axes (neither reduced nor feature) that parameter ``p`` is shared along: its
+    gradient sums over them (all of them for a feature-shaped ``p``; a rank-``x.ndim`` one may
+    differ along some, e.g. one row per ``vmap``-ped member)."""
+    if p is None:
+        return ()
+    view = param_view(p, shape, cfg.feature_axes, "parameter")
+    return tuple(a for a in cfg.batch_axes(len(shape)) if view.shape[a] == 1)
+
+
 def _group_sums(cfg: Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, ...]:
     """``(sum h, sum h (x - mu))`` per group and the parameter gradients (before reshaping).
 
@@ -281,7 +240,7 @@ def _group_sums(cfg: Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, 
     x, scale, bias, _, eps, mean, var, _, _, _ = res
     sdt = mean.dtype
     r = lax.rsqrt(var + eps.astype(sdt))
-    first, group, batch = cfg.first_axes, cfg.group_axes, cfg.batch_axes(x.ndim)
+    first, group = cfg.first_axes, cfg.group_axes
     g_of = lambda g: g.astype(sdt)  # noqa: E731
     dscale = dbias = None
     if first:
@@ -289,9 +248,9 @@ def _group_sums(cfg: Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, 
         p2 = _centered_gsum(cfg, res, gy, p1)
         s1, t2 = _sum(gamma * p1, group), _sum(gamma * p2, group)
         if bias is not None:
-            dbias = _sum(p1, batch)
+            dbias = _sum(p1, _shared_axes(cfg, bias, x.shape))
         if scale is not None:
-            dscale = _sum(r * p2, batch)
+            dscale = _sum(r * p2, _shared_axes(cfg, scale, x.shape))
         return r, s1, t2, dscale, dbias
     # (x - m) * (g * c), not (g * (x - m)) * c: XLA:CPU's reduction kernel multiplies an
     # intermediate by a broadcast about 1.6x slower (measured).
@@ -299,9 +258,10 @@ def _group_sums(cfg: Config, res: tuple, gy: Array, gamma: Any) -> tuple[Array, 
     s1 = _private_sum(cfg.cpu, lambda g, c: g_of(g) * c, (gy, gamma), group)
     t2 = _private_sum(cfg.cpu, gxc_times, (gy, x, mean, gamma), group)
     if bias is not None:
-        dbias = _private_sum(cfg.cpu, g_of, (gy,), batch)
+        dbias = _private_sum(cfg.cpu, g_of, (gy,), _shared_axes(cfg, bias, x.shape))
     if scale is not None:
-        dscale = _private_sum(cfg.cpu, gxc_times, (gy, x, mean, r), batch)
+        dscale = _private_sum(cfg.cpu, gxc_times, (gy, x, mean, r),
+                              _shared_axes(cfg, scale, x.shape))
     return r, s1, t2, dscale, dbias
 
 
@@ -310,8 +270,7 @@ def _param_grad(grad: Array | None, p: Any, shape: tuple[int, ...], cfg: Config)
     if p is None:
         return None
     view = param_view(p, shape, cfg.feature_axes, "parameter")
-    extra = tuple(a for a in range(len(shape)) if view.shape[a] == 1 and grad.shape[a] != 1)
-    return _sum(grad, extra).reshape(jnp.shape(p)).astype(jnp.result_type(p))
+    return sum_to_shape(grad, view.shape, jnp.result_type(p)).reshape(jnp.shape(p))
 
 
 def _vma(a: Any) -> frozenset:
@@ -328,7 +287,9 @@ def _like_primal(ct: Array | None, primal: Any) -> Array | None:
     return lax.psum(ct, extra) if extra else ct
 
 
-def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
+def backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
+    """``(dx, dscale, dbias, None, deps)`` for output cotangents ``(gy, gmean, gvar, gcount)``
+    and the residuals of :func:`forward`."""
     x, scale, bias, mask, eps, mean, var, count, _, _ = res
     lay = native_layout(cfg, x, (scale, bias), mask)
     if lay is not None and (lay.rows or cfg.cpu):
@@ -340,7 +301,7 @@ def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     gamma = (jnp.ones((1,) * x.ndim, sdt) if scale is None
              else param_view(scale, x.shape, cfg.feature_axes, "scale").astype(sdt))
     r, s1, t2, dscale, dbias = _group_sums(cfg, res, gy, gamma)
-    deps = jnp.sum(-0.5 * r**3 * t2).astype(jnp.result_type(eps))
+    deps = sum_to_shape(-0.5 * r**3 * t2, jnp.shape(eps), jnp.result_type(eps))
     if cfg.axis_name is not None:
         s1, t2 = lax.psum((s1, t2), cfg.axis_name, axis_index_groups=cfg.axis_index_groups)
     # c0 = (g_mu - r s1) / n and c1 = (2 g_var - r^3 t2) / n, written to end in a division
@@ -359,5 +320,3 @@ def _backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     dbias = _like_primal(_param_grad(dbias, bias, x.shape, cfg), bias)
     return dx.astype(x.dtype), dscale, dbias, None, _like_primal(deps, eps)
 
-
-normalize_vjp.defvjp(_forward, _backward)

@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import jaxlib
 
-from normjax._fused_switch import _check_enabled, _Flag
+from normjax._backend.switches import _check_enabled, _Flag
 
 __all__ = [
     "native_available",

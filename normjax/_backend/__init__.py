@@ -1,15 +1,23 @@
-"""Routing of the norms through the closed-form backward of :mod:`normjax._fused_grad`.
-
-:func:`fused_normalize` computes ``standardize(x, *moments(x, reduction_axes)) * scale + bias``
-and the moments in one ``jax.custom_vjp`` whose backward is the closed form of
-:mod:`normjax._fused_grad` (Ioffe & Szegedy 2015, arXiv:1502.03167, Sec. 3): the same values as
-:func:`normjax.moments` followed by :func:`normjax.standardize`, and faster gradients.
+"""The backend: the one entry point that computes a normalization and its derivatives.
 
 :func:`normalize` is what ``batch_norm`` (train), ``layer_norm``, ``rms_norm``,
-``instance_norm`` and ``group_norm`` call: :func:`fused_normalize` for a floating-point input
-with a scalar ``epsilon`` while :func:`normjax.use_fused_backward` is on (the default), else
-``moments`` + ``standardize`` under plain autodiff (integer inputs, a per-feature ``epsilon``,
-and forward-mode AD, which no ``custom_vjp`` supports).
+``instance_norm`` and ``group_norm`` (and the research variants built on them) call. It
+computes ``y = standardize(x, *moments(x, reduction_axes)) * scale + bias`` and the moments:
+
+* floating-point input, scalar ``epsilon``: :func:`fused_normalize`, the ``jax.custom_jvp`` of
+  :mod:`normjax._backend.tangent`: the fast forward of :mod:`normjax._backend.closed_form` (CPU
+  kernels where they serve), a closed-form tangent for forward mode, and the closed-form
+  backward as that tangent's transpose for reverse mode. Every JAX transform works on it.
+* integer and bool input: promoted to float first (``promote_types(float32, dtype)``, as
+  flax's norms do), then as above; the output is floating-point.
+* complex input, a per-feature ``epsilon``, or :func:`use_fused_backward` ``(False)``:
+  :func:`normjax.moments` + :func:`normjax.standardize` under plain autodiff (complex input is
+  normalized with ``E[|x - mu|^2]``, as flax does).
+
+Whether the CPU kernels serve is decided here, at trace time, once: the switch
+(:func:`normjax.use_native_kernels`), the platform (:mod:`normjax._platform`) and the context
+(an input sharded over an Explicit mesh takes the XLA formulation; inside ``shard_map`` the
+kernels run per member). No setting is needed for correctness.
 """
 
 from __future__ import annotations
@@ -22,9 +30,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from normjax import _platform
-from normjax._fused_grad import Config, merge_moments, normalize_vjp, param_view
-from normjax._fused_switch import fused_backward_enabled
-from normjax._native import native_switch_on
+from normjax._backend import tangent
+from normjax._backend.build import (
+    native_available,
+    native_kernels_enabled,
+    native_status,
+    native_switch_on,
+    set_native_kernels,
+    use_native_kernels,
+)
+from normjax._backend.closed_form import merge_moments
+from normjax._backend.config import Config, param_view
+from normjax._backend.switches import (
+    fused_backward_enabled,
+    set_fused_backward,
+    use_fused_backward,
+)
 from normjax.stats import (
     Axes,
     Moments,
@@ -40,29 +61,20 @@ from normjax.stats import (
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-__all__ = ["fused_normalize", "merge_moments", "normalize"]
-
-FORWARD_MODE_HINT = (
-    "normjax's fused normalization has a closed-form reverse-mode gradient (a jax.custom_vjp), "
-    "and JAX cannot apply forward-mode autodiff (jax.jvp, jax.jacfwd, jax.linearize) to it. "
-    "Turn it off for this computation with `with normjax.use_fused_backward(False): ...` or "
-    "globally with `normjax.set_fused_backward(False)`; reverse mode (jax.grad, jax.vjp) and "
-    "jax.hessian work with it on."
-)
-
-
-def _call(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    """:func:`normalize_vjp`, with a hint to the switch where forward-mode AD reaches it.
-
-    (Only where the ``jvp`` is traced through this call; a ``jvp`` of a ``jax.jit``-wrapped
-    function meets the ``custom_vjp`` inside JAX and raises JAX's own ``TypeError``.)
-    """
-    try:
-        return normalize_vjp(cfg, x, scale, bias, mask, eps)
-    except TypeError as err:
-        if "forward-mode" not in str(err):
-            raise
-        raise TypeError(FORWARD_MODE_HINT) from err
+__all__ = [
+    "fused_backward_enabled",
+    "fused_normalize",
+    "merge_moments",
+    "native_available",
+    "native_kernels_enabled",
+    "native_status",
+    "normalize",
+    "routes_to_fused",
+    "set_fused_backward",
+    "set_native_kernels",
+    "use_fused_backward",
+    "use_native_kernels",
+]
 
 
 def _check_input(x: Array, epsilon: Any) -> None:
@@ -74,6 +86,19 @@ def _check_input(x: Array, epsilon: Any) -> None:
     if jnp.ndim(epsilon) != 0:
         raise ValueError(f"epsilon must be a scalar, got an array of shape {jnp.shape(epsilon)}.")
     check_epsilon(epsilon)
+
+
+def _explicitly_sharded(x: Array) -> bool:
+    """Whether ``x`` is sharded over an Explicit mesh axis (its type carries the spec)."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    return spec is not None and any(s is not None for s in spec)
+
+
+def kernels_may_serve(x: Array, cpu: bool) -> bool:
+    """Whether the kernels' layout (the CPU kernels, or their pure-JAX twins off the CPU) may
+    serve ``x``: on the CPU while the switch is on; never on an input sharded over an Explicit
+    mesh (its reshape to the kernels' layout would need a resharding)."""
+    return (native_switch_on() or not cpu) and not _explicitly_sharded(x)
 
 
 def fused_normalize(
@@ -117,8 +142,8 @@ def fused_normalize(
     Returns:
       ``(y, Moments(mean, var, count))``.
 
-    Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) raises a ``TypeError``: use
-    :func:`normalize` with :func:`normjax.use_fused_backward` ``(False)`` instead.
+    Differentiable in both modes, to any order, under every transform (see
+    :mod:`normjax._backend.tangent`).
 
     Raises:
       TypeError: a non-floating input.
@@ -135,20 +160,30 @@ def fused_normalize(
         if p is not None:
             param_view(p, x.shape, feat, name)
     groups = None if axis_index_groups is None else tuple(tuple(g) for g in axis_index_groups)
+    cpu = _platform.cpu_target()
     cfg = Config(axes, feat, bool(center), bool(fast_variance), axis_name, groups,
-                  np.dtype(x.dtype if dtype is None else dtype), native_switch_on(),
-                  _platform.cpu_target())
+                 np.dtype(x.dtype if dtype is None else dtype), kernels_may_serve(x, cpu), cpu)
     eps = jnp.asarray(epsilon, stats_dtype(x.dtype))
-    y, mean, var, count = _call(cfg, x, scale, bias, mask, eps)
+    y, mean, var, count = tangent.normalize(cfg, x, scale, bias, mask, eps)
     if not keepdims:
         mean, var, count = (jnp.squeeze(a, axes) for a in (mean, var, count))
     return y, Moments(mean, var, count)
 
 
 def routes_to_fused(x: Array, epsilon: Any) -> bool:
-    """Whether :func:`normalize` takes the fused path for input ``x`` and this ``epsilon``."""
-    return (bool(jnp.issubdtype(x.dtype, jnp.floating)) and jnp.ndim(epsilon) == 0
+    """Whether :func:`normalize` takes :func:`fused_normalize` for input ``x`` (after the
+    promotion of integer and bool inputs) and this ``epsilon``."""
+    return (not jnp.issubdtype(x.dtype, jnp.complexfloating) and jnp.ndim(epsilon) == 0
             and fused_backward_enabled())
+
+
+def as_inexact(x: ArrayLike) -> Array:
+    """``x``, with integer and bool inputs promoted to ``promote_types(float32, dtype)`` (what
+    flax's norms compute their statistics in); floating and complex inputs unchanged."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    return x.astype(jnp.promote_types(jnp.float32, x.dtype))
 
 
 def normalize(
@@ -172,8 +207,10 @@ def normalize(
 
     The arguments are those of :func:`fused_normalize`. Bad axes, an empty reduction and a bad
     mask raise the errors of :func:`normjax.moments` on both paths, before anything else.
+    Integer and bool inputs are promoted first (:func:`as_inexact`), so ``y`` is
+    floating-point (``dtype`` default: the promoted dtype).
     """
-    x = jnp.asarray(x)
+    x = as_inexact(x)
     kwargs = dict(mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
                   center=center, fast_variance=fast_variance)
     if not routes_to_fused(x, epsilon):
