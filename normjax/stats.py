@@ -84,9 +84,25 @@ class Moments(NamedTuple):
 def stats_dtype(dtype: Any) -> np.dtype:
     """The dtype statistics are accumulated in: at least float32; float64 stays float64."""
     dtype = np.dtype(dtype)
-    if dtype == np.float64:
+    if dtype in (np.float64, np.complex128):
         return np.dtype(np.float64)
     return np.dtype(np.float32)
+
+
+def _abs2(a: Array) -> Array:
+    """``|a|^2``, real: ``a^2`` for real ``a``, ``re^2 + im^2`` for complex."""
+    if jnp.iscomplexobj(a):
+        return jnp.real(a) ** 2 + jnp.imag(a) ** 2
+    return a * a
+
+
+def _work_dtype(dtype: Any) -> np.dtype:
+    """The dtype the arithmetic on ``x`` runs in: :func:`stats_dtype`, or its complex form for
+    complex input."""
+    sdt = stats_dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return np.dtype(jnp.promote_types(sdt, jnp.complex64))
+    return sdt
 
 
 def _psum(tree: Any, axis_name: AxisName, axis_index_groups: Any) -> Any:
@@ -211,8 +227,11 @@ def moments(
     x = jnp.asarray(x)
     axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
     check_reduction(x.shape, axes, axis_name, "moments")
-    xf = x.astype(stats_dtype(x.dtype))
+    xf = x.astype(_work_dtype(x.dtype))
     keep = broadcast_mask(mask, x.shape) if mask is not None else None
+    if jnp.iscomplexobj(xf):
+        stats = _complex_moments(xf, axes, keep, axis_name, axis_index_groups, center)
+        return stats if keepdims else Moments(*(jnp.squeeze(a, axes) for a in stats))
     if keep is not None:
         xf = jnp.where(keep, xf, 0)
         n = jnp.sum(keep, axes, dtype=xf.dtype, keepdims=True)
@@ -247,6 +266,25 @@ def moments(
     if not keepdims:
         mean, var, n = (jnp.squeeze(a, axes) for a in (mean, var, n))
     return Moments(mean, var, n)
+
+
+def _complex_moments(xf: Array, axes: tuple[int, ...], keep: Array | None, axis_name: AxisName,
+                     axis_index_groups: Any, center: bool) -> Moments:
+    """Keepdims moments of complex ``xf``, as flax normalizes complex input: ``mean = E[x]``
+    (complex; 0 without ``center``) and ``var = E[|x - mean|^2]`` (real, two-pass)."""
+    rdt = stats_dtype(xf.dtype)
+    if keep is not None:
+        xf = jnp.where(keep, xf, 0)
+        n = jnp.sum(keep, axes, dtype=rdt, keepdims=True)
+    else:
+        n = jnp.full((1,) * xf.ndim, math.prod(xf.shape[a] for a in axes), rdt)
+    s, n = _psum((jnp.sum(xf, axes, keepdims=True), n), axis_name, axis_index_groups)
+    mean = _safe_div(s, n) if center else jnp.zeros_like(s)
+    dev2 = _abs2(xf - mean)
+    if keep is not None:
+        dev2 = jnp.where(keep, dev2, 0)
+    var = _safe_div(_psum(jnp.sum(dev2, axes, keepdims=True), axis_name, axis_index_groups), n)
+    return Moments(mean, var, jnp.broadcast_to(n, var.shape))
 
 
 def _two_pass_var(xf: Array, mean: Array, n: Array, axes: tuple[int, ...], keep: Array | None,
@@ -300,8 +338,8 @@ def standardize(
 ) -> Array:
     """``y = (x - mean) * rsqrt(var + epsilon) * scale + bias``.
 
-    Arithmetic runs in the statistics dtype (at least float32); the output has ``dtype``
-    (default: the dtype of ``x``).
+    Arithmetic runs in the statistics dtype (at least float32; its complex form for complex
+    ``x``, with a real ``var``); the output has ``dtype`` (default: the dtype of ``x``).
 
     Args:
       x: input.
@@ -315,13 +353,14 @@ def standardize(
     x = jnp.asarray(x)
     check_epsilon(epsilon)
     feat = canonicalize_axes(feature_axes, x.ndim, name="feature_axes")
-    sdt = stats_dtype(x.dtype)
-    mean = _as_broadcastable(mean, x.shape, feat, "mean").astype(sdt)
-    var = _as_broadcastable(var, x.shape, feat, "var").astype(sdt)
-    mul = lax.rsqrt(var + jnp.asarray(epsilon, sdt))
+    sdt, wdt = stats_dtype(x.dtype), _work_dtype(x.dtype)
+    mean = _as_broadcastable(mean, x.shape, feat, "mean").astype(wdt)
+    var = _as_broadcastable(var, x.shape, feat, "var")
+    var = (jnp.real(var) if jnp.iscomplexobj(var) else var).astype(sdt)
+    mul = lax.rsqrt(var + jnp.asarray(epsilon, sdt)).astype(wdt)
     if scale is not None:
-        mul = mul * _as_broadcastable(scale, x.shape, feat, "scale").astype(sdt)
-    y = (x.astype(sdt) - mean) * mul
+        mul = mul * _as_broadcastable(scale, x.shape, feat, "scale").astype(wdt)
+    y = (x.astype(wdt) - mean) * mul
     if bias is not None:
-        y = y + _as_broadcastable(bias, x.shape, feat, "bias").astype(sdt)
+        y = y + _as_broadcastable(bias, x.shape, feat, "bias").astype(wdt)
     return y.astype(x.dtype if dtype is None else dtype)

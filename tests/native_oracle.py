@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from normjax import _native
+from normjax._backend import build as _native
 
 # The kernels run where the arrays live on the CPU: on a machine whose default backend is a GPU
 # the public functions take their XLA twins, so the kernel tests have nothing to test there.

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from normjax._fused import fused_normalize, merge_moments
+from normjax._backend import fused_normalize, merge_moments
 from normjax.stats import moments, standardize
 
 
@@ -175,12 +175,21 @@ def test_hessian_forward_over_reverse_matches_autodiff() -> None:
     _assert_rel(got, want, 1e-4)
 
 
-def test_pure_forward_mode_is_refused() -> None:
-    cfg = CONFIGS[2]
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_forward_mode_matches_autodiff_of_the_reference(cfg: Cfg) -> None:
+    """jax.jvp through every input (x, scale, bias, epsilon): the closed-form tangent."""
     d = _inputs(cfg)
-    f = lambda x: _fused(cfg, x, d["scale"], d["bias"], 1e-3)[0]  # noqa: E731
-    with pytest.raises(TypeError, match=r"forward-mode .*use_fused_backward\(False\)"):
-        jax.jvp(f, (d["x"],), (d["x"],))
+    rng = np.random.default_rng(5)
+    primals = (d["x"], d["scale"], d["bias"], jnp.float32(1e-3))
+    tangents = jax.tree.map(
+        lambda p: jnp.asarray(rng.standard_normal(jnp.shape(p)), jnp.float32), primals)
+
+    def jvp(impl):
+        return jax.jvp(lambda *a: impl(cfg, *a), primals, tangents)[1]
+
+    got, want = jax.jit(lambda: (jvp(_fused), jvp(_reference)))()
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        _assert_rel(g, w, 1e-4)
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])

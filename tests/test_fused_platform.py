@@ -125,7 +125,7 @@ def test_off_cpu_rows_backward_needs_no_compiled_kernels(off_cpu: None,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The LayerNorm backward off the CPU is the kernel's pure-JAX twin, compiled kernels or
     not (a GPU machine without a C++ compiler gets the same program), switch or not."""
-    from normjax import _native
+    from normjax._backend import build as _native
 
     x = jnp.asarray(_data((8, 32), 3.0))
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import normjax as nj
-from normjax import _fused_switch
-from normjax._fused import normalize, routes_to_fused
-from normjax.stats import fused_backward_enabled
+from normjax._backend import switches as _fused_switch
+from normjax._backend import normalize, routes_to_fused
+from normjax._backend import fused_backward_enabled
 
 STATE = nj.batch_norm_init(5)
 
@@ -83,7 +83,8 @@ def _assert_rel(actual: Any, expected: Any, rtol: float) -> None:
 
 
 def _uses_custom_vjp(fn: Callable[..., Any], *args: Any) -> bool:
-    return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
+    """Whether ``fn`` runs the backend's differentiable normalization (a custom_jvp)."""
+    return "custom_jvp_call" in str(jax.make_jaxpr(fn)(*args))
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
@@ -114,15 +115,15 @@ def test_routed_values_and_gradients_match_unfused_autodiff(case: Case, masked: 
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_jvp_works_with_the_switch_off_and_agrees_with_the_fused_vjp(case: Case) -> None:
-    """<J t, ct> from forward mode (switch off) == <t, J^T ct> from the fused backward."""
+def test_forward_mode_agrees_with_the_closed_form_backward(case: Case) -> None:
+    """<J t, ct> from forward mode == <t, J^T ct> from the closed-form backward (its
+    transpose), with the default settings."""
     d = _inputs(case)
     t = jnp.asarray(np.random.default_rng(3).standard_normal(case.shape), jnp.float32)
     f = lambda x: _primal(case.fn(x, d["s"], d["b"], d["mask"]))  # noqa: E731
 
     def both(x, t, ct):
-        with nj.use_fused_backward(False):
-            y, y_dot = jax.jvp(f, (x,), (t,))
+        y, y_dot = jax.jvp(f, (x,), (t,))
         _, vjp = jax.vjp(f, x)
         return y, jnp.vdot(y_dot, ct), jnp.vdot(t, vjp(ct)[0])
 
@@ -131,24 +132,10 @@ def test_jvp_works_with_the_switch_off_and_agrees_with_the_fused_vjp(case: Case)
     np.testing.assert_allclose(float(forward), float(reverse), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("transform", ["jvp", "jacfwd"])
-def test_forward_mode_with_the_switch_on_names_the_switch(transform: str) -> None:
+def test_linearize_works_with_the_default_settings() -> None:
     x = jnp.ones((2, 4)).at[0, 1].set(3.0)
-    f = lambda x: nj.layer_norm(x)  # noqa: E731
-    call = {"jvp": lambda: jax.jvp(f, (x,), (x,)), "jacfwd": lambda: jax.jacfwd(f)(x)}[transform]
-    with pytest.raises(TypeError, match=r"forward-mode.*use_fused_backward\(False\)"):
-        call()
-
-
-def test_linearize_needs_the_switch_off_to_evaluate() -> None:
-    """jax.linearize traces, but its linear map is a jvp: JAX's own TypeError (no hint)."""
-    x = jnp.ones((2, 4)).at[0, 1].set(3.0)
-    _, lin = jax.linearize(nj.layer_norm, x)
-    with pytest.raises(TypeError, match="forward-mode"):
-        lin(x)
-    with nj.use_fused_backward(False):
-        y, lin = jax.linearize(nj.layer_norm, x)
-        np.testing.assert_allclose(lin(x), 0.0, atol=1e-5)  # scaling x leaves y unchanged
+    y, lin = jax.linearize(nj.layer_norm, x)
+    np.testing.assert_allclose(lin(x), 0.0, atol=1e-5)  # scaling x leaves y unchanged
     _assert_rel(y, nj.layer_norm(x), 1e-6)
 
 
@@ -233,15 +220,16 @@ def test_inputs_the_fused_path_does_not_take_use_the_unfused_path() -> None:
     x = jnp.arange(12.0).reshape(3, 4) ** 1.5
     eps = jnp.full((1, 4), 1e-3)  # an epsilon array (rank x.ndim)
     assert routes_to_fused(x, 1e-3) and not routes_to_fused(x, eps)
-    assert not routes_to_fused(jnp.arange(4), 1e-3)
     f = lambda x: nj.batch_norm(x, nj.batch_norm_init(4), reduction_axes=0, train=True,  # noqa: E731
                                 epsilon=eps)[0]
     assert not _uses_custom_vjp(f, x)
     want = (x - x.mean(0, keepdims=True)) / jnp.sqrt(x.var(0, keepdims=True) + eps)
     _assert_rel(f(x), want, 1e-6)
-    xi = jnp.arange(8, dtype=jnp.int32).reshape(2, 4)  # fused_normalize would refuse it
-    assert not _uses_custom_vjp(nj.layer_norm, xi)
-    assert nj.layer_norm(xi).dtype == jnp.int32
+    xi = jnp.arange(8, dtype=jnp.int32).reshape(2, 4)  # promoted to float first, as flax does
+    assert _uses_custom_vjp(nj.layer_norm, xi)
+    assert nj.layer_norm(xi).dtype == jnp.float32
+    xc = (xi + 1j * xi[::-1]).astype(jnp.complex64)  # complex: E|x - mu|^2 on the plain path
+    assert not routes_to_fused(xc, 1e-3) and not _uses_custom_vjp(nj.layer_norm, xc)
 
 
 @pytest.mark.parametrize("keepdims", [True, False])

@@ -1,4 +1,4 @@
-"""Tests for the CPU kernels (normjax/csrc/norm_kernels.cc, normjax/_native*.py).
+"""Tests for the CPU kernels (normjax/_backend/csrc/norm_kernels.cc, build.py, kernels.py).
 
 The kernels are checked against a float64 NumPy oracle of the same formulas, against their
 pure-JAX twins, and through the public norms against the XLA path (native kernels off):
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import normjax
-from normjax import _native_ops
+from normjax._backend import kernels as _native_ops
 from tests.native_oracle import close, needs_kernels, oracle_grad, oracle_moments, rand
 
 # (B, R, C, G): GroupNorm-like, InstanceNorm-like, LayerNorm-like (R = 1), BatchNorm-like

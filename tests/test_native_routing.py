@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import normjax
-from normjax import _native_ops
-from normjax._fused_grad import Config
-from normjax._fused_native import NATIVE_MAX_CHANNELS, TWO_SWEEP_BYTES, native_layout
+from normjax._backend import kernels as _native_ops
+from normjax._backend.config import Config
+from normjax._backend.routing import NATIVE_MAX_CHANNELS, TWO_SWEEP_BYTES, native_layout
 from tests.native_oracle import needs_kernels, rand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def test_switch_applies_to_the_backward_of_the_norms_called_under_it() -> None:
 def test_two_sweep_threshold_matches_the_kernels() -> None:
     """The routing's L2 budget is the kernels' (the sample size above which they take two
     sweeps): a wide layout routed to them always takes the two-sweep backward."""
-    src = (ROOT / "normjax" / "csrc" / "norm_kernels.cc").read_text()
+    src = (ROOT / "normjax" / "_backend" / "csrc" / "norm_kernels.cc").read_text()
     found = re.search(r"#define NORMJAX_SAMPLE_BYTES \((\d+) << (\d+)\)", src)
     assert found is not None
     assert TWO_SWEEP_BYTES == int(found[1]) << int(found[2])
@@ -102,7 +102,7 @@ logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
 import jax, jax.numpy as jnp, numpy as np, normjax
 x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype(np.float32))
 y = normjax.group_norm(x, num_groups=2)
-print("available", normjax._native.native_available())
+print("available", normjax._backend.build.native_available())
 print("status", normjax.native_status())
 print("std", float(jnp.std(y)))
 """
