@@ -183,7 +183,8 @@ def as_inexact(x: ArrayLike) -> Array:
     x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.inexact):
         return x
-    return x.astype(jnp.promote_types(jnp.float32, x.dtype))
+    with jax.numpy_dtype_promotion("standard"):  # JAX's lattice, whatever the user's setting
+        return x.astype(jnp.promote_types(jnp.float32, x.dtype))
 
 
 def normalize(
