@@ -101,7 +101,7 @@ def _work_dtype(dtype: Any) -> np.dtype:
     complex input."""
     sdt = stats_dtype(dtype)
     if jnp.issubdtype(dtype, jnp.complexfloating):
-        return np.dtype(jnp.promote_types(sdt, jnp.complex64))
+        return np.dtype(np.complex128 if sdt == np.float64 else np.complex64)
     return sdt
 
 
