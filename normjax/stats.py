@@ -279,7 +279,7 @@ def _complex_moments(xf: Array, axes: tuple[int, ...], keep: Array | None, axis_
     else:
         n = jnp.full((1,) * xf.ndim, math.prod(xf.shape[a] for a in axes), rdt)
     s, n = _psum((jnp.sum(xf, axes, keepdims=True), n), axis_name, axis_index_groups)
-    mean = _safe_div(s, n) if center else jnp.zeros_like(s)
+    mean = s * _safe_div(jnp.ones_like(n), n).astype(s.dtype) if center else jnp.zeros_like(s)
     dev2 = _abs2(xf - mean)
     if keep is not None:
         dev2 = jnp.where(keep, dev2, 0)
