@@ -45,7 +45,6 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import normjax
 from experiments.errors import ConfigError
 
 __all__ = ["BN_SYNC_MODES", "DATA_AXIS", "DataParallel", "ENV_VARS", "apply_per_device",
@@ -159,21 +158,20 @@ class DataParallel:
         return jax.tree.map(lambda leaf: self.place(leaf, sharding(leaf)), tree)
 
     def traced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` traced without normjax's CPU kernels when the mesh has several devices.
+        """``fn`` traced with the data mesh as JAX's context mesh (its abstract mesh, which
+        ``jax.sharding.use_abstract_mesh`` sets while tracing).
 
-        The kernels are custom calls with no partitioning rule: XLA's SPMD partitioner would
-        gather their sharded operands onto every device. The XLA path partitions like any
-        other operation (same values).
+        Everything traced inside sees the layout: normjax's norms then decide by themselves
+        whether their CPU kernels serve (on an Auto mesh of several devices they take the XLA
+        formulation, which XLA partitions like any other operation; a custom call's operands
+        would be gathered onto every device).
         """
-        if self.num_devices == 1:
-            return fn
-
         @functools.wraps(fn)
-        def without_kernels(*args: Any, **kwargs: Any) -> Any:
-            with normjax.use_native_kernels(False):
+        def on_mesh(*args: Any, **kwargs: Any) -> Any:
+            with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
                 return fn(*args, **kwargs)
 
-        return without_kernels
+        return on_mesh
 
     def describe(self) -> dict[str, Any]:
         """The layout as recorded in ``summary.json`` (``"parallel"``)."""

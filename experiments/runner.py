@@ -119,7 +119,8 @@ def cpu_kernels_setting(parallel: DataParallel) -> str:
     if backend != "cpu":
         return f"not used on {backend} (XLA path)"
     if parallel.num_devices > 1:
-        return "not used: multi-device programs are traced without them (XLA path)"
+        return ("not used: XLA partitions the programs over the data mesh (the norms take "
+                "their XLA formulation there by themselves)")
     return normjax.native_status()
 
 

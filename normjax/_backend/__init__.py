@@ -16,8 +16,9 @@ computes ``y = standardize(x, *moments(x, reduction_axes)) * scale + bias`` and 
 
 Whether the CPU kernels serve is decided here, at trace time, once: the switch
 (:func:`normjax.use_native_kernels`), the platform (:mod:`normjax._platform`) and the context
-(an input sharded over an Explicit mesh takes the XLA formulation; inside ``shard_map`` the
-kernels run per member). No setting is needed for correctness.
+(an input that XLA partitions over devices, on an Explicit or an Auto mesh, takes the XLA
+formulation; inside ``shard_map`` the kernels run per member). No setting is needed for
+correctness.
 """
 
 from __future__ import annotations
@@ -88,17 +89,30 @@ def _check_input(x: Array, epsilon: Any) -> None:
     check_epsilon(epsilon)
 
 
-def _explicitly_sharded(x: Array) -> bool:
-    """Whether ``x`` is sharded over an Explicit mesh axis (its type carries the spec)."""
-    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
-    return spec is not None and any(s is not None for s in spec)
+def partitioned(x: Array) -> bool:
+    """Whether XLA's partitioner splits, or may split, ``x`` over devices at trace time: ``x``
+    sharded over an Explicit mesh axis (its type carries the spec), or a computation over an
+    Auto mesh axis of several devices (``x``'s mesh or the context mesh, ``jax.set_mesh``),
+    whose shardings XLA chooses. Inside ``shard_map`` (Manual axes) each member's block is
+    local: not partitioned."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if spec is not None and any(s is not None for s in spec):
+        return True
+    for mesh in (getattr(sharding, "mesh", None), jax.sharding.get_abstract_mesh()):
+        if mesh is not None and not mesh.empty and any(
+                t == jax.sharding.AxisType.Auto and n > 1
+                for n, t in zip(mesh.axis_sizes, mesh.axis_types, strict=True)):
+            return True
+    return False
 
 
 def kernels_may_serve(x: Array, cpu: bool) -> bool:
     """Whether the kernels' layout (the CPU kernels, or their pure-JAX twins off the CPU) may
-    serve ``x``: on the CPU while the switch is on; never on an input sharded over an Explicit
-    mesh (its reshape to the kernels' layout would need a resharding)."""
-    return (native_switch_on() or not cpu) and not _explicitly_sharded(x)
+    serve ``x``: on the CPU while the switch is on, and never on a :func:`partitioned` input
+    (a custom call's operands would be gathered onto every device; the reshape to the kernels'
+    layout would need a resharding)."""
+    return (native_switch_on() or not cpu) and not partitioned(x)
 
 
 def fused_normalize(
