@@ -20,9 +20,9 @@ divided by ``1 - decay^t``. It is kept already debiased, so eval uses the state 
 the initial values never leak in: the effective weight on the old value is
 ``decay * (1 - decay^t) / (1 - decay^(t+1))`` (0 on the first update).
 
-In train mode the gradient is the closed form of :mod:`normjax._backend` (a
-differentiable in both modes; faster than autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
-as well, under every transform.
+In train mode the derivatives are closed forms (:mod:`normjax._backend`; faster than
+autodiff) for a scalar ``epsilon``, in both modes: reverse (``jax.grad``) and forward
+(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``), under every transform.
 """
 
 from __future__ import annotations

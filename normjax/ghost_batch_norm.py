@@ -40,6 +40,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from normjax._backend import normalize
 from normjax.accumulation import pool_moments
@@ -119,6 +120,16 @@ def _running_moments(stats: Moments, group_axis: int, mode: str, unbiased: bool)
     return Moments(pooled.mean, jnp.sum(w * var, group_axis), pooled.count)
 
 
+def _replicated(x: Array) -> Array:
+    """``x`` gathered onto every device where it is sharded over an Explicit mesh axis: the
+    split of its batch axis into virtual batches has no sharding JAX could infer."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if spec is None or all(s is None for s in spec):
+        return x
+    return jax.sharding.reshard(x, NamedSharding(sharding.mesh, PartitionSpec()))
+
+
 def ghost_batch_norm(
     x: ArrayLike,
     state: BatchNormState,
@@ -178,7 +189,7 @@ def ghost_batch_norm(
     groups = _check_virtual(x.shape, axes, b, virtual_batch_size, axis_name)
     size = int(virtual_batch_size)
     gshape = (*x.shape[:b], groups, size, *x.shape[b + 1:])
-    xg = x.reshape(gshape)
+    xg = _replicated(x).reshape(gshape)
     if mask is not None:
         mask = _grouped_mask(mask, x.shape, gshape)
     gaxes = tuple(a if a < b else a + 1 for a in axes)  # the V axis replaces the batch axis

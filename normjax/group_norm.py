@@ -10,9 +10,9 @@ normalized over (its spatial positions) x (the channels of one group)::
 ``group_size=1`` is InstanceNorm. Defaults follow flax (channels last, ``epsilon=1e-6``); pass
 ``channel_axis=1`` for channels-first (NCHW) input.
 
-The gradient is the closed form of :mod:`normjax._backend` (differentiable in both modes; faster than
-autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
-as well, under every transform.
+The derivatives are closed forms (:mod:`normjax._backend`; faster than autodiff) for a
+scalar ``epsilon``, in both modes: reverse (``jax.grad``) and forward (``jax.jvp``,
+``jax.jacfwd``, ``jax.linearize``), under every transform.
 """
 
 from __future__ import annotations

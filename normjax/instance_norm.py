@@ -8,9 +8,9 @@ Each example and each channel is normalized over its spatial positions::
 It equals GroupNorm with ``group_size=1``. Defaults follow flax (channels last,
 ``epsilon=1e-6``); pass ``feature_axes=1`` for channels-first (NCHW) input.
 
-The gradient is the closed form of :mod:`normjax._backend` (differentiable in both modes; faster than
-autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
-as well, under every transform.
+The derivatives are closed forms (:mod:`normjax._backend`; faster than autodiff) for a
+scalar ``epsilon``, in both modes: reverse (``jax.grad``) and forward (``jax.jvp``,
+``jax.jacfwd``, ``jax.linearize``), under every transform.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ Each example is normalized over its own features, so the result does not depend 
 ``epsilon=1e-6``); for a channels-first image (N, C, H, W) normalized over (C, H, W) with a
 per-channel scale use ``reduction_axes=(1, 2, 3), feature_axes=1``.
 
-The gradient is the closed form of :mod:`normjax._backend` (differentiable in both modes; faster than
-autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
-as well, under every transform.
+The derivatives are closed forms (:mod:`normjax._backend`; faster than autodiff) for a
+scalar ``epsilon``, in both modes: reverse (``jax.grad``) and forward (``jax.jvp``,
+``jax.jacfwd``, ``jax.linearize``), under every transform.
 """
 
 from __future__ import annotations

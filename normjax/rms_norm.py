@@ -3,9 +3,9 @@
 LayerNorm without re-centering: ``y = x / sqrt(mean(x^2, reduction_axes) + epsilon) * scale``.
 Defaults follow flax (last axis, ``epsilon=1e-6``).
 
-The gradient is the closed form of :mod:`normjax._backend` (differentiable in both modes; faster than
-autodiff) for floating-point input and a scalar ``epsilon``. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) works
-as well, under every transform.
+The derivatives are closed forms (:mod:`normjax._backend`; faster than autodiff) for a
+scalar ``epsilon``, in both modes: reverse (``jax.grad``) and forward (``jax.jvp``,
+``jax.jacfwd``, ``jax.linearize``), under every transform.
 """
 
 from __future__ import annotations

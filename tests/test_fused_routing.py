@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 import normjax as nj
+from normjax._backend import fused_backward_enabled, normalize, routes_to_fused
 from normjax._backend import switches as _fused_switch
-from normjax._backend import normalize, routes_to_fused
-from normjax._backend import fused_backward_enabled
 
 STATE = nj.batch_norm_init(5)
 
@@ -228,7 +227,7 @@ def test_inputs_the_fused_path_does_not_take_use_the_unfused_path() -> None:
     xi = jnp.arange(8, dtype=jnp.int32).reshape(2, 4)  # promoted to float first, as flax does
     assert _uses_custom_vjp(nj.layer_norm, xi)
     assert nj.layer_norm(xi).dtype == jnp.float32
-    xc = jnp.asarray(np.arange(8).reshape(2, 4) * (1 + 2j), jnp.complex64)  # complex: E|x - mu|^2 on the plain path
+    xc = jnp.asarray(np.arange(8).reshape(2, 4) * (1 + 2j), jnp.complex64)  # E|x - mu|^2
     assert not routes_to_fused(xc, 1e-3) and not _uses_custom_vjp(nj.layer_norm, xc)
 
 
