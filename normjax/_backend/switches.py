@@ -1,11 +1,10 @@
-"""The global switch between the closed-form backward of the norms and plain autodiff.
+"""The switch between the norms' closed-form derivatives and JAX's autodiff of the statistics.
 
-``batch_norm`` (train), ``layer_norm``, ``rms_norm``, ``instance_norm`` and ``group_norm``
-compute floating-point inputs through :func:`normjax._fused.fused_normalize` while the switch is
-on (the default): the same values, with a ``jax.custom_vjp`` closed-form backward that is faster
-than autodiff. A ``custom_vjp`` supports reverse mode of any order and ``jax.hessian``, but not
-pure forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``); with the switch off the norms
-run ``moments`` + ``standardize`` and every transformation works.
+``batch_norm`` (train), ``layer_norm``, ``rms_norm``, ``instance_norm`` and ``group_norm`` (and
+the variants on their path) compute floating-point inputs through :mod:`normjax._backend`
+while the switch is on (the default): closed-form derivatives in both modes, under every
+transform. Off, they run ``moments`` + ``standardize`` under JAX's own autodiff (the same
+values, slower gradients). Nothing needs it off; the benchmarks time that path as *autodiff*.
 """
 
 from __future__ import annotations
@@ -58,11 +57,10 @@ def set_fused_backward(enabled: bool) -> None:
     """Turns the closed-form (``jax.custom_vjp``) backward of the norms on or off globally.
 
     On (the default), ``batch_norm`` (train), ``layer_norm``, ``rms_norm``, ``instance_norm``
-    and ``group_norm`` compute floating-point inputs through ``normjax._fused`` (same values,
-    faster gradients). Like every ``custom_vjp`` it supports reverse mode of any order and
-    ``jax.hessian`` but not pure forward mode (``jax.jvp``, ``jax.jacfwd``,
-    ``jax.linearize``): turn it off for those, and the norms differentiate ``moments`` and
-    ``standardize`` with plain autodiff. The setting is read when a function is traced; on jax
+    and ``group_norm`` compute floating-point inputs through ``normjax._backend`` (closed-form
+    derivatives in both autodiff modes); off, they differentiate ``moments`` and
+    ``standardize`` with JAX's autodiff (same values; no transform needs it off). The setting
+    is read when a function is traced; on jax
     releases with ``jax.make_user_context`` it is part of ``jax.jit``'s cache key, so flipping
     it re-traces jitted functions (on older releases, call ``jax.clear_caches()``).
     """
@@ -73,8 +71,8 @@ def set_fused_backward(enabled: bool) -> None:
 def use_fused_backward(enabled: bool) -> Iterator[None]:
     """Context manager form of :func:`set_fused_backward`; restores the setting on exit::
 
-        with normjax.use_fused_backward(False):
-            y, y_dot = jax.jvp(lambda x: normjax.layer_norm(x), (x,), (t,))
+        with normjax.use_fused_backward(False):  # JAX's autodiff of the statistics
+            g = jax.grad(lambda x: jnp.sum(normjax.layer_norm(x) * ct))(x)
     """
     with _FUSED_BACKWARD(_check_enabled(enabled)):
         yield
