@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normjax import _platform
-from normjax._backend import tangent
+from normjax._backend import jvp
 from normjax._backend.build import (
     native_available,
     native_kernels_enabled,
@@ -178,7 +178,7 @@ def fused_normalize(
     cfg = Config(axes, feat, bool(center), bool(fast_variance), axis_name, groups,
                  np.dtype(x.dtype if dtype is None else dtype), kernels_may_serve(x, cpu), cpu)
     eps = jnp.asarray(epsilon, stats_dtype(x.dtype))
-    y, mean, var, count = tangent.normalize(cfg, x, scale, bias, mask, eps)
+    y, mean, var, count = jvp.normalize(cfg, x, scale, bias, mask, eps)
     if not keepdims:
         mean, var, count = (jnp.squeeze(a, axes) for a in (mean, var, count))
     return y, Moments(mean, var, count)

@@ -42,6 +42,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 Array = jax.Array
 
 __all__ = ["group_moments", "normalize_grad", "ref_group_moments", "ref_normalize_grad",
+           "same_vma",
            "ref_rows_forward", "rows_forward"]
 
 
@@ -116,7 +117,7 @@ def _results(shapes: Sequence[tuple[int, ...]], like: Array) -> tuple:
                                       manual_axis_type=aval.manual_axis_type) for s in shapes)
 
 
-def _same_vma(args: tuple) -> tuple:
+def same_vma(args: tuple) -> tuple:
     """``args`` cast to vary over the union of their manual axes (a custom call's operands
     must agree; a no-op outside ``shard_map``)."""
     union = frozenset().union(*(_varying(a) for a in args))
@@ -128,7 +129,7 @@ def _same_vma(args: tuple) -> tuple:
 
 def _dispatch(call: Callable, ref: Callable, args: tuple, *static: Any) -> Any:
     """The custom call on the CPU, the pure-JAX twin on every other platform."""
-    return lax.platform_dependent(*_same_vma(args), cpu=lambda *a: call(*a, *static),
+    return lax.platform_dependent(*same_vma(args), cpu=lambda *a: call(*a, *static),
                                   default=lambda *a: ref(*a, *static))
 
 

@@ -1,29 +1,23 @@
-"""One differentiable function for every normalization, complete in both autodiff modes.
+"""The tangent map of a normalization as a linear primitive whose transpose is the closed form.
 
-:func:`normalize` is a ``jax.custom_jvp``: its value is :func:`closed_form.forward` (the fast
-forward: guarded variance, CPU kernels where they serve) and its tangent is the closed form
+For ``y = (x - mu) * r * gamma + beta``, ``r = (var + eps)^-1/2``, the tangent is
 
     mu'  = sum m x' / n,          var' = 2 sum m (x - mu) x' / n     (sums psum'd on axis_name)
-    r    = (var + eps)^-1/2,      r'   = -r^3 (var' + eps') / 2
+    r'   = -r^3 (var' + eps') / 2
     y'   = ((x' - mu') r + (x - mu) r') gamma + (x - mu) r gamma' + beta'
 
 (``m`` the mask or 1, ``n`` the count; ``center=False``, RMSNorm, drops ``mu`` and ``mu'``).
-Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) evaluates that tangent.
+:func:`ref_tangent` computes it with jnp operations. ``tangent_p`` is that map as a primitive,
+linear in ``(x', gamma', beta', eps')``, whose transpose rule *is* the closed-form backward
+(:func:`closed_form.backward`, and the CPU kernels behind it): left to JAX, the transpose of the
+jnp tangent runs several times slower. Its rules: abstract evaluation (``y'`` typed like ``x'``,
+shape and sharding, in the output dtype; the moments' tangents like the moments; inside
+``shard_map`` the operands are first cast to vary over the same manual axes, as JAX's own
+primitives require), lowering (:func:`ref_tangent`), JVP (second order) and batching (the same
+primitive on a normalization with one more leading sample axis).
 
-Reverse mode transposes it. Left to JAX, the transpose of those jnp operations runs several
-times slower than the closed-form backward (:func:`closed_form.backward`, and the CPU kernels
-behind it). So the tangent is a small JAX primitive, linear in ``(x', gamma', beta', eps')``,
-whose transpose rule *is* that backward; it also has the rules every primitive needs:
-
-* abstract evaluation: ``y'`` is typed like ``x'`` (shape, sharding) in the output dtype, the
-  moments' tangents like the moments; inside ``shard_map`` the operands are first cast to vary
-  over the same manual axes (as JAX's own primitives require), so the types carry over;
-* lowering and evaluation: the jnp tangent above (:func:`ref_tangent`);
-* JVP (second order: ``jax.hessian``, forward-over-reverse): the JVP of :func:`ref_tangent`;
-* batching: the same primitive on a normalization with one more leading sample axis.
-
-With ``axis_name`` the jnp tangent is used directly and JAX transposes it (its collectives
-included); a ``vmap`` axis name cannot be seen from inside a primitive's lowering.
+With ``axis_name`` (:func:`tangent`) the jnp tangent is used directly and JAX transposes it,
+collectives included: a ``vmap`` axis name cannot be seen from inside a primitive's lowering.
 """
 
 from __future__ import annotations
@@ -39,12 +33,13 @@ from jax.interpreters import ad, batching, mlir
 
 from normjax._backend import closed_form
 from normjax._backend.config import Config, param_view
-from normjax._backend.kernels import _same_vma
+from normjax._backend.kernels import same_vma
 from normjax._checks import feature_shape
 
 Array = jax.Array
 
-__all__ = ["normalize", "ref_tangent", "tangent_p"]
+__all__ = ["front", "param_pair", "ref_tangent", "split_operands", "tangent", "tangent_p",
+           "unbatched_shape"]
 
 #: res: (x, scale, bias, mask, eps, mean, var, count, center, bad); tangents: (x', gamma',
 #: beta', eps'). Missing ones (no scale, no mask, ...) are None.
@@ -86,23 +81,23 @@ tangent_p = Primitive("normjax_normalize_tangent")
 tangent_p.multiple_results = True
 
 
-def _split(flat: Any, tree: Any) -> tuple[tuple, tuple]:
+def split_operands(flat: Any, tree: Any) -> tuple[tuple, tuple]:
     return jax.tree_util.tree_unflatten(tree, list(flat))
 
 
 def _ref_flat(*flat: Any, cfg: Config, tree: Any) -> list[Array]:
-    return list(ref_tangent(cfg, *_split(flat, tree)))
+    return list(ref_tangent(cfg, *split_operands(flat, tree)))
 
 
 def _abstract_eval(*avals: Any, cfg: Config, tree: Any) -> list[Any]:
-    res, tangents = _split(avals, tree)
+    res, tangents = split_operands(avals, tree)
     y = tangents[0].update(dtype=cfg.dtype, weak_type=False)
     mean, var = res[5], res[6]
     return [y, mean.update(weak_type=False), var.update(weak_type=False)]
 
 
 def _transpose(cts: list, *flat: Any, cfg: Config, tree: Any) -> list:
-    res, tangents = _split(flat, tree)
+    res, tangents = split_operands(flat, tree)
     avals = [jax.typeof(a) for a in res[5:7]]
     gy = ad.instantiate_zeros(cts[0])
     gstats = [jnp.zeros(a.shape, a.dtype) if type(ct) is ad.Zero else ct
@@ -130,7 +125,7 @@ mlir.register_lowering(tangent_p, mlir.lower_fun(_ref_flat, multiple_results=Tru
 
 # --- batching: one more leading sample axis ---------------------------------------------------
 
-def _front(a: Any, d: Any, size: int) -> Any:
+def front(a: Any, d: Any, size: int) -> Any:
     """``a`` with its batch axis first (broadcast along a new first axis if unbatched)."""
     if a is None:
         return None
@@ -139,14 +134,14 @@ def _front(a: Any, d: Any, size: int) -> Any:
     return jnp.moveaxis(a, d, 0)
 
 
-def _unbatched_shape(a: Any, d: Any) -> tuple[int, ...]:
+def unbatched_shape(a: Any, d: Any) -> tuple[int, ...]:
     shape = list(jnp.shape(a))
     if d is not None:
         del shape[d]
     return tuple(shape)
 
 
-def _param_pair(p: Any, dp: Any, t: Any, dt: Any, size: int, x_shape: tuple[int, ...],
+def param_pair(p: Any, dp: Any, t: Any, dt: Any, size: int, x_shape: tuple[int, ...],
                 feat: tuple[int, ...]) -> tuple[Any, Any, bool]:
     """A parameter (or epsilon, ``feat=()``) and its tangent for the batched normalization:
     both ``[B, *view]`` where either is batched (``view``: the rank-``x.ndim`` broadcastable
@@ -154,7 +149,7 @@ def _param_pair(p: Any, dp: Any, t: Any, dt: Any, size: int, x_shape: tuple[int,
     present = [(a, d) for a, d in ((p, dp), (t, dt)) if a is not None]
     if not present:
         return p, t, False
-    shape = _unbatched_shape(*present[0])
+    shape = unbatched_shape(*present[0])
     feature_form = shape == feature_shape(x_shape, feat)
     view = (tuple(x_shape[a] if a in feat else 1 for a in range(len(x_shape)))
             if feature_form else shape)
@@ -164,7 +159,7 @@ def _param_pair(p: Any, dp: Any, t: Any, dt: Any, size: int, x_shape: tuple[int,
         if a is None:
             return None
         if batched:
-            return _front(a, d, size).reshape(size, *view)
+            return front(a, d, size).reshape(size, *view)
         return a if feature_form else a.reshape(1, *view)
 
     return lift(p, dp), lift(t, dt), batched
@@ -173,20 +168,20 @@ def _param_pair(p: Any, dp: Any, t: Any, dt: Any, size: int, x_shape: tuple[int,
 def _batch(args: tuple, dims: tuple, *, cfg: Config, tree: Any) -> tuple[list, list]:
     size = next(a.shape[d] for a, d in zip(args, dims, strict=True)
                 if d is not None)
-    res, tangents = _split(args, tree)
-    rdims, tdims = _split(dims, tree)
+    res, tangents = split_operands(args, tree)
+    rdims, tdims = split_operands(dims, tree)
     x, scale, bias, mask, eps, mean, var, count, center, bad = res
-    x_shape = _unbatched_shape(x, rdims[0])
-    front = lambda a, d: _front(a, d, size)  # noqa: E731
+    x_shape = unbatched_shape(x, rdims[0])
+    front = lambda a, d: front(a, d, size)  # noqa: E731
     x_like = [front(a, d) for a, d in zip((x, mask, mean, var, count, center),
                                           (rdims[0], rdims[3], *rdims[5:9]), strict=True)]
     if bad is not None and rdims[9] is not None:
         bad = jnp.any(bad, axis=rdims[9])
     feat = cfg.feature_axes
-    scale, scale_dot, _ = _param_pair(scale, rdims[1], tangents[1], tdims[1], size, x_shape,
+    scale, scale_dot, _ = param_pair(scale, rdims[1], tangents[1], tdims[1], size, x_shape,
                                       feat)
-    bias, bias_dot, _ = _param_pair(bias, rdims[2], tangents[2], tdims[2], size, x_shape, feat)
-    eps, eps_dot, eps_batched = _param_pair(eps, rdims[4], tangents[3], tdims[3], size,
+    bias, bias_dot, _ = param_pair(bias, rdims[2], tangents[2], tdims[2], size, x_shape, feat)
+    eps, eps_dot, eps_batched = param_pair(eps, rdims[4], tangents[3], tdims[3], size,
                                             x_shape, ())
     new_cfg = cfg.with_leading_axis()
     if eps_batched or jnp.ndim(eps) > 0:
@@ -202,7 +197,7 @@ def _batch(args: tuple, dims: tuple, *, cfg: Config, tree: Any) -> tuple[list, l
 batching.primitive_batchers[tangent_p] = _batch
 
 
-# --- the differentiable normalization ---------------------------------------------------------
+# --- the tangent map --------------------------------------------------------------------------
 
 def tangent(cfg: Config, res: tuple, tangents: tuple) -> tuple[Array, Array, Array]:
     """The tangent map: the primitive (its transpose is the closed-form backward), or the jnp
@@ -210,19 +205,4 @@ def tangent(cfg: Config, res: tuple, tangents: tuple) -> tuple[Array, Array, Arr
     if cfg.axis_name is not None:
         return ref_tangent(cfg, res, tangents)
     flat, tree = jax.tree_util.tree_flatten((res, tangents))
-    return tuple(tangent_p.bind(*_same_vma(tuple(flat)), cfg=cfg, tree=tree))
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(0,))
-def normalize(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    """``(y, mean, var, count)`` (keepdims moments) of :func:`closed_form.forward`,
-    differentiable in both modes (see the module notes)."""
-    return closed_form.forward(cfg, x, scale, bias, mask, eps)[0]
-
-
-@normalize.defjvp
-def _normalize_jvp(cfg: Config, primals: tuple, tangents: tuple) -> tuple:
-    outs, res = closed_form.forward(cfg, *primals)
-    x_dot, scale_dot, bias_dot, _, eps_dot = tangents
-    dots = tangent(cfg, res, (x_dot, scale_dot, bias_dot, eps_dot))
-    return outs, (*dots, jnp.zeros_like(outs[3]))
+    return tuple(tangent_p.bind(*same_vma(tuple(flat)), cfg=cfg, tree=tree))
