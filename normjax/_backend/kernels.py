@@ -42,8 +42,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 Array = jax.Array
 
 __all__ = ["group_moments", "normalize_grad", "ref_group_moments", "ref_normalize_grad",
-           "same_vma",
-           "ref_rows_forward", "rows_forward"]
+           "ref_rows_forward", "rows_forward", "same_vma"]
 
 
 def check_groups(channels: int, groups: int) -> None:
