@@ -95,7 +95,8 @@ def _calls(case: cands.Case, mode: str, fns: dict[str, Callable[..., Any]], arra
     return calls
 
 
-def run(previous: Any, quick: bool, budget_s: float) -> list[dict[str, Any]]:
+def run(previous: Any, quick: bool, budget_s: float, modes: tuple[str, ...] = MODES
+        ) -> list[dict[str, Any]]:
     import normjax
 
     rows = []
@@ -114,7 +115,7 @@ def run(previous: Any, quick: bool, budget_s: float) -> list[dict[str, Any]]:
         flax = cands.flax_candidate(case)
         if flax is not None:
             fns["flax"] = flax
-        for mode in MODES:
+        for mode in modes:
             use = {k: v for k, v in fns.items() if not (mode == "jvp" and k == "previous")}
             calls = _calls(case, mode, use, arrays)
             one = time_interleaved(calls, repeats=1, warmup=2)
@@ -155,9 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="the quick cases and shapes")
     parser.add_argument("--budget", type=float, default=1.5, help="seconds per case and mode")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compare"))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = parser.parse_args(argv)
     previous = import_previous(args.previous)
-    write(run(previous, args.quick, args.budget), args.out)
+    write(run(previous, args.quick, args.budget, tuple(args.modes)), args.out)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ the tangent together; what happens next depends on the mode, which JAX tells the
 through its rules:
 
 * **Forward mode** (``jax.jvp``, ``jax.jacfwd``): ``jvp_p`` lowers to one jnp program for both
-  (one-pass shifted moments and their JVP), which XLA fuses as it fuses flax's norms.
+  (:func:`normjax.moments` and its JVP), which XLA fuses as it fuses flax's norms.
 * **Reverse mode** (``jax.grad``, ``jax.vjp``, ``jax.linearize``): JAX partially evaluates the
   JVP with the tangents unknown; ``jvp_p``'s partial-evaluation rules (the trace-level one, and
   the jaxpr-level one that ``jax.checkpoint`` uses) split it into the fast forward, evaluated
@@ -44,7 +44,7 @@ from normjax._backend.tangent import (
     tangent,
     unbatched_shape,
 )
-from normjax.stats import moments, shifted_moments, standardize
+from normjax.stats import moments, standardize
 
 Array = jax.Array
 
@@ -54,14 +54,11 @@ __all__ = ["jvp_p", "normalize"]
 # --- value and tangent together: one primitive, split where reverse mode needs it -----------
 
 def _plain(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array) -> tuple:
-    """``(y, mean, var, count)`` in plain jnp operations: one-pass shifted moments where
-    unmasked and local (stable, branch-free), else :func:`normjax.moments`' two-pass form."""
-    if mask is None and cfg.axis_name is None and cfg.center and not cfg.fast_variance:
-        stats = shifted_moments(x, cfg.reduction_axes)
-    else:
-        stats = moments(x, cfg.reduction_axes, mask=mask, axis_name=cfg.axis_name,
-                        axis_index_groups=cfg.axis_index_groups, center=cfg.center,
-                        fast_variance=cfg.fast_variance, guard=False, keepdims=True)
+    """``(y, mean, var, count)`` in plain jnp operations: :func:`normjax.moments` (its guarded
+    one-pass variance on the CPU, the shifted one-pass form elsewhere) and ``standardize``."""
+    stats = moments(x, cfg.reduction_axes, mask=mask, axis_name=cfg.axis_name,
+                    axis_index_groups=cfg.axis_index_groups, center=cfg.center,
+                    fast_variance=cfg.fast_variance, keepdims=True)
     y = standardize(x, stats.mean, stats.var, epsilon=eps, scale=scale, bias=bias,
                     feature_axes=cfg.feature_axes, dtype=cfg.dtype)
     return (y, *stats)
