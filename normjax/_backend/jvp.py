@@ -38,6 +38,7 @@ from normjax._backend import closed_form
 from normjax._backend.config import Config
 from normjax._backend.kernels import same_vma
 from normjax._backend.tangent import (
+    compiled,
     front,
     param_pair,
     split_operands,
@@ -149,7 +150,7 @@ def _jvp_batch(args: tuple, dims: tuple, *, cfg: Config, tree: Any) -> tuple[lis
     return outs, [0] * len(outs)
 
 
-jvp_p.def_impl(_fused_jvp)
+jvp_p.def_impl(lambda *flat, cfg, tree: compiled(_fused_jvp, cfg, tree)(*flat))
 jvp_p.def_abstract_eval(_jvp_abstract_eval)
 mlir.register_lowering(jvp_p, mlir.lower_fun(_fused_jvp, multiple_results=True))
 ad.primitive_jvps[jvp_p] = _jvp_jvp

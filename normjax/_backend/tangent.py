@@ -22,7 +22,7 @@ collectives included: a ``vmap`` axis name cannot be seen from inside a primitiv
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
@@ -38,8 +38,8 @@ from normjax._checks import feature_shape
 
 Array = jax.Array
 
-__all__ = ["front", "param_pair", "ref_tangent", "split_operands", "tangent", "tangent_p",
-           "unbatched_shape"]
+__all__ = ["compiled", "front", "param_pair", "ref_tangent", "split_operands", "tangent",
+           "tangent_p", "unbatched_shape"]
 
 #: res: (x, scale, bias, mask, eps, mean, var, count, center, bad); tangents: (x', gamma',
 #: beta', eps'). Missing ones (no scale, no mask, ...) are None.
@@ -116,7 +116,18 @@ def _jvp(primals: tuple, tangents: tuple, *, cfg: Config, tree: Any) -> tuple:
     return jax.jvp(partial(_ref_flat, cfg=cfg, tree=tree), primals, tangents)
 
 
-tangent_p.def_impl(_ref_flat)
+@lru_cache(maxsize=256)
+def compiled(fn: Any, cfg: Config, tree: Any) -> Any:
+    """``fn`` with its static parameters bound, jitted once: a primitive's eager evaluation
+    (one compiled call instead of one dispatch per jnp operation)."""
+    return jax.jit(partial(fn, cfg=cfg, tree=tree))
+
+
+def _impl(*flat: Any, cfg: Config, tree: Any) -> list[Array]:
+    return compiled(_ref_flat, cfg, tree)(*flat)
+
+
+tangent_p.def_impl(_impl)
 tangent_p.def_abstract_eval(_abstract_eval)
 ad.primitive_transposes[tangent_p] = _transpose
 ad.primitive_jvps[tangent_p] = _jvp
