@@ -155,11 +155,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="a checkout of the build to compare with (its normjax/ folder)")
     parser.add_argument("--quick", action="store_true", help="the quick cases and shapes")
     parser.add_argument("--budget", type=float, default=1.5, help="seconds per case and mode")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compare"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/results/compare (--quick: .../compare-quick)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = parser.parse_args(argv)
+    out = args.out or Path("benchmarks/results/compare" + ("-quick" if args.quick else ""))
     previous = import_previous(args.previous)
-    write(run(previous, args.quick, args.budget, tuple(args.modes)), args.out)
+    write(run(previous, args.quick, args.budget, tuple(args.modes)), out)
 
 
 if __name__ == "__main__":
