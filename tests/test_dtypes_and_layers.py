@@ -166,3 +166,27 @@ def test_linen_vmap_and_nnx_vmap_with_forward_mode() -> None:
     theirs = jax.jvp(nnx.LayerNorm(8, rngs=nnx.Rngs(0)), (x,), (jnp.cos(x),))
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cpu_only
+@pytest.mark.parametrize("name", ["LayerNorm", "BatchNorm"])
+def test_nnx_layers_under_shard_map_and_explicit_sharding_equal_flax(name: str) -> None:
+    x = _x()
+    # (NNX's own BatchNorm cannot update its statistics from inside these traces: eval mode)
+    kw = {"use_running_average": True} if name == "BatchNorm" else {}
+
+    def run(lib: Any) -> Any:
+        model = getattr(lib, name)(8, rngs=nnx.Rngs(0), **kw)
+        graphdef, state = nnx.split(model)
+
+        def f(x: jax.Array) -> jax.Array:
+            return nnx.merge(graphdef, state)(x)
+
+        per_member = jax.shard_map(f, mesh=_mesh(AxisType.Auto), in_specs=P("d"),
+                                   out_specs=P("d"))
+        sharded = jax.device_put(x, NamedSharding(_mesh(AxisType.Explicit), P("d")))
+        return jax.jit(lambda x, xs: (per_member(x), jax.grad(lambda v: jnp.sum(f(v) ** 2))(xs)))(
+            x, sharded)
+
+    for a, b in zip(jax.tree.leaves(run(njnnx)), jax.tree.leaves(run(nnx)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4 * max(1.0, float(jnp.abs(b).max())))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,15 @@ def test_no_compiler_falls_back_with_a_reason(tmp_path: Path) -> None:
     out = _probe({"CXX": str(tmp_path / "no-such-compiler"),
                   "NORMJAX_CACHE_DIR": str(tmp_path / "cache")})
     assert "available False" in out and "no C++ compiler" in out
+    assert "normjax CPU kernels not in use" in out
+    assert _std(out) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_failed_build_falls_back_with_a_reason(tmp_path: Path) -> None:
+    """A compiler that fails (here ``false``) costs one log line, never the program."""
+    out = _probe({"CXX": shutil.which("false") or "/bin/false",
+                  "NORMJAX_CACHE_DIR": str(tmp_path / "cache")})
+    assert "available False" in out and "failed" in out
     assert "normjax CPU kernels not in use" in out
     assert _std(out) == pytest.approx(1.0, abs=1e-3)
 
