@@ -95,13 +95,13 @@ def _calls(case: cands.Case, mode: str, fns: dict[str, Callable[..., Any]], arra
     return calls
 
 
-def run(previous: Any, quick: bool, budget_s: float, modes: tuple[str, ...] = MODES
-        ) -> list[dict[str, Any]]:
+def run(previous: Any, quick: bool, budget_s: float, modes: tuple[str, ...] = MODES,
+        cases: str = "") -> list[dict[str, Any]]:
     import normjax
 
     rows = []
     for case in cands.CASES:
-        if quick and not case.quick:
+        if (quick and not case.quick) or cases not in case.name:
             continue
         shape = case.quick_shape if quick and case.quick_shape else case.shape
         rng = np.random.default_rng(0)
@@ -158,10 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="default benchmarks/results/compare (--quick: .../compare-quick)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--cases", default="", help="only cases whose name contains this")
     args = parser.parse_args(argv)
     out = args.out or Path("benchmarks/results/compare" + ("-quick" if args.quick else ""))
     previous = import_previous(args.previous)
-    write(run(previous, args.quick, args.budget, tuple(args.modes)), out)
+    write(run(previous, args.quick, args.budget, tuple(args.modes), args.cases), out)
 
 
 if __name__ == "__main__":
