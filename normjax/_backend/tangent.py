@@ -41,9 +41,9 @@ Array = jax.Array
 __all__ = ["compiled", "front", "param_pair", "ref_tangent", "split_operands", "tangent",
            "tangent_p", "unbatched_shape"]
 
-#: res: (x, scale, bias, mask, eps, mean, var, count, center, bad); tangents: (x', gamma',
-#: beta', eps'). Missing ones (no scale, no mask, ...) are None.
-_N_RES, _N_TAN = 10, 4
+# Operands: res = (x, scale, bias, mask, eps, mean, var, count, center, bad), the residuals of
+# closed_form.forward, and tangents = (x', gamma', beta', eps'); missing ones (no scale, no mask,
+# ...) are None, and the primitives take the flattened pair with its treedef as a parameter.
 
 
 def ref_tangent(cfg: Config, res: tuple, tangents: tuple) -> tuple[Array, Array, Array]:
@@ -82,6 +82,7 @@ tangent_p.multiple_results = True
 
 
 def split_operands(flat: Any, tree: Any) -> tuple[tuple, tuple]:
+    """The ``(res, tangents)`` (or ``(primals, tangents)``) pair of a primitive's operands."""
     return jax.tree_util.tree_unflatten(tree, list(flat))
 
 
