@@ -1,6 +1,6 @@
 """Where normjax's formulation depends on the platform a computation is compiled for.
 
-The formulation in :mod:`normjax._fused_grad` is tuned for XLA:CPU. Two of its choices cost
+The formulation in :mod:`normjax._backend.closed_form` is tuned for XLA:CPU. Two of its choices cost
 time on an accelerator (measured on an H100 against flax.linen, batch 16x the CPU benchmark
 shapes; see ``docs/performance.md``):
 

@@ -5,9 +5,10 @@
 computes ``y = standardize(x, *moments(x, reduction_axes)) * scale + bias`` and the moments:
 
 * floating-point input, scalar ``epsilon``: :func:`fused_normalize`, the ``jax.custom_jvp`` of
-  :mod:`normjax._backend.tangent`: the fast forward of :mod:`normjax._backend.closed_form` (CPU
-  kernels where they serve), a closed-form tangent for forward mode, and the closed-form
-  backward as that tangent's transpose for reverse mode. Every JAX transform works on it.
+  :mod:`normjax._backend.jvp`: the fast forward of :mod:`normjax._backend.closed_form` (CPU
+  kernels where they serve), one fused program for forward mode, and the closed-form backward
+  as the transpose of the tangent (:mod:`normjax._backend.tangent`) for reverse mode. Every
+  JAX transform works on it.
 * integer and bool input: promoted to float first (``promote_types(float32, dtype)``, as
   flax's norms do), then as above; the output is floating-point.
 * complex input, a per-feature ``epsilon``, or :func:`use_fused_backward` ``(False)``:
@@ -136,7 +137,7 @@ def fused_normalize(
     The values equal :func:`normjax.moments` followed by :func:`normjax.standardize` with the
     same arguments (``center=False`` is RMSNorm: ``var`` holds ``E[x^2]``); the gradient with
     respect to ``x``, ``scale``, ``bias``, ``epsilon`` and the returned moments is the closed
-    form in :mod:`normjax._fused_grad`.
+    form in :mod:`normjax._backend.closed_form`.
 
     Args:
       x: floating-point input.

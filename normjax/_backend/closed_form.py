@@ -273,20 +273,6 @@ def _param_grad(grad: Array | None, p: Any, shape: tuple[int, ...], cfg: Config)
     return sum_to_shape(grad, view.shape, jnp.result_type(p)).reshape(jnp.shape(p))
 
 
-def _vma(a: Any) -> frozenset:
-    """Manual mesh axes along which ``a`` varies (empty outside ``shard_map``)."""
-    aval = jax.typeof(a)
-    mat = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; older releases: aval.vma
-    return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
-
-
-def _like_primal(ct: Array | None, primal: Any) -> Array | None:
-    """Sums a cotangent over the ``shard_map`` axes along which it varies but its primal does
-    not, so a replicated parameter gets every member's contribution (what autodiff does)."""
-    extra = () if ct is None else tuple(sorted(_vma(ct) - _vma(primal), key=str))
-    return lax.psum(ct, extra) if extra else ct
-
-
 def backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     """``(dx, dscale, dbias, None, deps)`` for output cotangents ``(gy, gmean, gvar, gcount)``
     and the residuals of :func:`forward`."""
@@ -316,7 +302,10 @@ def backward(cfg: Config, res: tuple, cts: tuple) -> tuple:
     if mask is not None:
         corr = jnp.where(jnp.broadcast_to(jnp.asarray(mask).astype(bool), x.shape), corr, 0)
     dx = (r * gamma) * gb.astype(sdt) + corr
-    dscale = _like_primal(_param_grad(dscale, scale, x.shape, cfg), scale)
-    dbias = _like_primal(_param_grad(dbias, bias, x.shape, cfg), bias)
-    return dx.astype(x.dtype), dscale, dbias, None, _like_primal(deps, eps)
+    # Inside shard_map the operands were cast to vary over the same manual axes before the
+    # tangent primitive (normjax._backend.tangent), so these already have their types; the
+    # sums over members for replicated parameters are the transposes of those casts.
+    dscale = _param_grad(dscale, scale, x.shape, cfg)
+    dbias = _param_grad(dbias, bias, x.shape, cfg)
+    return dx.astype(x.dtype), dscale, dbias, None, deps
 

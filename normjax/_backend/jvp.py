@@ -38,6 +38,7 @@ from normjax._backend import closed_form
 from normjax._backend.config import Config
 from normjax._backend.kernels import same_vma
 from normjax._backend.tangent import (
+    batched_config,
     compiled,
     front,
     param_pair,
@@ -140,9 +141,7 @@ def _jvp_batch(args: tuple, dims: tuple, *, cfg: Config, tree: Any) -> tuple[lis
     scale, scale_dot, _ = param_pair(scale, ds, scale_dot, dsd, size, x_shape, feat)
     bias, bias_dot, _ = param_pair(bias, db, bias_dot, dbd, size, x_shape, feat)
     eps, eps_dot, eps_batched = param_pair(eps, de, eps_dot, ded, size, x_shape, ())
-    new_cfg = cfg.with_leading_axis()
-    if eps_batched or jnp.ndim(eps) > 0:
-        new_cfg = new_cfg._replace(native=False)  # the kernels take a scalar epsilon
+    new_cfg = batched_config(cfg, eps, eps_batched)
     primals = (front(x, dx, size), scale, bias, front(mask, dm, size), eps)
     flat, new_tree = jax.tree_util.tree_flatten(
         (primals, (front(x_dot, dxd, size), scale_dot, bias_dot, eps_dot)))

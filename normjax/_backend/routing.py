@@ -129,9 +129,9 @@ def native_rows_forward(cfg: Config, x: Array, scale: Any, bias: Any, eps: Array
 
 
 def native_backward(cfg: Config, res: tuple, cts: tuple, lay: NativeLayout) -> tuple:
-    """``(dx, dscale, dbias, None, deps)`` of :func:`normjax._fused_grad` from the kernel, or
-    from its pure-JAX twin when compiling for another platform than the CPU (no custom call is
-    emitted then, so nothing depends on the kernels being built)."""
+    """``(dx, dscale, dbias, None, deps)`` of :func:`normjax._backend.closed_form.backward`
+    from the kernel, or from its pure-JAX twin when compiling for another platform than the CPU
+    (no custom call is emitted then, so nothing depends on the kernels being built)."""
     x, scale, bias, _, eps, _, _, _, _, _ = res
     gy, gmean, gvar, _ = cts
     b, r, c, g = lay

@@ -38,8 +38,8 @@ from normjax._checks import feature_shape
 
 Array = jax.Array
 
-__all__ = ["compiled", "front", "param_pair", "ref_tangent", "split_operands", "tangent",
-           "tangent_p", "unbatched_shape"]
+__all__ = ["batched_config", "compiled", "front", "param_pair", "ref_tangent", "split_operands",
+           "tangent", "tangent_p", "unbatched_shape"]
 
 # Operands: res = (x, scale, bias, mask, eps, mean, var, count, center, bad), the residuals of
 # closed_form.forward, and tangents = (x', gamma', beta', eps'); missing ones (no scale, no mask,
@@ -177,6 +177,15 @@ def param_pair(p: Any, dp: Any, t: Any, dt: Any, size: int, x_shape: tuple[int, 
     return lift(p, dp), lift(t, dt), batched
 
 
+def batched_config(cfg: Config, eps: Any, eps_batched: bool) -> Config:
+    """``cfg`` for one more leading sample axis; without the kernels where epsilon is then
+    not a scalar (they take one)."""
+    new_cfg = cfg.with_leading_axis()
+    if eps_batched or jnp.ndim(eps) > 0:
+        new_cfg = new_cfg._replace(native=False)
+    return new_cfg
+
+
 def _batch(args: tuple, dims: tuple, *, cfg: Config, tree: Any) -> tuple[list, list]:
     size = next(a.shape[d] for a, d in zip(args, dims, strict=True)
                 if d is not None)
@@ -195,9 +204,7 @@ def _batch(args: tuple, dims: tuple, *, cfg: Config, tree: Any) -> tuple[list, l
     bias, bias_dot, _ = param_pair(bias, rdims[2], tangents[2], tdims[2], size, x_shape, feat)
     eps, eps_dot, eps_batched = param_pair(eps, rdims[4], tangents[3], tdims[3], size,
                                             x_shape, ())
-    new_cfg = cfg.with_leading_axis()
-    if eps_batched or jnp.ndim(eps) > 0:
-        new_cfg = new_cfg._replace(native=False)  # the kernels take a scalar epsilon
+    new_cfg = batched_config(cfg, eps, eps_batched)
     x_b, mask_b, mean_b, var_b, count_b, center_b = x_like
     new_res = (x_b, scale, bias, mask_b, eps, mean_b, var_b, count_b, center_b, bad)
     new_tan = (front(tangents[0], tdims[0]), scale_dot, bias_dot, eps_dot)

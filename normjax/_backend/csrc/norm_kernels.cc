@@ -930,7 +930,7 @@ int64_t GradTwoSweeps(ffi::ThreadPool& pool, const GradArgs& A, const Layout& L,
   return L.B / L.S;
 }
 
-// The closed-form backward of y = (x - mean) * rstd * scale + bias (see normjax._fused_grad),
+// The closed-form backward of y = (x - mean) * rstd * scale + bias (see normjax/_backend/closed_form.py),
 // mean and rstd = 1 / sqrt(var + eps[B, G]) recomputed from x: dx[B, R, C], dscale[S, C],
 // dbias[S, C] (summed over the samples of each parameter row) and deps[B, G] =
 // -rstd^3 / 2 * sum(g * scale * (x - mean)) per group (the epsilon gradient).
