@@ -59,6 +59,7 @@ __all__ = [
     "feature_shape",
     "guarded_variance",
     "moments",
+    "one_pass_unstable",
     "shifted_moments",
     "standardize",
     "stats_dtype",
@@ -130,11 +131,17 @@ def _any_vmap(axis_size: int, in_batched: list[bool], pred: Array) -> tuple[Arra
     return jnp.any(pred), False
 
 
+def one_pass_unstable(mean: Array, one_pass: Array) -> Array:
+    """Whether some group has ``mean^2 > GUARD_RATIO * one_pass`` (a scalar bool, unbatched
+    under ``vmap``): where the one-pass variance ``one_pass`` may have lost its precision."""
+    return _any(lax.stop_gradient(mean * mean - GUARD_RATIO * one_pass) > 0)
+
+
 def guarded_variance(mean: Array, one_pass: Array, two_pass: Callable[[], Array]
                      ) -> tuple[Array, Array]:
     """``(var, bad)``: ``max(one_pass, 0)`` unless some group has ``mean^2 > GUARD_RATIO *
     one_pass``, then ``two_pass()`` (evaluated only in that case); ``bad`` says which."""
-    bad = _any(lax.stop_gradient(mean * mean - GUARD_RATIO * one_pass) > 0)
+    bad = one_pass_unstable(mean, one_pass)
     var = lax.cond(bad, two_pass, lambda: jnp.maximum(one_pass, 0))
     return var, bad
 
