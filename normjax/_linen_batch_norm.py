@@ -34,10 +34,11 @@ class BatchNorm(nn.Module):
     * mu_B`` (flax's ``momentum`` is normjax's ``decay``, the weight on the old value).
 
     Variables are flax's: ``params/scale``, ``params/bias``, ``batch_stats/mean``,
-    ``batch_stats/var``, plus ``batch_stats/count`` (int32, number of updates). Variables
-    written by flax's BatchNorm (no ``count``) load as they are: a missing count is read as
-    0 and is only created where the ``batch_stats`` collection is mutable. As in flax, the
-    running statistics are not updated while the module is initialized.
+    ``batch_stats/var`` (the same tree, shapes and dtypes). Only ``momentum=None`` and
+    ``debias=True``, which need it, add ``batch_stats/count`` (int32 per feature, the updates
+    that saw data); a missing count is read as 0 and is only created where the
+    ``batch_stats`` collection is mutable. As in flax, the running statistics are not
+    updated while the module is initialized.
 
     Attributes are flax's, with the same defaults except ``use_fast_variance`` (False: the
     stable guarded variance, exact when ``|mean| >> std``; flax defaults to the one-pass form).
@@ -118,12 +119,15 @@ class BatchNorm(nn.Module):
         return y
 
     def _running_stats(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
-        """The ``mean``, ``var`` and (where it exists or can be created) ``count`` variables."""
+        """The ``mean``, ``var`` and (where an option needs it, and it exists or can be
+        created) ``count`` variables."""
         init = batch_norm_init(shape)
         mean = self.variable(COLLECTION, "mean", lambda: init.mean)
         var = self.variable(COLLECTION, "var", lambda: init.var)
         count = None
-        if self.has_variable(COLLECTION, "count") or self.is_mutable_collection(COLLECTION):
+        needed = self.momentum is None or self.debias
+        if needed and (self.has_variable(COLLECTION, "count")
+                       or self.is_mutable_collection(COLLECTION)):
             count = self.variable(COLLECTION, "count", lambda: init.count)
         return mean, var, count
 
@@ -141,5 +145,5 @@ class BatchNorm(nn.Module):
 def _state_of(stats: tuple[Any, Any, Any]) -> BatchNormState:
     """The pure function's state from the variables (a missing ``count`` reads as 0)."""
     mean, var, count = stats
-    n = jnp.zeros((), jnp.int32) if count is None else count.value
+    n = jnp.zeros(jnp.shape(mean.value), jnp.int32) if count is None else count.value
     return BatchNormState(mean=mean.value, var=var.value, count=n)

@@ -79,15 +79,11 @@ def check_float32_reductions(force_float32_reductions: bool, layer: str) -> None
         )
 
 
-def resolve_groups(channels: int, num_groups: int | None, group_size: int | None) -> int:
-    """The number of groups, with flax's rule that exactly one of the two is given."""
-    if (num_groups is None) == (group_size is None):
-        raise ValueError(
-            "GroupNorm needs exactly one of num_groups and group_size, got "
-            f"num_groups={num_groups!r}, group_size={group_size!r}. To give group_size, "
-            "pass num_groups=None as well (num_groups defaults to 32, as in flax)."
-        )
-    return resolve_num_groups(channels, num_groups, group_size)
+def resolve_groups(channels: int, num_groups: int | None, group_size: int | None,
+                   noun: str = "channels") -> int:
+    """The number of groups, with flax's rule that exactly one of the two is given (and
+    flax's error messages: :func:`normjax.group_norm.resolve_num_groups`)."""
+    return resolve_num_groups(channels, num_groups, group_size, noun=noun)
 
 
 def group_norm_batch_axes(ndim: int, reduction_axes: Axes | None) -> tuple[int, ...]:
@@ -101,8 +97,9 @@ def group_norm_batch_axes(ndim: int, reduction_axes: Axes | None) -> tuple[int, 
     axes = canonicalize_axes(given, ndim, name="GroupNorm reduction_axes")
     if ndim - 1 not in axes:
         raise ValueError(
-            f"GroupNorm reduction_axes={reduction_axes!r} must include the last axis of the "
-            f"rank-{ndim} input, which holds the channels (as in flax)."
+            "The reduction axes must include the final dimension as this is assumed to be "
+            f"the feature axis. (GroupNorm reduction_axes={reduction_axes!r} on a "
+            f"rank-{ndim} input: add -1.)"
         )
     return complement_axes(axes, ndim)
 
@@ -132,9 +129,9 @@ def instance_feature_axes(feature_axes: Axes, ndim: int) -> tuple[int, ...]:
     features = canonicalize_axes(feature_axes, ndim, name="feature_axes")
     if 0 in features:
         raise ValueError(
-            f"InstanceNorm feature_axes={feature_axes!r} includes axis 0, which InstanceNorm "
-            "treats as the batch axis (as flax does); use the channel axis, e.g. -1 for NHWC "
-            "or 1 for NCHW."
+            "The channel axes cannot include the leading dimension as this is assumed to be "
+            f"the batch axis. (InstanceNorm feature_axes={feature_axes!r}: use the channel "
+            "axis, e.g. -1 for NHWC or 1 for NCHW.)"
         )
     return features
 

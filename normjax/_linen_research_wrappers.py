@@ -24,7 +24,7 @@ from flax.typing import Axes, Dtype, Initializer
 from jax.nn import initializers
 
 from normjax._linen_common import dtype_like_flax
-from normjax.spectral_norm import SpectralNormState, spectral_norm, spectral_norm_init
+from normjax.spectral_norm import SpectralNormState, spectral_norm
 from normjax.stats import canonicalize_axes, feature_shape
 from normjax.weight_standardization import (
     scaled_weight_standardization,
@@ -46,13 +46,21 @@ def variable_name(layer: nn.Module, path: tuple[Any, ...]) -> str:
 
 
 def check_n_steps(n_steps: Any) -> None:
-    """SpectralNorm needs at least one power-iteration step per call."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise ValueError(
-            f"SpectralNorm(n_steps={n_steps!r}): n_steps must be an int >= 1 (power-iteration "
-            "steps per call). flax returns the weights unnormalized for n_steps < 1; to turn "
-            "spectral normalization off, call the layer without the SpectralNorm wrapper."
+    """SpectralNorm's power-iteration steps per call: an int (below 1, flax's rule: the weights
+    pass through unnormalized)."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)):
+        raise TypeError(
+            f"SpectralNorm(n_steps={n_steps!r}): n_steps must be an int (power-iteration "
+            "steps per call; below 1 the weights pass through unnormalized, as in flax)."
         )
+
+
+def non_matrix_error(flax_message: str, name: Any, shape: tuple[int, ...]) -> ValueError:
+    """flax's error for a >2-D parameter under ``error_on_non_matrix=True``, then the fix."""
+    return ValueError(
+        f"{flax_message} (parameter {name} of shape {shape}; set error_on_non_matrix=False "
+        "to normalize it as a (-1, out) matrix, as flax does by default)."
+    )
 
 
 def check_gain(scaled: bool, use_gain: bool | None) -> bool:
@@ -74,14 +82,15 @@ def ws_epsilon(epsilon: float | None) -> dict[str, float]:
 class SpectralNorm(nn.Module):
     """Spectral Normalization (Miyato et al., 2018, arXiv:1802.05957) of a wrapped layer.
 
-    Every ``params`` leaf of rank >= 2 of ``layer_instance`` is used as ``W / sigma(W)``,
-    ``sigma`` estimated by ``n_steps`` power iterations from the stored vector ``u``
-    (Conv kernels as ``(-1, out)`` matrices). A drop-in for ``flax.linen.SpectralNorm``: same
-    attributes, call (``update_stats=True`` stores the new ``u`` and ``sigma``; pass
-    ``mutable=[collection_name]``) and variables (``<collection_name>/<layer>/<path>/u``
-    ``(1, out)`` and ``.../sigma`` ``()``), so flax's variables load unchanged. Differences:
-    only ``params`` are normalized (flax: every collection), ``u`` starts as a unit vector,
-    and ``n_steps < 1`` raises. See :func:`normjax.spectral_norm`.
+    Every variable leaf of rank >= 2 of ``layer_instance`` (every collection, as flax maps
+    them) is used as ``W / sigma(W)``, ``sigma`` estimated by ``n_steps`` power iterations
+    from the stored vector ``u`` (Conv kernels as ``(-1, out)`` matrices;
+    :func:`normjax.spectral_norm`). flax.linen's SpectralNorm, numerics and variables
+    included: same attributes and call (``update_stats=True`` stores the new ``u`` and
+    ``sigma``; pass ``mutable=[collection_name]``), variables
+    ``<collection_name>/<layer>/<path>/u`` (``(1, out)``, a standard normal draw from the
+    ``params`` stream at init) and ``.../sigma`` (``()``, 1 at init); ``n_steps < 1``
+    leaves the weights unnormalized.
     """
 
     layer_instance: nn.Module
@@ -102,25 +111,24 @@ class SpectralNorm(nn.Module):
 
         normalize = partial(self._normalize, update_stats=update_stats)
         return nn.map_variables(
-            forward, mapped_collections="params",
-            trans_in_fn=lambda vs: jax.tree_util.tree_map_with_path(normalize, vs),
+            forward, trans_in_fn=lambda vs: jax.tree_util.tree_map_with_path(normalize, vs),
             init=self.is_initializing(), mutable=True,
         )(self.layer_instance)
 
     def _normalize(self, path: tuple[Any, ...], value: Any, *, update_stats: bool) -> Any:
         """``W / sigma(W)`` for a matrix (or higher-rank kernel); vectors pass through."""
         value = jnp.asarray(value)
-        if value.ndim <= 1:
+        if value.ndim <= 1 or self.n_steps < 1:
             return value
         name = variable_name(self.layer_instance, path)
         if value.ndim > 2 and self.error_on_non_matrix:
-            raise ValueError(
-                f"SpectralNorm(error_on_non_matrix=True) got the rank-{value.ndim} parameter "
-                f"{name} of shape {value.shape}; set error_on_non_matrix=False to normalize it "
-                "as a (-1, out) matrix."
-            )
-        u = self.variable(self.collection_name, f"{name}/u", lambda: spectral_norm_init(
-            self.make_rng("params"), value, dtype=self.param_dtype).u[None])
+            raise non_matrix_error(
+                f"Input is {value.ndim}D but error_on_non_matrix is True", name, value.shape)
+        u_name = f"{name}/u"
+        key = None if self.has_variable(self.collection_name, u_name) else self.make_rng(
+            "params")
+        u = self.variable(self.collection_name, u_name, jax.random.normal, key,
+                          (1, value.shape[-1]), self.param_dtype)
         sigma = self.variable(self.collection_name, f"{name}/sigma", jnp.ones, (),
                               self.param_dtype)
         w, new = spectral_norm(value, SpectralNormState(u.value[0], sigma.value),

@@ -37,9 +37,9 @@ class BatchNorm(nnx.Module):
     Running statistics: ``mean <- momentum * mean + (1 - momentum) * mu_B`` (flax's
     ``momentum`` is normjax's ``decay``).
 
-    State is flax's (``scale``, ``bias``: ``nnx.Param``; ``mean``, ``var``: ``nnx.BatchStat``)
-    plus ``count`` (``nnx.BatchStat``, int32, number of updates). A flax state without
-    ``count`` loads with ``nnx.update(model, state)`` and the count stays 0.
+    State is flax's (``scale``, ``bias``: ``nnx.Param``; ``mean``, ``var``: ``nnx.BatchStat``);
+    only ``momentum=None`` or ``debias=True`` add ``count`` (``nnx.BatchStat``, int32 per
+    feature, the updates that saw data), which they need.
 
     Arguments are flax.nnx's with the same defaults except ``use_fast_variance=False`` (the
     stable guarded variance). normjax's extras: ``momentum=None`` (cumulative average),
@@ -75,7 +75,8 @@ class BatchNorm(nnx.Module):
         init = batch_norm_init(num_features)
         self.mean = nnx.BatchStat(init.mean)
         self.var = nnx.BatchStat(init.var)
-        self.count = nnx.BatchStat(init.count)
+        if momentum is None or debias:
+            self.count = nnx.BatchStat(init.count)
         self.scale, self.bias = nnx_scale_bias(
             (num_features,), use_scale=use_scale, use_bias=use_bias, scale_init=scale_init,
             bias_init=bias_init, param_dtype=param_dtype, rngs=rngs,
@@ -104,7 +105,7 @@ class BatchNorm(nnx.Module):
         *,
         mask: jax.typing.ArrayLike | None = None,
     ) -> jax.Array:
-        """Normalizes ``x``; in training updates ``mean``, ``var`` and ``count``.
+        """Normalizes ``x``; in training updates ``mean``, ``var`` (and ``count``).
 
         ``use_running_average`` given here takes precedence over the attribute.
         """
@@ -115,7 +116,9 @@ class BatchNorm(nnx.Module):
             (x, self.mean[...], self.var[...], value_of(self.scale), value_of(self.bias)),
             self.dtype,
         )
-        stored = BatchNormState(self.mean[...], self.var[...], self.count[...])
+        has_count = hasattr(self, "count")
+        count = self.count[...] if has_count else jnp.zeros(jnp.shape(self.mean[...]), jnp.int32)
+        stored = BatchNormState(self.mean[...], self.var[...], count)
         features = canonicalize_axes(self.axis, jnp.ndim(x), name="axis")
         y, new = batch_norm(
             x, stored if train else stored._replace(mean=mean, var=var), scale=scale,
@@ -125,7 +128,9 @@ class BatchNorm(nnx.Module):
             running_var=self.running_var, fast_variance=self.use_fast_variance,
         )
         if train:
-            self.mean[...], self.var[...], self.count[...] = new
+            self.mean[...], self.var[...] = new.mean, new.var
+            if has_count:
+                self.count[...] = new.count
         return y
 
     def set_view(self, use_running_average: bool | None = None) -> None:

@@ -209,7 +209,7 @@ class GroupNorm(_ScaleBiasNorm):
         bias_metadata: Mapping[str, Any] = NO_METADATA,
         scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
-        self.num_groups = resolve_groups(num_features, num_groups, group_size)
+        self.num_groups = resolve_groups(num_features, num_groups, group_size, noun="features")
         self.group_size = num_features // self.num_groups
         self.feature_axis = -1
         super().__init__(

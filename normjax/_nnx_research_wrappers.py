@@ -26,8 +26,13 @@ from normjax._linen_common import (
     first_from,
     promote_like_flax,
 )
-from normjax._linen_research_wrappers import check_gain, check_n_steps, ws_epsilon
-from normjax.spectral_norm import SpectralNormState, spectral_norm, spectral_norm_init
+from normjax._linen_research_wrappers import (
+    check_gain,
+    check_n_steps,
+    non_matrix_error,
+    ws_epsilon,
+)
+from normjax.spectral_norm import SpectralNormState, spectral_norm
 from normjax.stats import canonicalize_axes, feature_shape
 from normjax.weight_standardization import (
     scaled_weight_standardization,
@@ -71,11 +76,16 @@ class SpectralNorm(nnx.Module):
 
     Every ``nnx.Param`` of rank >= 2 of ``layer_instance`` is used as ``W / sigma(W)``,
     ``sigma`` estimated by ``n_steps`` power iterations from the stored vector ``u`` (Conv
-    kernels as ``(-1, out)`` matrices). flax.nnx's signature and state: ``batch_stats`` maps
-    ``path + ("u",)`` to an ``nnx.BatchStat`` of shape ``(1, out)`` and ``path + ("sigma",)``
-    to a scalar one. ``update_stats`` (constructor, call, or ``.train()`` / ``.eval()``
-    through ``use_running_average = not update_stats``) stores the new ``u`` and ``sigma``.
-    ``n_steps < 1`` raises. See :func:`normjax.spectral_norm`.
+    kernels as ``(-1, out)`` matrices). flax.nnx's signature, numerics and state:
+    ``batch_stats`` maps ``path + ("u",)`` to an ``nnx.BatchStat`` of shape ``(1, out)``
+    (``initializers.normal()``, std 0.01, one ``rngs.params()`` key per matrix in state
+    order) and ``path + ("sigma",)`` to a scalar one (1). ``update_stats`` (constructor,
+    call, or ``.train()`` / ``.eval()`` through ``use_running_average = not update_stats``)
+    stores the new ``u`` and ``sigma``; ``n_steps < 1`` leaves the weights unnormalized.
+    One difference (docs/switching_from_flax.md): flax overwrites the wrapped layer's
+    parameters with ``W / sigma`` on every call (so repeated calls divide again); here the
+    layer keeps ``W`` and the normalized weight is used for the call only.
+    See :func:`normjax.spectral_norm`.
     """
 
     def __init__(
@@ -100,21 +110,23 @@ class SpectralNorm(nnx.Module):
         self.use_running_average = not update_stats
         stats = {}
         for path, param in self._matrices():
-            init = spectral_norm_init(rngs.params(), param[...], dtype=param_dtype)
-            stats[(*path, "u")] = nnx.BatchStat(init.u[None])
-            stats[(*path, "sigma")] = nnx.BatchStat(init.sigma)
+            out = jnp.shape(param[...])[-1]
+            u = initializers.normal()(rngs.params(), (1, out), param_dtype)
+            stats[(*path, "u")] = nnx.BatchStat(u)
+            stats[(*path, "sigma")] = nnx.BatchStat(jnp.ones((), param_dtype))
         self.batch_stats = nnx.data(stats)
 
     def _matrices(self) -> list[tuple[Path, nnx.Variable]]:
         """The wrapped layer's params of rank >= 2 (vectors and scalars are left alone)."""
+        if self.n_steps < 1:
+            return []
         selected = params_of(self.layer_instance, lambda _, v: jnp.ndim(v[...]) >= 2)
         for path, param in selected:
-            if jnp.ndim(param[...]) > 2 and self.error_on_non_matrix:
-                raise ValueError(
-                    f"SpectralNorm(error_on_non_matrix=True) got the rank-{jnp.ndim(param[...])} "
-                    f"parameter {path}; set error_on_non_matrix=False to normalize it as a "
-                    "(-1, out) matrix."
-                )
+            ndim = jnp.ndim(param[...])
+            if ndim > 2 and self.error_on_non_matrix:
+                raise non_matrix_error(
+                    f"Layer instance parameter is {ndim}D but error_on_non_matrix is True",
+                    path, jnp.shape(param[...]))
         return selected
 
     def _normalized(self, path: Path, w: jax.Array, update: bool) -> jax.Array:

@@ -106,6 +106,15 @@ class WeightNorm(nnx.Module):
             return self.layer_instance(x, *args, **kwargs)
 
 
+#: flax.nnx's message for a training-mode Dropout without keys (verbatim), then the fix.
+NO_RNGS_MESSAGE = (
+    """`deterministic` is False, but no `rngs` argument was provided to Dropout
+          as either a __call__ argument or class attribute."""
+    " Pass rngs=nnx.Rngs(...) to the constructor or to the call, or call model.eval() to "
+    "turn dropout off."
+)
+
+
 class Dropout(nnx.Module):
     """Inverted dropout (Srivastava et al., 2014), flax.nnx's signature and random bits.
 
@@ -161,11 +170,7 @@ class Dropout(nnx.Module):
         if isinstance(source, jax.Array):
             return source
         if source is None:
-            raise ValueError(
-                "Dropout is in training mode (deterministic=False) but has no random keys: "
-                "pass rngs=nnx.Rngs(...) to the constructor or to the call, or call "
-                "model.eval() to turn dropout off."
-            )
+            raise ValueError(NO_RNGS_MESSAGE)
         raise TypeError(
             f"rngs must be an nnx.Rngs, nnx.RngStream or a jax key, got {type(source)}."
         )

@@ -43,9 +43,13 @@ from normjax.stats import (
     Moments,
     canonicalize_axes,
     check_reduction,
+    check_train,
     complement_axes,
     feature_shape,
+    is_traced,
+    poison,
     standardize,
+    stats_dtype,
 )
 
 Array = jax.Array
@@ -66,10 +70,11 @@ class BatchNormState(NamedTuple):
     """Running statistics of a BatchNorm layer.
 
     Attributes:
-      mean: running mean, shaped like the features, float32.
-      var: running variance, shaped like the features, float32.
-      count: number of training updates so far (int32 scalar); drives ``decay=None`` and
-        ``debias=True``.
+      mean: running mean, shaped like the features (float32 by default; any float dtype).
+      var: running variance, shaped like the features.
+      count: per feature, the number of training updates that saw data for it (int32,
+        shaped like the features: a mask can leave some features without data in a batch);
+        drives ``decay=None`` and ``debias=True``.
     """
 
     mean: Array
@@ -77,14 +82,44 @@ class BatchNormState(NamedTuple):
     count: Array
 
 
-def batch_norm_init(features: int | Sequence[int], *, dtype: Any = jnp.float32) -> BatchNormState:
-    """A fresh state: mean 0, variance 1, count 0 (the convention of flax and PyTorch)."""
-    shape = (features,) if isinstance(features, (int, np.integer)) else tuple(features)
-    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in shape):
+def _feature_shape_arg(features: Any) -> tuple[int, ...]:
+    """``features`` (an int or a sequence of ints) as a shape, or a ``TypeError``/``ValueError``
+    that names the argument."""
+    dims = (features,) if isinstance(features, (int, np.integer)) else features
+    if isinstance(features, bool) or not isinstance(dims, (tuple, list)) or any(
+            isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in dims):
+        raise TypeError(
+            f"features must be a positive int or a sequence of positive ints (the feature "
+            f"shape, e.g. 64 or (32, 32)), got {features!r}."
+        )
+    if any(d <= 0 for d in dims):
         raise ValueError(f"features must be positive ints, got {features!r}.")
-    shape = tuple(int(d) for d in shape)
+    return tuple(int(d) for d in dims)
+
+
+def check_state_dtype(dtype: Any) -> np.dtype:
+    """The running statistics' dtype: any float dtype (integers would truncate every
+    update)."""
+    dtype = np.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"dtype of the running statistics must be a float dtype (float32, float64, "
+            f"bfloat16, float16), got {dtype}: an integer state would truncate every update."
+        )
+    return dtype
+
+
+def batch_norm_init(features: int | Sequence[int], *, dtype: Any = jnp.float32) -> BatchNormState:
+    """A fresh state: mean 0, variance 1, count 0 (the convention of flax and PyTorch).
+
+    ``dtype`` is the running statistics' dtype; the update is computed in float32 (float64
+    for a float64 state) and rounded to it (see :func:`update_running_stats`).
+    """
+    shape = _feature_shape_arg(features)
+    dtype = check_state_dtype(dtype)
     return BatchNormState(
-        mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.zeros((), jnp.int32)
+        mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype),
+        count=jnp.zeros(shape, jnp.int32),
     )
 
 
@@ -101,24 +136,28 @@ def decay_from_momentum(momentum: float | None) -> float | None:
     return 1.0 - momentum
 
 
+DECAY_MESSAGE = ("decay must be in [0, 1) (the weight on the old running value), got {decay}; "
+                 "decay=1 would never update the statistics. Use decay=None for a cumulative "
+                 "average, or decay_from_momentum() to convert a PyTorch momentum.")
+
+
 def check_decay(decay: float | ArrayLike | None) -> None:
-    """Validates a concrete ``decay`` (Python, NumPy or JAX); traced values cannot be checked."""
-    if decay is None or isinstance(decay, jax.core.Tracer):
+    """Validates a concrete ``decay`` (Python, NumPy or JAX). A traced one is checked when the
+    program runs (:func:`update_running_stats`)."""
+    if decay is None or is_traced(decay):
         return
     value = np.asarray(decay)
     if not np.all((value >= 0) & (value < 1)):
-        raise ValueError(
-            f"decay must be in [0, 1) (the weight on the old running value), got {decay!r}; "
-            "decay=1 would never update the statistics. Use decay=None for a cumulative "
-            "average, or decay_from_momentum() to convert a PyTorch momentum."
-        )
+        raise ValueError(DECAY_MESSAGE.format(decay=repr(decay)))
 
 
-def effective_decay(decay: float | ArrayLike | None, count: Array, debias: bool) -> Array:
-    t = count.astype(jnp.float32)
+def effective_decay(decay: float | ArrayLike | None, count: Array, debias: bool,
+                    dtype: Any = jnp.float32) -> Array:
+    """The weight on the old value for this update, in ``dtype`` (see the module docstring)."""
+    t = count.astype(dtype)
     if decay is None:
         return t / (t + 1)
-    decay = jnp.asarray(decay, jnp.float32)
+    decay = jnp.asarray(decay, dtype)
     if not debias:
         return decay
     return decay * (1 - decay**t) / (1 - decay ** (t + 1))
@@ -134,24 +173,46 @@ def update_running_stats(
 ) -> BatchNormState:
     """One running-statistics update from batch :class:`Moments` (see the module docstring).
 
-    Features whose batch count is 0 (all masked out) keep their old values. With
-    ``running_var="unbiased"`` the stored variance is ``var_B * n / (n - 1)`` (PyTorch's
-    convention; the batch itself is still normalized with the biased variance).
+    The average is computed in float32 (float64 for a float64 state) and rounded to the
+    state's dtype once per update, so a bfloat16/float16 state does update; with ``decay``
+    near 1 it still stalls where ``(1 - decay) * |mu_B - mean|`` falls below half a unit in
+    the last place of the stored value (keep a float32 state for long averages).
+
+    Features whose batch count is 0 (all masked out) keep their old values and their
+    ``count``. With ``running_var="unbiased"`` the stored variance is
+    ``var_B * n / (n - 1)`` (PyTorch's convention; the batch itself is still normalized with
+    the biased variance). The update is under ``stop_gradient``: no gradient flows into
+    the running statistics (flax's are differentiable, but a gradient through an EMA of
+    past batches has no use in training and costs memory under ``jax.grad``).
+
+    A traced ``decay`` outside ``[0, 1)`` makes the new statistics NaN (and is a
+    ``checkify`` check: see :func:`normjax.stats.poison`).
     """
     check_decay(decay)
     if running_var not in RUNNING_VAR_OPTIONS:
         raise ValueError(f"running_var must be one of {RUNNING_VAR_OPTIONS}, got {running_var!r}.")
-    mean_b, var_b, n = (lax.stop_gradient(a.astype(state.mean.dtype)) for a in batch)
+    sdt = state.mean.dtype
+    wdt = stats_dtype(sdt)
+    mean_b, var_b, n = (lax.stop_gradient(jnp.asarray(a).astype(wdt)) for a in batch)
     if running_var == "unbiased":
         var_b = jnp.where(n > 1, var_b * n / jnp.maximum(n - 1, 1), var_b)
-    d = effective_decay(decay, state.count, debias).astype(state.mean.dtype)
+    d = effective_decay(decay, state.count, debias, wdt)
     seen = n > 0
-    mean = jnp.where(seen, d * state.mean + (1 - d) * mean_b, state.mean)
-    var = jnp.where(seen, d * state.var + (1 - d) * var_b, state.var)
-    return BatchNormState(mean=mean, var=var, count=state.count + 1)
+    old_mean, old_var = state.mean.astype(wdt), state.var.astype(wdt)
+    mean = jnp.where(seen, d * old_mean + (1 - d) * mean_b, old_mean)
+    var = jnp.where(seen, d * old_var + (1 - d) * var_b, old_var)
+    if decay is not None and is_traced(decay):
+        decay = jnp.asarray(decay, wdt)
+        mean, var = poison((decay >= 0) & (decay < 1), (mean, var), DECAY_MESSAGE.format(
+            decay="{decay}"), decay=decay)
+    count = state.count + jnp.broadcast_to(seen, jnp.shape(state.count)).astype(
+        state.count.dtype)
+    return BatchNormState(mean=mean.astype(sdt), var=var.astype(state.var.dtype), count=count)
 
 
-def check_state(state: BatchNormState, expected: tuple[int, ...]) -> None:
+def check_state(state: BatchNormState, expected: tuple[int, ...]) -> BatchNormState:
+    """``state``, checked against the feature shape ``expected``; a scalar ``count`` (states
+    written before counts were per feature) is broadcast to it."""
     if not isinstance(state, BatchNormState):
         raise TypeError(
             f"state must be a BatchNormState (see batch_norm_init), got {type(state).__name__}."
@@ -163,14 +224,10 @@ def check_state(state: BatchNormState, expected: tuple[int, ...]) -> None:
                 f"state.{name} has shape {got}, expected {expected} (the input shape at the "
                 "feature axes, i.e. the axes not in reduction_axes)."
             )
-
-
-def check_train(train: Any) -> None:
-    if not isinstance(train, bool):
-        raise TypeError(
-            f"train must be a Python bool (static: True or False), got {type(train).__name__}; "
-            "under jit mark it static (static_argnames=('train',))."
-        )
+        check_state_dtype(jnp.result_type(getattr(state, name)))
+    if jnp.shape(state.count) == ():
+        state = state._replace(count=jnp.broadcast_to(state.count, expected))
+    return state
 
 
 def batch_norm(
@@ -216,16 +273,16 @@ def batch_norm(
       ``(y, new_state)``; in eval mode ``new_state is state``.
 
     """
-    check_train(train)
+    train = check_train(train)
     x = jnp.asarray(x)
     axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
     feat = complement_axes(axes, x.ndim)
-    check_state(state, feature_shape(x.shape, feat))
+    given, state = state, check_state(state, feature_shape(x.shape, feat))
     check_decay(decay)
     if not train:
         y = standardize(x, state.mean, state.var, epsilon=epsilon, scale=scale, bias=bias,
                         feature_axes=feat, dtype=dtype)
-        return y, state
+        return y, given
     check_batch(x.shape, axes, axis_name)
     y, stats = normalize(x, scale, bias, reduction_axes=axes, feature_axes=feat, epsilon=epsilon,
                          mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
@@ -237,6 +294,14 @@ def batch_norm(
 
 def check_batch(shape: tuple[int, ...], axes: tuple[int, ...], axis_name: AxisName) -> None:
     check_reduction(shape, axes, axis_name, "batch_norm(train=True)")
+    if not axes and axis_name is None:
+        raise ValueError(
+            f"batch_norm(train=True): the statistics reduce over no axes (reduction_axes=()) "
+            f"of an input of shape {shape}, so every element would normalize to zero (flax "
+            "does that silently). If this runs per example under jax.vmap (a per-example "
+            "BatchNorm), pass axis_name= the vmap axis name so the statistics are taken "
+            "across the mapped batch."
+        )
     if axis_name is None and math.prod(shape[a] for a in axes) == 1:
         raise ValueError(
             f"batch_norm(train=True) on an input of shape {shape} takes statistics over a "

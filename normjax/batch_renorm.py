@@ -167,7 +167,7 @@ def batch_renorm(
     Returns:
       ``(y, new_state)``; in eval mode ``new_state is state``.
     """
-    check_train(train)
+    train = check_train(train)
     check_epsilon(epsilon)
     _check_clipping(r_max, d_max)
     check_decay(decay)
@@ -175,7 +175,7 @@ def batch_renorm(
     axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
     feat = complement_axes(axes, x.ndim)
     features = feature_shape(x.shape, feat)
-    check_state(state, features)
+    state = check_state(state, features)
     _check_param(scale, features, "scale")
     _check_param(bias, features, "bias")
     if not train:

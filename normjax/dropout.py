@@ -18,21 +18,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax.stats import canonicalize_axes
+from normjax.stats import canonicalize_axes, check_train, is_traced, poison
 
 __all__ = ["dropout"]
 
 
+RATE_MESSAGE = "dropout rate must be in [0, 1] (the probability of dropping a unit), got {rate}."
+
+
 def _check_rate(rate: float | jax.typing.ArrayLike) -> None:
-    """Validates every concrete rate (Python, NumPy or JAX); traced rates cannot be checked."""
-    if isinstance(rate, jax.core.Tracer):
+    """Validates every concrete rate (Python, NumPy or JAX); a traced rate is checked when
+    the program runs (see :func:`dropout`)."""
+    if is_traced(rate):
         return
     value = np.asarray(rate)
     if not np.all((value >= 0) & (value <= 1)):
-        raise ValueError(
-            "dropout rate must be in [0, 1] (the probability of dropping a unit), "
-            f"got {rate!r}."
-        )
+        raise ValueError(RATE_MESSAGE.format(rate=repr(rate)))
 
 
 def dropout(
@@ -49,7 +50,9 @@ def dropout(
       key: a ``jax.random`` key (may be ``None`` when ``train=False`` or ``rate == 0``).
       x: input.
       rate: probability of dropping each unit, in ``[0, 1]``. May be a traced scalar (e.g.
-        vmapped over a grid of rates); concrete values are validated.
+        vmapped over a grid of rates); concrete values are validated when traced, a traced
+        value outside ``[0, 1]`` gives a NaN output (and fails a ``checkify`` check: run
+        under ``checkify.checkify(f, errors=checkify.user_checks)`` to get the message).
       train: keyword-only: apply dropout (``True``) or return ``x`` (``False``).
       broadcast_axes: axes along which the same mask is shared (e.g. the spatial axes for
         channel-wise dropout of an NHWC tensor: ``(1, 2)``).
@@ -57,8 +60,7 @@ def dropout(
     Returns:
       An array of the dtype and shape of ``x``.
     """
-    if not isinstance(train, bool):
-        raise TypeError(f"train must be a Python bool, got {type(train).__name__}.")
+    train = check_train(train)
     x = jnp.asarray(x)
     _check_rate(rate)
     axes = canonicalize_axes(broadcast_axes, x.ndim, name="broadcast_axes")
@@ -74,4 +76,8 @@ def dropout(
     keep = jax.random.bernoulli(key, keep_prob, mask_shape)
     positive = keep_prob > 0
     inv = jnp.where(positive, 1 / jnp.where(positive, keep_prob, 1), 0).astype(x.dtype)
-    return jnp.where(keep, x * inv, jnp.zeros((), x.dtype))
+    y = jnp.where(keep, x * inv, jnp.zeros((), x.dtype))
+    if is_traced(rate):
+        rate = jnp.asarray(rate, jnp.float32)
+        y = poison((rate >= 0) & (rate <= 1), y, RATE_MESSAGE.format(rate="{rate}"), rate=rate)
+    return y

@@ -103,7 +103,7 @@ def evonorm_b0(
       axis_name, axis_index_groups: synchronize the batch variance across a named axis.
       dtype: output dtype (default ``x.dtype``).
     """
-    check_train(train)
+    train = check_train(train)
     check_decay(decay)
     check_epsilon(epsilon)
     x = jnp.asarray(x)
@@ -111,7 +111,7 @@ def evonorm_b0(
     if not spatial:
         raise ValueError(f"evonorm_b0 needs a spatial axis for the instance variance; got an "
                          f"input of shape {x.shape} with channel_axis={c}, batch_axes={batch}.")
-    check_state(state, (x.shape[c],))
+    state = check_state(state, (x.shape[c],))
     dt = stats_dtype(x.dtype)
     eps = jnp.asarray(epsilon, dt)
     if train:

@@ -173,7 +173,7 @@ def ghost_batch_norm(
     Returns:
       ``(y, new_state)``; in eval mode ``new_state is state``.
     """
-    check_train(train)
+    train = check_train(train)
     if running_stats not in RUNNING_STATS_OPTIONS:
         raise ValueError(
             f"running_stats must be one of {RUNNING_STATS_OPTIONS}, got {running_stats!r}."
@@ -185,7 +185,7 @@ def ghost_batch_norm(
         return batch_norm(x, state, scale=scale, bias=bias, reduction_axes=axes, train=False,
                           epsilon=epsilon, dtype=dtype)
     feat = complement_axes(axes, x.ndim)
-    check_state(state, feature_shape(x.shape, feat))
+    state = check_state(state, feature_shape(x.shape, feat))
     groups = _check_virtual(x.shape, axes, b, virtual_batch_size, axis_name)
     size = int(virtual_batch_size)
     gshape = (*x.shape[:b], groups, size, *x.shape[b + 1:])

@@ -29,12 +29,19 @@ from normjax.stats import Axes, AxisName, broadcast_mask, canonicalize_axes
 __all__ = ["group_norm", "resolve_num_groups"]
 
 
-def resolve_num_groups(channels: int, num_groups: int | None, group_size: int | None) -> int:
-    """The number of groups from exactly one of ``num_groups`` / ``group_size``, validated."""
+def resolve_num_groups(channels: int, num_groups: int | None, group_size: int | None, *,
+                       noun: str = "channels") -> int:
+    """The number of groups from exactly one of ``num_groups`` / ``group_size``, validated.
+
+    The errors open with flax's wording (its GroupNorm raises the same ``ValueError`` for the
+    same misuse; ``noun`` is ``"features"`` for flax.nnx's group-size message) and add a hint.
+    """
     if (num_groups is None) == (group_size is None):
         raise ValueError(
-            "group_norm needs exactly one of num_groups or group_size, got "
-            f"num_groups={num_groups!r}, group_size={group_size!r}."
+            "Either `num_groups` or `group_size` should be specified. If `group_size` is to "
+            "be specified, pass `num_groups=None` as argument to override the default "
+            f"`num_groups` value of 32. (Got num_groups={num_groups!r}, "
+            f"group_size={group_size!r}.)"
         )
     for name, value in (("num_groups", num_groups), ("group_size", group_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer, type(None))):
@@ -42,14 +49,14 @@ def resolve_num_groups(channels: int, num_groups: int | None, group_size: int | 
     if group_size is not None:
         if group_size <= 0 or channels % group_size:
             raise ValueError(
-                f"group_size={group_size} does not divide the number of channels ({channels}); "
-                f"pick a positive divisor of {channels}."
+                f"Number of {noun} ({channels}) is not multiple of the group size "
+                f"({group_size}). Pick a positive divisor of {channels}."
             )
         return int(channels // group_size)
     if num_groups <= 0 or channels % num_groups:
         raise ValueError(
-            f"num_groups={num_groups} does not divide the number of channels ({channels}); "
-            f"pick a positive divisor of {channels}."
+            f"Number of groups ({num_groups}) does not divide the number of channels "
+            f"({channels}). Pick a positive divisor of {channels}."
         )
     return int(num_groups)
 

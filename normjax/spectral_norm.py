@@ -93,7 +93,7 @@ def spectral_norm(
       ``(w_sn, new_state)``; ``w_sn`` has the dtype of ``w``. Where ``sigma == 0`` (a zero
       kernel) ``w`` is returned undivided.
     """
-    check_train(train)
+    train = check_train(train)
     check_epsilon(epsilon)
     if isinstance(n_power_iterations, bool) or not isinstance(
             n_power_iterations, (int, np.integer)) or n_power_iterations < 1:

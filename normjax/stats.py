@@ -41,10 +41,15 @@ from normjax._checks import (
     AxisName,
     broadcast_mask,
     canonicalize_axes,
+    check_axis_name,
     check_epsilon,
     check_reduction,
+    check_train,
     complement_axes,
     feature_shape,
+    is_traced,
+    poison,
+    poison_epsilon,
 )
 
 Array = jax.Array
@@ -55,11 +60,16 @@ __all__ = [
     "Moments",
     "broadcast_mask",
     "canonicalize_axes",
+    "check_axis_name",
+    "check_train",
     "complement_axes",
     "feature_shape",
     "guarded_variance",
+    "is_traced",
     "moments",
     "one_pass_unstable",
+    "poison",
+    "poison_epsilon",
     "shifted_moments",
     "standardize",
     "stats_dtype",
@@ -227,9 +237,13 @@ def moments(
     Returns:
       :class:`Moments` in the statistics dtype (float32, or float64 for float64 input).
 
+    With no ``reduction_axes`` and no ``axis_name`` every element is its own group (as in
+    flax): ``mean = x``, ``var = 0`` (a norm then returns its bias).
+
     Raises:
-      ValueError: no reduction axes and no ``axis_name`` (a per-example BatchNorm under
-        ``vmap`` without ``axis_name``), an empty reduction, or a mask that does not broadcast.
+      ValueError: reduction axes that hold no elements, or a mask that does not broadcast.
+      TypeError: axes that are not ints, or a non-boolean mask.
+      NameError: an ``axis_name`` no enclosing transform binds.
     """
     x = jnp.asarray(x)
     axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
@@ -239,6 +253,9 @@ def moments(
     if jnp.iscomplexobj(xf):
         stats = _complex_moments(xf, axes, keep, axis_name, axis_index_groups, center)
         return stats if keepdims else Moments(*(jnp.squeeze(a, axes) for a in stats))
+    if not axes and axis_name is None:
+        stats = _elementwise_moments(xf, keep, center)
+        return stats  # nothing reduced: keepdims changes nothing
     if keep is not None:
         xf = jnp.where(keep, xf, 0)
         n = jnp.sum(keep, axes, dtype=xf.dtype, keepdims=True)
@@ -272,6 +289,18 @@ def moments(
     n = jnp.broadcast_to(n, mean.shape)
     if not keepdims:
         mean, var, n = (jnp.squeeze(a, axes) for a in (mean, var, n))
+    return Moments(mean, var, n)
+
+
+def _elementwise_moments(xf: Array, keep: Array | None, center: bool) -> Moments:
+    """The moments over no axes, as flax computes them: each element is its own group, so
+    ``mean = x`` and ``var = 0`` (``center=False``: ``mean = 0``, ``var = |x|^2``), and the
+    normalized value is 0 (a norm returns its bias). Masked-out elements get count 0 and
+    zero statistics."""
+    rdt = stats_dtype(xf.dtype)
+    n = jnp.ones(xf.shape, rdt) if keep is None else keep.astype(rdt)
+    mean = xf * n.astype(xf.dtype) if center else jnp.zeros_like(xf)
+    var = jnp.zeros(xf.shape, rdt) if center else _abs2(xf) * n
     return Moments(mean, var, n)
 
 
@@ -370,4 +399,4 @@ def standardize(
     y = (x.astype(wdt) - mean) * mul
     if bias is not None:
         y = y + _as_broadcastable(bias, x.shape, feat, "bias").astype(wdt)
-    return y.astype(x.dtype if dtype is None else dtype)
+    return poison_epsilon(y.astype(x.dtype if dtype is None else dtype), epsilon)

@@ -108,11 +108,11 @@ def switchable_norm(
     Returns:
       ``(y, new_state)``; in eval mode ``new_state is state``.
     """
-    check_train(train)
+    train = check_train(train)
     check_decay(decay)
     x = jnp.asarray(x)
     c, batch, spatial = _axes(x.ndim, channel_axis, batch_axes)
-    check_state(state, (x.shape[c],))
+    state = check_state(state, (x.shape[c],))
     wm, wv = _weights(mean_logits, "mean_logits"), _weights(var_logits, "var_logits")
     inst = moments(x, spatial, keepdims=True)
     layer = moments(x, (*spatial, c), keepdims=True)

@@ -56,7 +56,7 @@ def shapes(tree: Any) -> Any:
 
 def bn_shapes(c: int, **params: tuple[int, ...]) -> dict[str, Any]:
     return {"params": {"scale": (c,), "bias": (c,), **params},
-            "batch_stats": {"mean": (c,), "var": (c,), "count": ()}}
+            "batch_stats": {"mean": (c,), "var": (c,), "count": (c,)}}
 
 
 def perturb(module: nnx.Module, key: jax.Array = KEY) -> None:

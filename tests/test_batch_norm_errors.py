@@ -94,8 +94,11 @@ def test_negative_epsilon_raises(train):
 
 
 def test_bad_init_and_momentum_raise():
-    for features in ((2, 0), -1, (2.0,), True):
+    for features in ((2, 0), -1):
         with pytest.raises(ValueError, match=r"features must be positive ints, got"):
+            nj.batch_norm_init(features)
+    for features in ((2.0,), True, 4.0, None, "4"):
+        with pytest.raises(TypeError, match=r"features must be a positive int or a sequence"):
             nj.batch_norm_init(features)
     assert nj.batch_norm_init(np.int64(3)).mean.shape == (3,)
     for momentum in (0.0, 1.5):

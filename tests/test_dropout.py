@@ -110,7 +110,7 @@ def test_missing_key_raises():
 
 
 def test_bad_train_raises():
-    with pytest.raises(TypeError, match=r"train must be a Python bool, got int"):
+    with pytest.raises(TypeError, match=r"train must be a Python bool .*got int"):
         nj.dropout(jax.random.key(0), jnp.ones(3), rate=0.5, train=1)
 
 

@@ -166,7 +166,7 @@ def test_batch_norm_running_statistics_are_the_same_on_both_paths() -> None:
             states.append(jax.jit(case.fn)(d["x"], d["s"], d["b"], d["mask"])[1])
     for a, b in zip(*states, strict=True):
         _assert_rel(a, b, 1e-6)
-    assert int(states[0].count) == 1
+    assert np.all(np.asarray(states[0].count) == 1)
 
 
 def test_context_manager_restores_the_switch_also_on_exceptions() -> None:
@@ -248,7 +248,7 @@ def test_normalize_moments_agree_between_paths(keepdims: bool) -> None:
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda x: nj.layer_norm(x, reduction_axes=()), r"^moments: .*reduce over no axes"),
+        (lambda x: nj.layer_norm(x, reduction_axes=(5,)), r"reduction_axes=\(5,\) contains"),
         (lambda x: nj.layer_norm(x, mask=jnp.ones((5, 1), bool)), r"mask of shape \(5, 1\)"),
         (lambda x: nj.layer_norm(x, jnp.ones(3), mask=jnp.ones((5, 1), bool)), r"mask of shape"),
         (lambda x: nj.rms_norm(x, jnp.ones(3)), r"scale has shape \(3,\), expected \(4,\)"),

@@ -94,11 +94,12 @@ def test_check_grads():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_groups": 4}, r"num_groups=4 does not divide the number of channels \(6\)"),
-        ({"group_size": 4}, r"group_size=4 does not divide the number of channels \(6\)"),
-        ({"num_groups": 0}, r"num_groups=0 does not divide the number of channels \(6\)"),
-        ({}, r"exactly one of num_groups or group_size"),
-        ({"num_groups": 2, "group_size": 3}, r"exactly one of num_groups or group_size"),
+        ({"num_groups": 4}, r"Number of groups \(4\) does not divide the number of channels "
+         r"\(6\)\. Pick a positive divisor of 6"),
+        ({"group_size": 4}, r"Number of channels \(6\) is not multiple of the group size \(4\)"),
+        ({"num_groups": 0}, r"Number of groups \(0\) does not divide the number of channels"),
+        ({}, r"Either `num_groups` or `group_size` should be specified"),
+        ({"num_groups": 2, "group_size": 3}, r"Either `num_groups` or `group_size` should be"),
     ],
 )
 def test_bad_groups_raise(kwargs, match):

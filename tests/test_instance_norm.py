@@ -96,9 +96,12 @@ def test_bad_axes_raise():
         nj.instance_norm(x, batch_axes=4)
 
 
-def test_no_spatial_axes_raises():
-    with pytest.raises(ValueError, match=r"reduce over no axes"):
-        nj.instance_norm(jnp.ones((4, 3)))
+def test_no_spatial_axes_returns_the_bias_as_flax_does():
+    """Nothing left to reduce: each element is its own group, normalized to 0 (flax)."""
+    x, bias = _data((4, 3)), jnp.asarray([0.5, -1.0, 2.0])
+    np.testing.assert_array_equal(nj.instance_norm(x, bias=bias), np.broadcast_to(bias, (4, 3)))
+    grad = jax.grad(lambda a: jnp.sum(nj.instance_norm(a, bias=bias) * a))(x)
+    np.testing.assert_array_equal(grad, np.broadcast_to(bias, (4, 3)))
 
 
 @pytest.mark.parametrize("name", ["scale", "bias"])

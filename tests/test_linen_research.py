@@ -46,7 +46,7 @@ STATEFUL = [
          x, s, scale=p["scale"], virtual_batch_size=2, reduction_axes=(0, 2), train=train,
          debias=True),
      batch_norm_init(3), {"params": {"scale": (3,)},
-                          "batch_stats": {"mean": (3,), "var": (3,), "count": ()}}),
+                          "batch_stats": {"mean": (3,), "var": (3,), "count": (3,)}}),
     ("renorm", nr.BatchRenorm(r_max=1.5, d_max=0.25, momentum=0.8, running_var="unbiased"),
      (8, 2, 4),
      lambda x, p, s, train: normjax.batch_renorm(
@@ -102,7 +102,7 @@ def test_stateful_layer_equals_its_pure_function(case: tuple[Any, ...]) -> None:
     theirs = jax.jit(partial(_pure_steps, pure, type(fresh)))(v, x1, x2)
     for o, t in zip(ours, theirs, strict=True):  # outputs and states, train and eval
         assert_trees_close(o, t)
-    assert ours[3]["count"] == 2
+    assert np.all(np.asarray(ours[3]["count"]) == 2)
     assert not np.allclose(ours[0], ours[4], atol=1e-3)  # train and eval differ
 
 
@@ -270,9 +270,14 @@ def test_errors_surface_with_their_messages() -> None:
 
 def test_wrapper_and_dropout_errors() -> None:
     x, images = data((3, 4)), data((2, 3, 5))
-    with pytest.raises(ValueError, match="n_steps must be an int >= 1"):
-        nr.SpectralNorm(fnn.Dense(5), n_steps=0).init(KEY, x, update_stats=True)
-    with pytest.raises(ValueError, match="error_on_non_matrix=True"):
+    with pytest.raises(TypeError, match="n_steps must be an int"):
+        nr.SpectralNorm(fnn.Dense(5), n_steps=1.5).init(KEY, x, update_stats=True)
+    off = nr.SpectralNorm(fnn.Dense(5), n_steps=0)  # flax: the weights pass through
+    y, v = off.init_with_output(KEY, x, update_stats=True)
+    assert "batch_stats" not in v
+    np.testing.assert_array_equal(y, fnn.Dense(5).apply({"params": v["params"]["layer_instance"]},
+                                                         x))
+    with pytest.raises(ValueError, match=r"Input is \dD but error_on_non_matrix is True"):
         nr.SpectralNorm(GENERAL(), error_on_non_matrix=True).init(
             KEY, images, update_stats=True)
     with pytest.raises(ValueError, match="needs scaled=True"):

@@ -45,14 +45,18 @@ def _spectral_steps(x: jax.Array) -> tuple[Any, ...]:
                 eval_sigma=after_eval[1], kernel=layer.layer_instance.kernel[...])
     theirs = dict(y=x @ w + bias[None], e=x @ w_eval + bias[None], u=new.u[None],
                   sigma=new.sigma, eval_u=new.u[None], eval_sigma=new.sigma, kernel=kernel)
-    return ours, theirs, jnp.linalg.norm(state.u)
+    flax_layer = nnx.SpectralNorm(nnx.Linear(4, 5, rngs=nnx.Rngs(0)), n_steps=2,
+                                  rngs=nnx.Rngs(1))
+    flax_u0 = flax_layer.batch_stats[("kernel", "u")][...]
+    return ours, theirs, (state.u, flax_u0), (y, flax_layer(x))
 
 
 def test_spectral_norm_matches_its_pure_function_and_flax_state() -> None:
-    ours, theirs, u_norm = jax.jit(_spectral_steps)(data((3, 4)))
+    ours, theirs, (u0, flax_u0), (y, flax_y) = jax.jit(_spectral_steps)(data((3, 4)))
     for name in ours:  # eval leaves u, sigma unchanged; the raw kernel is kept
         assert_close(ours[name], theirs[name], tol=1e-5)
-    np.testing.assert_allclose(u_norm, 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(u0, flax_u0)  # flax's initial u, key for key
+    assert_close(y, flax_y, tol=1e-6)  # and its first call
     abstract = [nnx.eval_shape(lambda cls=cls: cls(nnx.Linear(4, 5, rngs=nnx.Rngs(0)),
                                                    rngs=nnx.Rngs(1)))
                 for cls in (nr.SpectralNorm, nnx.SpectralNorm)]

@@ -45,8 +45,7 @@ def test_per_example_batch_norm_under_nnx_vmap_with_axis_name() -> None:
     (y1_o, y2_o, s_o), (y1_t, y2_t, s_t) = results
     assert_close(y1_o, y1_t)
     assert_close(y2_o, y2_t)
-    assert_same_state(s_o, s_t, extra=("count",))
-    assert s_o["bn"]["count"][...] == 2
+    assert_same_state(s_o, s_t)
     # the same as one BatchNorm over the whole batch
     whole = ConvBN(nx, nx.Rngs(0))
     assert_close(whole(xs), y1_o)
@@ -80,8 +79,7 @@ def test_ensemble_under_nnx_vmap() -> None:
     y_o, s_o = run(nx, {})
     y_t, s_t = run(fx, dict(use_fast_variance=False))
     assert_close(y_o, y_t)
-    assert_same_state(s_o, s_t, extra=("count",))
-    np.testing.assert_array_equal(s_o["bn"]["count"][...], [1, 1, 1])
+    assert_same_state(s_o, s_t)
 
 
 def test_batch_norm_axis_name_across_jax_vmap() -> None:

@@ -56,6 +56,7 @@ from normjax.stats import (
     check_epsilon,
     check_reduction,
     moments,
+    poison_epsilon,
     standardize,
     stats_dtype,
 )
@@ -182,7 +183,7 @@ def fused_normalize(
     y, mean, var, count = jvp.normalize(cfg, x, scale, bias, mask, eps)
     if not keepdims:
         mean, var, count = (jnp.squeeze(a, axes) for a in (mean, var, count))
-    return y, Moments(mean, var, count)
+    return poison_epsilon(y, epsilon), Moments(mean, var, count)
 
 
 def routes_to_fused(x: Array, epsilon: Any) -> bool:
@@ -229,7 +230,9 @@ def normalize(
     x = as_inexact(x)
     kwargs = dict(mask=mask, axis_name=axis_name, axis_index_groups=axis_index_groups,
                   center=center, fast_variance=fast_variance)
-    if not routes_to_fused(x, epsilon):
+    elementwise = not canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes") and (
+        axis_name is None)  # nothing to reduce: flax's values, by plain autodiff
+    if elementwise or not routes_to_fused(x, epsilon):
         stats = moments(x, reduction_axes, keepdims=True, **kwargs)
         y = standardize(x, stats.mean, stats.var, epsilon=epsilon, scale=scale, bias=bias,
                         feature_axes=feature_axes, dtype=dtype)

@@ -74,8 +74,10 @@ def native_layout(cfg: Config, x: Array, params: tuple[Any, ...], mask: Any
     # Off the CPU the kernels' pure-JAX twins run: they need no compiled kernels, and the
     # switch (which is about the CPU kernels) does not apply there.
     kernels = cfg.native and build.native_available() if cfg.cpu else True
+    # fast_variance asks for flax's one-pass variance, which the XLA path computes (the
+    # kernels' variance is the stable one): they step aside for it.
     if (mask is not None or cfg.axis_name is not None or x.dtype != jnp.float32
-            or not kernels):
+            or not kernels or cfg.fast_variance):
         return None
     size = lambda axes: int(np.prod([x.shape[a] for a in axes]))  # noqa: E731
     if size(range(x.ndim)) == 0:
