@@ -73,8 +73,9 @@ def synthetic_batches(input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndar
 
 
 def train_linen(model: Any, tx: optax.GradientTransformation, xs: np.ndarray,
-                ys: np.ndarray) -> tuple[np.ndarray, jax.Array]:
-    """``STEPS`` jitted training steps; returns the loss curve and the eval logits after."""
+                ys: np.ndarray) -> tuple[np.ndarray, jax.Array, Any]:
+    """``STEPS`` jitted training steps; returns the loss curve, the eval logits after, and
+    the variable tree after training (names, shapes, dtypes)."""
     @jax.jit
     def init(x: jax.Array) -> tuple[Any, ...]:
         variables = model.init(jax.random.key(0), x, train=False)
@@ -104,7 +105,8 @@ def train_linen(model: Any, tx: optax.GradientTransformation, xs: np.ndarray,
         losses.append(loss)
     logits = jax.jit(lambda p, s: model.apply({"params": p, "batch_stats": s}, xs[0],
                                               train=False))(params, stats)
-    return np.asarray(losses), logits
+    tree = jax.tree.map(lambda a: (a.shape, a.dtype), {"params": params, "batch_stats": stats})
+    return np.asarray(losses), logits, tree
 
 
 @pytest.mark.parametrize(
@@ -118,8 +120,9 @@ def train_linen(model: Any, tx: optax.GradientTransformation, xs: np.ndarray,
 def test_linen_models_train_identically(make_model: Any, input_shape: tuple[int, ...],
                                         tx: optax.GradientTransformation) -> None:
     xs, ys = synthetic_batches(input_shape)
-    flax_losses, flax_eval = train_linen(make_model(flax_linen), tx, xs, ys)
-    ours_losses, ours_eval = train_linen(make_model(normjax_linen), tx, xs, ys)
+    flax_losses, flax_eval, flax_tree = train_linen(make_model(flax_linen), tx, xs, ys)
+    ours_losses, ours_eval, ours_tree = train_linen(make_model(normjax_linen), tx, xs, ys)
+    assert ours_tree == flax_tree  # the identical variable tree: names, shapes, dtypes
     assert flax_losses[-4:].mean() < 0.8 * flax_losses[:4].mean()  # it does learn
     np.testing.assert_allclose(ours_losses, flax_losses, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours_eval, flax_eval, rtol=1e-4, atol=1e-4)
@@ -159,13 +162,16 @@ def train_nnx(nnx: ModuleType, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarr
     model.train()
     losses = [step(model, optimizer, x, y) for x, y in zip(xs[:8], ys[:8], strict=True)]
     model.eval()
-    return np.asarray(losses), model(xs[0])
+    tree = {path: (type(v).__name__, v.shape, v.dtype)
+            for path, v in nnx.to_flat_state(nnx.state(model))}
+    return np.asarray(losses), model(xs[0]), tree
 
 
 def test_nnx_model_trains_identically() -> None:
     xs, ys = synthetic_batches((32, 16))
-    flax_losses, flax_eval = train_nnx(flax_nnx, xs, ys)
-    ours_losses, ours_eval = train_nnx(normjax_nnx, xs, ys)
+    flax_losses, flax_eval, flax_tree = train_nnx(flax_nnx, xs, ys)
+    ours_losses, ours_eval, ours_tree = train_nnx(normjax_nnx, xs, ys)
+    assert ours_tree == flax_tree  # the identical state: paths, variable types, shapes
     assert flax_losses[-3:].mean() < flax_losses[:3].mean()
     np.testing.assert_allclose(ours_losses, flax_losses, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours_eval, flax_eval, rtol=1e-4, atol=1e-4)
