@@ -72,6 +72,7 @@ __all__ = [
     "poison_epsilon",
     "shifted_moments",
     "standardize",
+    "standardize_core",
     "stats_dtype",
 ]
 
@@ -385,9 +386,30 @@ def standardize(
       scale, bias: optional per-feature parameters of shape ``x.shape`` at ``feature_axes``.
       feature_axes: the axes that carry the statistics / parameters.
       dtype: output dtype (default ``x.dtype``).
+
+    A concrete ``epsilon`` must be finite and ``>= 0`` (``ValueError``); a traced invalid one
+    gives NaN and fails a ``checkify`` check (:func:`normjax.stats.poison`).
     """
-    x = jnp.asarray(x)
     check_epsilon(epsilon)
+    y = standardize_core(x, mean, var, epsilon=epsilon, scale=scale, bias=bias,
+                         feature_axes=feature_axes, dtype=dtype)
+    return poison_epsilon(y, epsilon)
+
+
+def standardize_core(
+    x: ArrayLike,
+    mean: ArrayLike,
+    var: ArrayLike,
+    *,
+    epsilon: float | Array,
+    scale: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    feature_axes: Axes = -1,
+    dtype: Any = None,
+) -> Array:
+    """:func:`standardize` without its ``epsilon`` checks: for the backend, whose programs
+    receive an ``epsilon`` already checked where the user passed it."""
+    x = jnp.asarray(x)
     feat = canonicalize_axes(feature_axes, x.ndim, name="feature_axes")
     sdt, wdt = stats_dtype(x.dtype), _work_dtype(x.dtype)
     mean = _as_broadcastable(mean, x.shape, feat, "mean").astype(wdt)
@@ -399,4 +421,4 @@ def standardize(
     y = (x.astype(wdt) - mean) * mul
     if bias is not None:
         y = y + _as_broadcastable(bias, x.shape, feat, "bias").astype(wdt)
-    return poison_epsilon(y.astype(x.dtype if dtype is None else dtype), epsilon)
+    return y.astype(x.dtype if dtype is None else dtype)

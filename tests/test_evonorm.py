@@ -104,7 +104,7 @@ def test_errors():
         evonorm_b0(jnp.ones((N, C)), state, v=v, train=True)
     with pytest.raises(ValueError, match="does not divide the number of channels"):
         evonorm_s0(x, v=v, num_groups=4)
-    with pytest.raises(ValueError, match="exactly one of num_groups or group_size"):
+    with pytest.raises(ValueError, match="Either `num_groups` or `group_size` should be"):
         evonorm_s0(x, v=v)
     with pytest.raises(ValueError, match="state.mean has shape"):
         evonorm_b0(x, batch_norm_init(C + 1), v=v, train=True)

@@ -171,6 +171,11 @@ def fused_normalize(
     axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
     feat = canonicalize_axes(feature_axes, x.ndim, name="feature_axes")
     check_reduction(x.shape, axes, axis_name, "fused_normalize")
+    if not axes and axis_name is None:
+        raise ValueError(
+            "fused_normalize: the statistics reduce over no axes (reduction_axes=()); "
+            "normalize() takes that case (each element its own group, normalized to 0)."
+        )
     scale, bias, mask = (None if a is None else jnp.asarray(a) for a in (scale, bias, mask))
     for name, p in (("scale", scale), ("bias", bias)):
         if p is not None:

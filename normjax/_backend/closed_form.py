@@ -66,7 +66,7 @@ from normjax.stats import (
     guarded_variance,
     moments,
     shifted_moments,
-    standardize,
+    standardize_core,
     stats_dtype,
 )
 
@@ -192,7 +192,7 @@ def forward(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array)
         # this one (BN/IN/GN: measured 1.3-1.5x faster). LayerNorm's row sums are left
         # alone: there XLA fuses all three passes (bfloat16: 2x faster without the barrier).
         xb, mean, var = _platform.cpu_barrier((xb, mean, var), cfg.cpu)
-    y = standardize(xb, mean, var, epsilon=eps, scale=scale, bias=bias,
+    y = standardize_core(xb, mean, var, epsilon=eps, scale=scale, bias=bias,
                     feature_axes=cfg.feature_axes, dtype=cfg.dtype)
     return (y, *stats), (x, scale, bias, mask, eps, *stats, center, bad)
 

@@ -47,7 +47,7 @@ from normjax._backend.tangent import (
     tangent,
     unbatched_shape,
 )
-from normjax.stats import moments, one_pass_unstable, standardize, stats_dtype
+from normjax.stats import moments, one_pass_unstable, standardize_core, stats_dtype
 
 Array = jax.Array
 
@@ -64,7 +64,7 @@ def _plain(cfg: Config, x: Array, scale: Any, bias: Any, mask: Any, eps: Array,
     stats = moments(x, cfg.reduction_axes, mask=mask, axis_name=cfg.axis_name,
                     axis_index_groups=cfg.axis_index_groups, center=cfg.center,
                     fast_variance=cfg.fast_variance, guard=guard, keepdims=True)
-    y = standardize(x, stats.mean, stats.var, epsilon=eps, scale=scale, bias=bias,
+    y = standardize_core(x, stats.mean, stats.var, epsilon=eps, scale=scale, bias=bias,
                     feature_axes=cfg.feature_axes, dtype=cfg.dtype)
     return (y, *stats)
 
@@ -102,7 +102,7 @@ def _guarded_jvp(cfg: Config, x: Array, scale: Any, bias: Any, eps: Array,
 
     def output(x: Array, mean: Array, var: Array, scale: Any, bias: Any, eps: Array) -> tuple:
         var = jnp.maximum(var, 0)
-        y = standardize(x, mean, var, epsilon=eps, scale=scale, bias=bias,
+        y = standardize_core(x, mean, var, epsilon=eps, scale=scale, bias=bias,
                         feature_axes=cfg.feature_axes, dtype=cfg.dtype)
         return y, mean, var
 
