@@ -2,7 +2,12 @@
 
 The core techniques and the research variants are re-exported here; the Flax modules live in
 ``normjax.linen`` and ``normjax.nnx``. The gradient-accumulation helpers (``accumulate``,
-``commit``) are in ``normjax.accumulation`` (and ``normjax.research``).
+``commit``) are in ``normjax.accumulation`` (the module
+``normjax.norms.batch_norm_accumulation``) and ``normjax.research``.
+
+Layout: ``stats`` (the statistics core), ``norms/`` (one module per normalization),
+``weights/`` (weight reparametrizations), ``regularizers/`` (dropout variants, penalties),
+``linen/`` and ``nnx/`` (the Flax layers), ``_backend/`` (derivatives and CPU kernels).
 """
 
 from normjax import research
@@ -14,18 +19,25 @@ from normjax._backend import (
     use_fused_backward,
     use_native_kernels,
 )
-from normjax.batch_norm import (
+from normjax.norms import batch_norm_accumulation as accumulation
+from normjax.norms.batch_norm import (
     BatchNormState,
     batch_norm,
     batch_norm_init,
     decay_from_momentum,
     update_running_stats,
 )
-from normjax.dropout import dropout
-from normjax.group_norm import group_norm
-from normjax.instance_norm import instance_norm
-from normjax.layer_norm import layer_norm
-from normjax.penalties import default_penalty_mask, elastic_net_penalty, l1_penalty, l2_penalty
+from normjax.norms.group_norm import group_norm
+from normjax.norms.instance_norm import instance_norm
+from normjax.norms.layer_norm import layer_norm
+from normjax.norms.rms_norm import rms_norm
+from normjax.regularizers.dropout import dropout
+from normjax.regularizers.penalties import (
+    default_penalty_mask,
+    elastic_net_penalty,
+    l1_penalty,
+    l2_penalty,
+)
 from normjax.research import (
     SELU_ALPHA_PRIME,
     SWITCHABLE_ORDER,
@@ -62,14 +74,14 @@ from normjax.research import (
     whitening_init,
     whitening_matrix,
 )
-from normjax.rms_norm import rms_norm
 from normjax.stats import Moments, moments, standardize
-from normjax.weight_norm import weight_norm, weight_norm_init
+from normjax.weights.weight_norm import weight_norm, weight_norm_init
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchNormState",
+    "accumulation",
     "Moments",
     "MomentsAccumulator",
     "SELU_ALPHA_PRIME",

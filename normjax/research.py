@@ -7,7 +7,7 @@ variants. Each lives in its own module (``normjax.<name>``) with the formula, co
 paper in its docstring; this module gathers their public API.
 """
 
-from normjax.accumulation import (
+from normjax.norms.batch_norm_accumulation import (
     MomentsAccumulator,
     accumulate,
     accumulate_moments,
@@ -17,30 +17,34 @@ from normjax.accumulation import (
     moments_accumulator_init,
     pool_moments,
 )
-from normjax.batch_renorm import batch_renorm, renorm_clipping_schedule
-from normjax.dropout_variants import (
+from normjax.norms.batch_renorm import batch_renorm, renorm_clipping_schedule
+from normjax.norms.decorrelated_batch_norm import (
+    WhiteningState,
+    decorrelated_batch_norm,
+    whitening_init,
+    whitening_matrix,
+)
+from normjax.norms.evonorm import evonorm_b0, evonorm_s0
+from normjax.norms.filter_response_norm import filter_response_norm, frn_tlu, tlu
+from normjax.norms.ghost_batch_norm import ghost_batch_norm
+from normjax.norms.precise_batch_norm import (
+    precise_batch_norm,
+    precise_flax_batch_stats,
+    precise_moments,
+)
+from normjax.norms.switchable_norm import SWITCHABLE_ORDER, switchable_norm
+from normjax.regularizers.dropout_variants import (
     SELU_ALPHA_PRIME,
     alpha_dropout,
     gaussian_dropout,
     spatial_dropout,
 )
-from normjax.evonorm import evonorm_b0, evonorm_s0
-from normjax.folding import fold_batch_norm
-from normjax.frn import filter_response_norm, frn_tlu, tlu
-from normjax.ghost_batch_norm import ghost_batch_norm
-from normjax.precise_bn import precise_batch_norm, precise_flax_batch_stats, precise_moments
-from normjax.spectral_norm import SpectralNormState, spectral_norm, spectral_norm_init
-from normjax.switchable_norm import SWITCHABLE_ORDER, switchable_norm
-from normjax.weight_standardization import (
+from normjax.weights.folding import fold_batch_norm
+from normjax.weights.spectral_norm import SpectralNormState, spectral_norm, spectral_norm_init
+from normjax.weights.weight_standardization import (
     activation_gamma,
     scaled_weight_standardization,
     weight_standardization,
-)
-from normjax.whitening import (
-    WhiteningState,
-    decorrelated_batch_norm,
-    whitening_init,
-    whitening_matrix,
 )
 
 __all__ = [

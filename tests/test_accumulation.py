@@ -9,7 +9,8 @@ import pytest
 from jax import lax
 from jax.test_util import check_grads
 
-from normjax.accumulation import (
+from normjax.norms.batch_norm import batch_norm, batch_norm_init
+from normjax.norms.batch_norm_accumulation import (
     MomentsAccumulator,
     accumulate,
     accumulate_moments,
@@ -19,7 +20,6 @@ from normjax.accumulation import (
     moments_accumulator_init,
     pool_moments,
 )
-from normjax.batch_norm import batch_norm, batch_norm_init
 from normjax.stats import Moments, moments
 from tests.reference_research import ema_np, moments_np
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.batch_norm import batch_norm, batch_norm_init
-from normjax.batch_renorm import batch_renorm, renorm_clipping_schedule
+from normjax.norms.batch_norm import batch_norm, batch_norm_init
+from normjax.norms.batch_renorm import batch_renorm, renorm_clipping_schedule
 from tests.reference_research import batch_renorm_np, ema_np, moments_np
 
 N, H, C = 6, 2, 4

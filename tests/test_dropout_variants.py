@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.dropout_variants import (
+from normjax.regularizers.dropout_variants import (
     SELU_ALPHA_PRIME,
     alpha_dropout,
     gaussian_dropout,

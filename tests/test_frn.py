@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.frn import filter_response_norm, frn_tlu, tlu
+from normjax.norms.filter_response_norm import filter_response_norm, frn_tlu, tlu
 from tests.reference_research import frn_np
 
 C = 4

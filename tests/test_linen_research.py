@@ -14,9 +14,9 @@ import pytest
 from flax import errors as flax_errors
 
 import normjax
-from normjax import _linen_research as nr
-from normjax.batch_norm import BatchNormState, batch_norm_init
-from normjax.whitening import whitening_init
+from normjax import linen as nr
+from normjax.norms.batch_norm import BatchNormState, batch_norm_init
+from normjax.norms.decorrelated_batch_norm import whitening_init
 from tests.research_parity import (
     BF16,
     F32,

@@ -10,8 +10,8 @@ import jax
 import pytest
 
 import normjax
-from normjax import _linen_research as nr
-from normjax.spectral_norm import SpectralNormState
+from normjax import linen as nr
+from normjax.weights.spectral_norm import SpectralNormState
 from tests.research_parity import (
     GENERAL,
     KEY,

@@ -14,8 +14,8 @@ import pytest
 from flax import nnx
 
 import normjax
-from normjax import _nnx_research as nr
-from normjax.whitening import WhiteningState
+from normjax import nnx as nr
+from normjax.norms.decorrelated_batch_norm import WhiteningState
 from tests.research_parity import (
     BF16,
     F32,

@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 import normjax
-from normjax import _nnx_research as nr
-from normjax.spectral_norm import SpectralNormState
+from normjax import nnx as nr
+from normjax.weights.spectral_norm import SpectralNormState
 from tests.research_parity import (
     assert_close,
     data,

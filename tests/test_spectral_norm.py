@@ -12,7 +12,7 @@ from flax import linen as nn
 from jax import lax
 from jax.test_util import check_grads
 
-from normjax.spectral_norm import SpectralNormState, spectral_norm, spectral_norm_init
+from normjax.weights.spectral_norm import SpectralNormState, spectral_norm, spectral_norm_init
 
 KEY = jax.random.key(0)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.batch_norm import batch_norm, batch_norm_init
-from normjax.instance_norm import instance_norm
-from normjax.layer_norm import layer_norm
-from normjax.switchable_norm import switchable_norm
+from normjax.norms.batch_norm import batch_norm, batch_norm_init
+from normjax.norms.instance_norm import instance_norm
+from normjax.norms.layer_norm import layer_norm
+from normjax.norms.switchable_norm import switchable_norm
 from tests.reference_research import ema_np, switchable_norm_np
 
 N, H, C = 3, 4, 5

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.weight_standardization import (
+from normjax.weights.weight_standardization import (
     activation_gamma,
     scaled_weight_standardization,
     weight_standardization,

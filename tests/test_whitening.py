@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.whitening import (
+from normjax.norms.decorrelated_batch_norm import (
     WhiteningState,
     decorrelated_batch_norm,
     whitening_init,
