@@ -45,7 +45,7 @@ import numpy as np
 
 from benchmarks import candidates as cands
 from benchmarks.peer_candidates import PEERS, peer_available, peer_candidate
-from benchmarks.report import environment, write_results
+from benchmarks.report import environment, results_dir, write_results
 from benchmarks.timing import Timing, paired_ratio, time_interleaved
 from benchmarks.torch_candidates import torch_available, torch_timers
 from experiments.allocator import reexec_with_malloc_tuning
@@ -197,8 +197,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.norms", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller shapes, fewer cases (<1 min)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"),
-                   help="directory for norms.md and norms.json (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory for norms.md and norms.json (default: benchmarks/results; "
+                        "with --quick benchmarks/results/quick, never over the full run's)")
     p.add_argument("--cases", default="", help="only cases whose name contains this text")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timing per case and mode (default: 0.6 quick, 4 full)")
@@ -219,6 +220,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
+    if args.out is None:
+        args.out = results_dir(args.quick)
     if args.no_torch:
         os.environ["NORMJAX_BENCH_TORCH"] = "0"
     if args.no_peers:

@@ -18,7 +18,7 @@ from benchmarks.peer_candidates import PEERS, peer_versions
 from benchmarks.torch_candidates import torch_version
 from experiments.allocator import allocator_setting
 
-__all__ = ["environment", "markdown", "write_results"]
+__all__ = ["environment", "markdown", "results_dir", "write_results"]
 
 
 def _cpu_model() -> str:
@@ -116,6 +116,14 @@ def markdown(rows: list[dict], env: dict[str, Any]) -> str:
     lines += ["", "## All candidates", ""]
     lines += _detail(rows)
     return "\n".join(lines) + "\n"
+
+
+def results_dir(quick: bool) -> Path:
+    """Where a run writes by default: ``benchmarks/results`` for the full runs (committed),
+    ``benchmarks/results/quick`` for ``--quick`` ones (ignored by git), so a quick run never
+    overwrites the full results."""
+    root = Path("benchmarks/results")
+    return root / "quick" if quick else root
 
 
 def write_results(rows: list[dict], env: dict[str, Any], out: Path) -> tuple[Path, Path]:

@@ -42,7 +42,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from benchmarks.report import environment
+from benchmarks.report import environment, results_dir
 from benchmarks.timing import Timing, paired_ratio, time_interleaved
 from benchmarks.torch_candidates import torch_available
 from benchmarks.torch_train_step import torch_call
@@ -210,7 +210,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=8, help="K for the multi-seed comparison")
     p.add_argument("--norms", default="none,batch",
                    help="comma-separated: none (plain CNN), batch (BatchNorm after each conv)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: benchmarks/results (--quick: benchmarks/results/quick)")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="run under the allocator settings of the calling environment")
     p.add_argument("--no-torch", action="store_true",
@@ -221,6 +222,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
+    if args.out is None:
+        args.out = results_dir(args.quick)
     if args.no_torch:
         os.environ["NORMJAX_BENCH_TORCH"] = "0"
     norms = [n.strip() for n in args.norms.split(",") if n.strip()]
