@@ -6,7 +6,7 @@ how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -16,10 +16,7 @@ from jax import lax
 from jax._src import core as jax_core  # only to name the bound axes in an error message
 from jax.experimental import checkify
 
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
-Axes = int | Sequence[int]
-AxisName = Hashable | None
+from normjax._typing import Array, ArrayLike, Axes, AxisName
 
 __all__ = ["broadcast_mask", "canonicalize_axes", "check_axis_name", "check_epsilon",
            "check_reduction", "check_train", "complement_axes", "feature_shape", "is_traced",

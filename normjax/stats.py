@@ -51,9 +51,7 @@ from normjax._checks import (
     poison,
     poison_epsilon,
 )
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
+from normjax._typing import Array, ArrayLike
 
 __all__ = [
     "GUARD_RATIO",

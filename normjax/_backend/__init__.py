@@ -48,6 +48,7 @@ from normjax._backend.switches import (
     set_fused_backward,
     use_fused_backward,
 )
+from normjax._typing import Array, ArrayLike
 from normjax.stats import (
     Axes,
     Moments,
@@ -60,9 +61,6 @@ from normjax.stats import (
     standardize,
     stats_dtype,
 )
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = [
     "fused_backward_enabled",

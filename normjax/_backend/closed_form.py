@@ -48,7 +48,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -61,6 +60,7 @@ from normjax._backend.routing import (
     native_layout,
     native_rows_forward,
 )
+from normjax._typing import Array
 from normjax.stats import (
     Moments,
     guarded_variance,
@@ -69,9 +69,6 @@ from normjax.stats import (
     standardize_core,
     stats_dtype,
 )
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["backward", "forward", "merge_moments"]
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from normjax._checks import feature_shape
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
+from normjax._typing import Array, ArrayLike
 
 __all__ = ["Config", "param_view", "sum_to_shape"]
 

@@ -47,9 +47,8 @@ from normjax._backend.tangent import (
     tangent,
     unbatched_shape,
 )
+from normjax._typing import Array
 from normjax.stats import moments, one_pass_unstable, standardize_core, stats_dtype
-
-Array = jax.Array
 
 __all__ = ["jvp_p", "normalize"]
 

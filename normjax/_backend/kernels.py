@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
-Array = jax.Array
+from normjax._typing import Array
 
 __all__ = ["group_moments", "normalize_grad", "ref_group_moments", "ref_normalize_grad",
            "ref_rows_forward", "rows_forward", "same_vma"]

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from normjax._backend import build
 from normjax._backend import kernels as _native_ops
 from normjax._backend.config import Config
+from normjax._typing import Array
 from normjax.stats import Moments, feature_shape
-
-Array = jax.Array
 
 __all__ = ["NATIVE_MAX_CHANNELS", "NativeLayout", "native_backward", "native_forward",
            "native_layout", "native_rows_forward"]

@@ -25,6 +25,7 @@ from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
 from normjax._flax_common import dtype_like_flax, linen_scale_bias
+from normjax._typing import ArrayLike
 from normjax.norms.batch_norm import batch_norm_init
 from normjax.norms.batch_renorm import batch_renorm
 from normjax.norms.decorrelated_batch_norm import decorrelated_batch_norm, whitening_init
@@ -41,7 +42,6 @@ __all__ = [
     "training",
 ]
 
-ArrayLike = jax.typing.ArrayLike
 COLLECTION = "batch_stats"
 
 

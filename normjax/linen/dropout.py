@@ -15,6 +15,7 @@ import jax
 from flax import linen as nn
 from flax.typing import Axes
 
+from normjax._typing import ArrayLike
 from normjax.regularizers.dropout import dropout, needs_key
 from normjax.regularizers.dropout_variants import (
     SELU_ALPHA_PRIME,
@@ -25,7 +26,6 @@ from normjax.regularizers.dropout_variants import (
 
 __all__ = ["AlphaDropout", "Dropout", "GaussianDropout", "SpatialDropout", "mode_and_key"]
 
-ArrayLike = jax.typing.ArrayLike
 
 
 class Dropout(nn.Module):

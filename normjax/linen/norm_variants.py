@@ -21,6 +21,7 @@ from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
 from normjax._flax_common import dtype_like_flax, linen_scale_bias
+from normjax._typing import ArrayLike
 from normjax.linen.batch_norm_variants import axis_name_of, running_state, store, training
 from normjax.norms.batch_norm import batch_norm_init
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
@@ -36,7 +37,6 @@ __all__ = [
     "check_one_of_groups",
 ]
 
-ArrayLike = jax.typing.ArrayLike
 
 
 def check_one_of_groups(num_groups: int | None, group_size: int | None) -> None:

@@ -25,6 +25,7 @@ from normjax._flax_common import (
     linen_scale_bias,
     resolve_groups,
 )
+from normjax._typing import ArrayLike
 from normjax.norms.group_norm import group_norm
 from normjax.norms.instance_norm import instance_norm
 from normjax.norms.layer_norm import layer_norm
@@ -33,7 +34,6 @@ from normjax.stats import canonicalize_axes, feature_shape
 
 __all__ = ["GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
 
-ArrayLike = jax.typing.ArrayLike
 
 
 class LayerNorm(nn.Module):

@@ -30,6 +30,7 @@ from normjax._flax_common import (
     promote_like_flax,
     value_of,
 )
+from normjax._typing import ArrayLike
 from normjax.norms.batch_norm import batch_norm_init
 from normjax.norms.batch_renorm import batch_renorm
 from normjax.norms.decorrelated_batch_norm import decorrelated_batch_norm, whitening_init
@@ -38,7 +39,6 @@ from normjax.stats import canonicalize_axes, complement_axes
 
 __all__ = ["BatchRenorm", "DecorrelatedBatchNorm", "GhostBatchNorm", "RunningStatsNorm"]
 
-ArrayLike = jax.typing.ArrayLike
 NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 ZEROS: Initializer = initializers.zeros_init()
 ONES: Initializer = initializers.ones_init()

@@ -19,6 +19,7 @@ from flax import nnx
 from flax.typing import Axes
 
 from normjax._flax_common import first_from
+from normjax._typing import ArrayLike
 from normjax.regularizers.dropout import dropout, needs_key
 from normjax.regularizers.dropout_variants import (
     SELU_ALPHA_PRIME,
@@ -29,7 +30,6 @@ from normjax.regularizers.dropout_variants import (
 
 __all__ = ["AlphaDropout", "Dropout", "GaussianDropout", "SpatialDropout"]
 
-ArrayLike = jax.typing.ArrayLike
 Rngs = nnx.Rngs | nnx.RngStream | jax.Array | None
 
 

@@ -21,6 +21,7 @@ from flax.nnx.nn import initializers
 from flax.typing import Dtype, Initializer
 
 from normjax._flax_common import DEFAULT_PROMOTE_DTYPE, nnx_scale_bias, promote_like_flax, value_of
+from normjax._typing import ArrayLike
 from normjax.linen.norm_variants import check_one_of_groups
 from normjax.nnx.batch_norm_variants import NO_METADATA, ONES, ZEROS, RunningStatsNorm
 from normjax.norms.batch_norm import batch_norm_init
@@ -31,7 +32,6 @@ from normjax.stats import Axes
 
 __all__ = ["EvoNormB0", "EvoNormS0", "FilterResponseNorm", "SwitchableNorm"]
 
-ArrayLike = jax.typing.ArrayLike
 EPS_INIT: Initializer = initializers.constant(1e-4)
 
 

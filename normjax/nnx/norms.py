@@ -28,6 +28,7 @@ from normjax._flax_common import (
     resolve_groups,
     value_of,
 )
+from normjax._typing import ArrayLike
 from normjax.norms.group_norm import group_norm
 from normjax.norms.instance_norm import instance_norm
 from normjax.norms.layer_norm import layer_norm
@@ -35,7 +36,6 @@ from normjax.norms.rms_norm import rms_norm
 
 __all__ = ["GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
 
-ArrayLike = jax.typing.ArrayLike
 NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 ZEROS: Initializer = initializers.zeros_init()
 ONES: Initializer = initializers.ones_init()

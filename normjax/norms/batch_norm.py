@@ -31,12 +31,12 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from normjax._backend import normalize
+from normjax._typing import Array, ArrayLike
 from normjax.stats import (
     Axes,
     AxisName,
@@ -51,9 +51,6 @@ from normjax.stats import (
     standardize,
     stats_dtype,
 )
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = [
     "BatchNormState",

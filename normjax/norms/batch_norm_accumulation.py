@@ -31,11 +31,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import BatchNormState, update_running_stats
 from normjax.stats import (
     Axes,
@@ -47,9 +47,6 @@ from normjax.stats import (
     moments,
     standardize,
 )
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = [
     "MomentsAccumulator",

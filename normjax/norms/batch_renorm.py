@@ -29,11 +29,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from normjax._backend import normalize
+from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import (
     BatchNormState,
     check_batch,
@@ -52,9 +52,6 @@ from normjax.stats import (
     moments,
     standardize,
 )
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["batch_renorm", "renorm_clipping_schedule"]
 

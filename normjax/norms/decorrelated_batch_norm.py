@@ -38,16 +38,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import check_decay, check_train, effective_decay
 from normjax.stats import AxisName, canonicalize_axes, check_epsilon, moments, stats_dtype
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["WhiteningState", "decorrelated_batch_norm", "whitening_init", "whitening_matrix"]
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import (
     BatchNormState,
     check_decay,
@@ -34,9 +35,6 @@ from normjax.norms.batch_norm import (
 )
 from normjax.norms.group_norm import resolve_num_groups
 from normjax.stats import Axes, AxisName, canonicalize_axes, check_epsilon, moments, stats_dtype
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["evonorm_b0", "evonorm_s0"]
 

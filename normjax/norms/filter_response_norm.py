@@ -20,13 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
+from normjax._typing import Array, ArrayLike
 from normjax.stats import Axes, canonicalize_axes, moments, standardize, stats_dtype
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["filter_response_norm", "frn_tlu", "tlu"]
 

@@ -43,6 +43,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from normjax._backend import normalize
+from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import (
     BatchNormState,
     batch_norm,
@@ -59,9 +60,6 @@ from normjax.stats import (
     complement_axes,
     feature_shape,
 )
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["ghost_batch_norm"]
 

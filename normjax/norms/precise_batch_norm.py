@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from normjax._typing import PyTree
 from normjax.norms.batch_norm import RUNNING_VAR_OPTIONS, BatchNormState
 from normjax.norms.batch_norm_accumulation import (
     MomentsAccumulator,
@@ -49,9 +50,6 @@ from normjax.norms.batch_norm_accumulation import (
     pool_moments,
 )
 from normjax.stats import Moments, canonicalize_axes, complement_axes, moments
-
-Array = jax.Array
-PyTree = Any
 
 __all__ = ["precise_batch_norm", "precise_flax_batch_stats", "precise_moments"]
 

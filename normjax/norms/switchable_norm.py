@@ -24,6 +24,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import (
     BatchNormState,
     check_decay,
@@ -32,9 +33,6 @@ from normjax.norms.batch_norm import (
     update_running_stats,
 )
 from normjax.stats import Axes, AxisName, canonicalize_axes, moments, standardize
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["SWITCHABLE_ORDER", "switchable_norm"]
 

@@ -30,11 +30,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from normjax._typing import Array, ArrayLike
 from normjax.regularizers.dropout import dropout
 from normjax.stats import Axes, canonicalize_axes, stats_dtype
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["SELU_ALPHA_PRIME", "alpha_dropout", "gaussian_dropout", "spatial_dropout"]
 

@@ -18,14 +18,14 @@ scales (``ndim < 2``) are left out, as is customary. Sums run in float32.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from normjax._typing import PyTree
+
 __all__ = ["default_penalty_mask", "elastic_net_penalty", "l1_penalty", "l2_penalty"]
 
-PyTree = Any
 Mask = PyTree | Callable[[PyTree], PyTree] | None
 
 

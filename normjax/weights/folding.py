@@ -18,15 +18,12 @@ Kernels: Dense ``(in, out)`` and Conv ``(..., in, out)`` (flax / TF layout,
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
+from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import BatchNormState
 from normjax.stats import canonicalize_axes, check_epsilon, stats_dtype
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["fold_batch_norm"]
 

@@ -27,11 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import check_train
 from normjax.stats import check_epsilon, stats_dtype
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["SpectralNormState", "spectral_norm", "spectral_norm_init"]
 

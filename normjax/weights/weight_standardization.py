@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax._typing import Array, ArrayLike
 from normjax.stats import (
     Axes,
     canonicalize_axes,
@@ -37,9 +37,6 @@ from normjax.stats import (
     moments,
     standardize,
 )
-
-Array = jax.Array
-ArrayLike = jax.typing.ArrayLike
 
 __all__ = ["activation_gamma", "scaled_weight_standardization", "weight_standardization"]
 
