@@ -20,13 +20,7 @@ from normjax._backend import (
     use_native_kernels,
 )
 from normjax.norms import batch_norm_accumulation as accumulation
-from normjax.norms.batch_norm import (
-    BatchNormState,
-    batch_norm,
-    batch_norm_init,
-    decay_from_momentum,
-    update_running_stats,
-)
+from normjax.norms.batch_norm import batch_norm
 from normjax.norms.group_norm import group_norm
 from normjax.norms.instance_norm import instance_norm
 from normjax.norms.layer_norm import layer_norm
@@ -73,6 +67,12 @@ from normjax.research import (
     weight_standardization,
     whitening_init,
     whitening_matrix,
+)
+from normjax.running import (
+    BatchNormState,
+    batch_norm_init,
+    decay_from_momentum,
+    update_running_stats,
 )
 from normjax.stats import Moments, moments, standardize
 from normjax.weights.weight_norm import weight_norm, weight_norm_init

@@ -9,7 +9,7 @@ import pytest
 from jax import lax
 from jax.test_util import check_grads
 
-from normjax.norms.batch_norm import batch_norm, batch_norm_init
+from normjax.norms.batch_norm import batch_norm
 from normjax.norms.batch_norm_accumulation import (
     MomentsAccumulator,
     accumulate,
@@ -20,6 +20,7 @@ from normjax.norms.batch_norm_accumulation import (
     moments_accumulator_init,
     pool_moments,
 )
+from normjax.running import batch_norm_init
 from normjax.stats import Moments, moments
 from tests.reference_research import ema_np, moments_np
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.norms.batch_norm import batch_norm, batch_norm_init
+from normjax.norms.batch_norm import batch_norm
 from normjax.norms.batch_renorm import batch_renorm, renorm_clipping_schedule
+from normjax.running import batch_norm_init
 from tests.reference_research import batch_renorm_np, ema_np, moments_np
 
 N, H, C = 6, 2, 4

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.norms.batch_norm import batch_norm_init
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
+from normjax.running import batch_norm_init
 from tests.reference_research import ema_np, evonorm_b0_np, evonorm_s0_np
 
 N, H, C = 3, 4, 6

@@ -10,7 +10,8 @@ from flax import linen as nn
 from jax import lax
 from jax.test_util import check_grads
 
-from normjax.norms.batch_norm import BatchNormState, batch_norm, batch_norm_init
+from normjax.norms.batch_norm import batch_norm
+from normjax.running import BatchNormState, batch_norm_init
 from normjax.weights.folding import fold_batch_norm
 from tests.reference_research import f64
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.norms.batch_norm import batch_norm, batch_norm_init
+from normjax.norms.batch_norm import batch_norm
 from normjax.norms.ghost_batch_norm import ghost_batch_norm
+from normjax.running import batch_norm_init
 from tests.reference_research import ema_np, ghost_batch_norm_np, moments_np
 
 N, H, C = 8, 3, 4

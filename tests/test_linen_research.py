@@ -15,8 +15,8 @@ from flax import errors as flax_errors
 
 import normjax
 from normjax import linen as nr
-from normjax.norms.batch_norm import BatchNormState, batch_norm_init
 from normjax.norms.decorrelated_batch_norm import whitening_init
+from normjax.running import BatchNormState, batch_norm_init
 from tests.research_parity import (
     BF16,
     F32,

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from normjax.norms.batch_norm import batch_norm, batch_norm_init
+from normjax.norms.batch_norm import batch_norm
 from normjax.norms.precise_batch_norm import (
     precise_batch_norm,
     precise_flax_batch_stats,
     precise_moments,
 )
+from normjax.running import batch_norm_init
 from normjax.stats import moments
 from tests.reference_research import f64, moments_np, normalize_np
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from normjax.norms.batch_norm import batch_norm, batch_norm_init
+from normjax.norms.batch_norm import batch_norm
 from normjax.norms.instance_norm import instance_norm
 from normjax.norms.layer_norm import layer_norm
 from normjax.norms.switchable_norm import switchable_norm
+from normjax.running import batch_norm_init
 from tests.reference_research import ema_np, switchable_norm_np
 
 N, H, C = 3, 4, 5

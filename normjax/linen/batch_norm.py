@@ -13,7 +13,8 @@ from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
 from normjax._flax_common import check_float32_reductions, dtype_like_flax, linen_scale_bias
-from normjax.norms.batch_norm import BatchNormState, batch_norm, batch_norm_init
+from normjax.norms.batch_norm import batch_norm
+from normjax.running import BatchNormState, batch_norm_init
 from normjax.stats import canonicalize_axes, complement_axes, feature_shape
 
 __all__ = ["BatchNorm"]

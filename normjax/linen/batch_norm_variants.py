@@ -26,10 +26,10 @@ from jax.nn import initializers
 
 from normjax._flax_common import dtype_like_flax, linen_scale_bias
 from normjax._typing import ArrayLike
-from normjax.norms.batch_norm import batch_norm_init
 from normjax.norms.batch_renorm import batch_renorm
 from normjax.norms.decorrelated_batch_norm import decorrelated_batch_norm, whitening_init
 from normjax.norms.ghost_batch_norm import ghost_batch_norm
+from normjax.running import batch_norm_init
 from normjax.stats import canonicalize_axes, complement_axes, feature_shape
 
 __all__ = [

@@ -23,10 +23,10 @@ from jax.nn import initializers
 from normjax._flax_common import dtype_like_flax, linen_scale_bias
 from normjax._typing import ArrayLike
 from normjax.linen.batch_norm_variants import axis_name_of, running_state, store, training
-from normjax.norms.batch_norm import batch_norm_init
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
 from normjax.norms.filter_response_norm import filter_response_norm, frn_tlu
 from normjax.norms.switchable_norm import switchable_norm
+from normjax.running import batch_norm_init
 from normjax.stats import Axes, canonicalize_axes
 
 __all__ = [

@@ -19,7 +19,8 @@ from normjax._flax_common import (
     promote_like_flax,
     value_of,
 )
-from normjax.norms.batch_norm import BatchNormState, batch_norm, batch_norm_init
+from normjax.norms.batch_norm import batch_norm
+from normjax.running import BatchNormState, batch_norm_init
 from normjax.stats import canonicalize_axes, complement_axes
 
 __all__ = ["BatchNorm"]

@@ -24,10 +24,10 @@ from normjax._flax_common import DEFAULT_PROMOTE_DTYPE, nnx_scale_bias, promote_
 from normjax._typing import ArrayLike
 from normjax.linen.norm_variants import check_one_of_groups
 from normjax.nnx.batch_norm_variants import NO_METADATA, ONES, ZEROS, RunningStatsNorm
-from normjax.norms.batch_norm import batch_norm_init
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
 from normjax.norms.filter_response_norm import filter_response_norm, frn_tlu
 from normjax.norms.switchable_norm import switchable_norm
+from normjax.running import batch_norm_init
 from normjax.stats import Axes
 
 __all__ = ["EvoNormB0", "EvoNormS0", "FilterResponseNorm", "SwitchableNorm"]

@@ -36,7 +36,7 @@ import numpy as np
 from jax import lax
 
 from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import BatchNormState, update_running_stats
+from normjax.running import BatchNormState, update_running_stats
 from normjax.stats import (
     Axes,
     AxisName,

@@ -34,19 +34,14 @@ from jax import lax
 
 from normjax._backend import normalize
 from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import (
-    BatchNormState,
-    check_batch,
-    check_decay,
-    check_state,
-    check_train,
-    update_running_stats,
-)
+from normjax.norms.batch_norm import check_batch
+from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
 from normjax.stats import (
     Axes,
     AxisName,
     canonicalize_axes,
     check_epsilon,
+    check_train,
     complement_axes,
     feature_shape,
     moments,

@@ -43,8 +43,15 @@ import numpy as np
 from jax import lax
 
 from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import check_decay, check_train, effective_decay
-from normjax.stats import AxisName, canonicalize_axes, check_epsilon, moments, stats_dtype
+from normjax.running import check_decay, effective_decay
+from normjax.stats import (
+    AxisName,
+    canonicalize_axes,
+    check_epsilon,
+    check_train,
+    moments,
+    stats_dtype,
+)
 
 __all__ = ["WhiteningState", "decorrelated_batch_norm", "whitening_init", "whitening_matrix"]
 

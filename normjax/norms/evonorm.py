@@ -26,15 +26,17 @@ import jax
 import jax.numpy as jnp
 
 from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import (
-    BatchNormState,
-    check_decay,
-    check_state,
-    check_train,
-    update_running_stats,
-)
 from normjax.norms.group_norm import resolve_num_groups
-from normjax.stats import Axes, AxisName, canonicalize_axes, check_epsilon, moments, stats_dtype
+from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
+from normjax.stats import (
+    Axes,
+    AxisName,
+    canonicalize_axes,
+    check_epsilon,
+    check_train,
+    moments,
+    stats_dtype,
+)
 
 __all__ = ["evonorm_b0", "evonorm_s0"]
 

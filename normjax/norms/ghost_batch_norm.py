@@ -44,19 +44,15 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from normjax._backend import normalize
 from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import (
-    BatchNormState,
-    batch_norm,
-    check_state,
-    check_train,
-    update_running_stats,
-)
+from normjax.norms.batch_norm import batch_norm
 from normjax.norms.batch_norm_accumulation import pool_moments
+from normjax.running import BatchNormState, check_state, update_running_stats
 from normjax.stats import (
     Axes,
     AxisName,
     Moments,
     canonicalize_axes,
+    check_train,
     complement_axes,
     feature_shape,
 )

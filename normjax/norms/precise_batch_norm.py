@@ -41,7 +41,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from normjax._typing import PyTree
-from normjax.norms.batch_norm import RUNNING_VAR_OPTIONS, BatchNormState
 from normjax.norms.batch_norm_accumulation import (
     MomentsAccumulator,
     accumulate_moments,
@@ -49,6 +48,7 @@ from normjax.norms.batch_norm_accumulation import (
     moments_accumulator_init,
     pool_moments,
 )
+from normjax.running import RUNNING_VAR_OPTIONS, BatchNormState
 from normjax.stats import Moments, canonicalize_axes, complement_axes, moments
 
 __all__ = ["precise_batch_norm", "precise_flax_batch_stats", "precise_moments"]

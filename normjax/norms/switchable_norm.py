@@ -25,14 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import (
-    BatchNormState,
-    check_decay,
-    check_state,
-    check_train,
-    update_running_stats,
-)
-from normjax.stats import Axes, AxisName, canonicalize_axes, moments, standardize
+from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
+from normjax.stats import Axes, AxisName, canonicalize_axes, check_train, moments, standardize
 
 __all__ = ["SWITCHABLE_ORDER", "switchable_norm"]
 

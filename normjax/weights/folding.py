@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import BatchNormState
+from normjax.running import BatchNormState
 from normjax.stats import canonicalize_axes, check_epsilon, stats_dtype
 
 __all__ = ["fold_batch_norm"]

@@ -28,8 +28,7 @@ import numpy as np
 from jax import lax
 
 from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import check_train
-from normjax.stats import check_epsilon, stats_dtype
+from normjax.stats import check_epsilon, check_train, stats_dtype
 
 __all__ = ["SpectralNormState", "spectral_norm", "spectral_norm_init"]
 
