@@ -24,8 +24,7 @@ __all__ = [
     "first_from",
     "group_norm_batch_axes",
     "instance_feature_axes",
-    "linen_scale_bias",
-    "nnx_scale_bias",
+        "nnx_scale_bias",
     "promote_like_flax",
     "resolve_groups",
     "value_of",
@@ -104,24 +103,6 @@ def group_norm_batch_axes(ndim: int, reduction_axes: Axes | None) -> tuple[int, 
     return complement_axes(axes, ndim)
 
 
-def linen_scale_bias(
-    module: Any,
-    shape: tuple[int, ...],
-    *,
-    use_scale: bool,
-    use_bias: bool,
-    scale_init: Callable[..., Any],
-    bias_init: Callable[..., Any],
-    param_dtype: Any,
-) -> tuple[jax.Array | None, jax.Array | None]:
-    """Creates (or reads) a linen module's ``scale`` then ``bias`` params, in flax's order.
-
-    The order matters: linen derives each parameter's init key from the order of creation,
-    so creating ``scale`` first reproduces flax's parameters for random initializers too.
-    """
-    scale = module.param("scale", scale_init, shape, param_dtype) if use_scale else None
-    bias = module.param("bias", bias_init, shape, param_dtype) if use_bias else None
-    return scale, bias
 
 
 def instance_feature_axes(feature_axes: Axes, ndim: int) -> tuple[int, ...]:

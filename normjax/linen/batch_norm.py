@@ -12,14 +12,14 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
-from normjax._flax_common import check_float32_reductions, dtype_like_flax, linen_scale_bias
+from normjax._flax_common import check_float32_reductions, dtype_like_flax
+from normjax.linen._base import axis_name_of, linen_scale_bias, running_state, store
 from normjax.norms.batch_norm import batch_norm
-from normjax.running import BatchNormState, batch_norm_init
+from normjax.running import batch_norm_init
 from normjax.stats import canonicalize_axes, complement_axes, feature_shape
 
 __all__ = ["BatchNorm"]
 
-COLLECTION = "batch_stats"
 
 
 class BatchNorm(nn.Module):
@@ -93,7 +93,11 @@ class BatchNorm(nn.Module):
         x = jnp.asarray(x)
         features = canonicalize_axes(self.axis, x.ndim, name="axis")
         reduction_axes = complement_axes(features, x.ndim)
-        stats = self._running_stats(feature_shape(x.shape, features))
+        # only momentum=None and debias read the count: otherwise flax's variable tree
+        counted = self.momentum is None or self.debias
+        state, variables = running_state(
+            self, batch_norm_init(feature_shape(x.shape, features)),
+            optional=("count",) if counted else (), skip=() if counted else ("count",))
         scale, bias = linen_scale_bias(
             self, feature_shape(x.shape, features), use_scale=self.use_scale,
             use_bias=self.use_bias, scale_init=self.scale_init, bias_init=self.bias_init,
@@ -101,32 +105,16 @@ class BatchNorm(nn.Module):
         )
         train = not use_running_average and not self._init_without_batch(x, reduction_axes)
         y, new = batch_norm(
-            x, _state_of(stats),
+            x, state,
             scale=scale, bias=bias, reduction_axes=reduction_axes, train=train,
             decay=self.momentum, epsilon=self.epsilon, mask=mask,
-            axis_name=None if self.is_initializing() else self.axis_name,
+            axis_name=axis_name_of(self),
             axis_index_groups=self.axis_index_groups, debias=self.debias,
             running_var=self.running_var, fast_variance=self.use_fast_variance,
             dtype=dtype_like_flax(self.dtype, x, scale, bias),
         )
-        if train and not self.is_initializing():
-            for variable, value in zip(stats, new, strict=True):
-                if variable is not None:
-                    variable.value = value
+        store(self, variables, new, train)
         return y
-
-    def _running_stats(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
-        """The ``mean``, ``var`` and (where an option needs it, and it exists or can be
-        created) ``count`` variables."""
-        init = batch_norm_init(shape)
-        mean = self.variable(COLLECTION, "mean", lambda: init.mean)
-        var = self.variable(COLLECTION, "var", lambda: init.var)
-        count = None
-        needed = self.momentum is None or self.debias
-        if needed and (self.has_variable(COLLECTION, "count")
-                       or self.is_mutable_collection(COLLECTION)):
-            count = self.variable(COLLECTION, "count", lambda: init.count)
-        return mean, var, count
 
     def _init_without_batch(self, x: jax.Array, reduction_axes: tuple[int, ...]) -> bool:
         """True while initializing a per-example layer whose batch lives on ``axis_name``.
@@ -138,9 +126,3 @@ class BatchNorm(nn.Module):
         local = math.prod(x.shape[a] for a in reduction_axes)
         return self.is_initializing() and self.axis_name is not None and local <= 1
 
-
-def _state_of(stats: tuple[Any, Any, Any]) -> BatchNormState:
-    """The pure function's state from the variables (a missing ``count`` reads as 0)."""
-    mean, var, count = stats
-    n = jnp.zeros(jnp.shape(mean.value), jnp.int32) if count is None else count.value
-    return BatchNormState(mean=mean.value, var=var.value, count=n)

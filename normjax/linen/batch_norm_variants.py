@@ -16,7 +16,7 @@ initialized nothing is stored, and a layer with ``axis_name`` initializes in eva
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +24,9 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
-from normjax._flax_common import dtype_like_flax, linen_scale_bias
+from normjax._flax_common import dtype_like_flax
 from normjax._typing import ArrayLike
+from normjax.linen._base import axis_name_of, linen_scale_bias, running_state, store, training
 from normjax.norms.batch_renorm import batch_renorm
 from normjax.norms.decorrelated_batch_norm import decorrelated_batch_norm, whitening_init
 from normjax.norms.ghost_batch_norm import ghost_batch_norm
@@ -41,47 +42,6 @@ __all__ = [
     "store",
     "training",
 ]
-
-COLLECTION = "batch_stats"
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-def training(module: nn.Module, use_running_average: bool | None) -> bool:
-    """Whether this call uses batch statistics (flax's ``merge_param`` rule, see the module
-    docstring for the initialization rule with ``axis_name``)."""
-    use_running_average = nn.merge_param(
-        "use_running_average", module.use_running_average, use_running_average
-    )
-    return not use_running_average and not (
-        module.is_initializing() and module.axis_name is not None
-    )
-
-
-def axis_name_of(module: nn.Module) -> Any:
-    """``axis_name``, dropped while initializing (as flax's BatchNorm does)."""
-    return None if module.is_initializing() else module.axis_name
-
-
-def running_state(module: nn.Module, init: NamedTuple) -> tuple[Any, list[Any]]:
-    """Reads (creating from ``init``) one ``batch_stats`` variable per field of ``init``.
-
-    Returns the state as ``type(init)`` and the variables, for :func:`store`.
-    """
-    variables = [
-        module.variable(COLLECTION, name, lambda value=value: value)
-        for name, value in zip(init._fields, init, strict=True)
-    ]
-    return type(init)(*(variable.value for variable in variables)), variables
-
-
-def store(module: nn.Module, variables: list[Any], new: NamedTuple, train: bool) -> None:
-    """Writes the new state after a training call (never while initializing)."""
-    if train and not module.is_initializing():
-        for variable, value in zip(variables, new, strict=True):
-            variable.value = value
-
 
 # --------------------------------------------------------------------------- BatchNorm family
 

@@ -20,9 +20,9 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
-from normjax._flax_common import dtype_like_flax, linen_scale_bias
+from normjax._flax_common import dtype_like_flax
 from normjax._typing import ArrayLike
-from normjax.linen.batch_norm_variants import axis_name_of, running_state, store, training
+from normjax.linen._base import axis_name_of, linen_scale_bias, running_state, store, training
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
 from normjax.norms.filter_response_norm import filter_response_norm, frn_tlu
 from normjax.norms.switchable_norm import switchable_norm

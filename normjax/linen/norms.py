@@ -22,10 +22,10 @@ from normjax._flax_common import (
     dtype_like_flax,
     group_norm_batch_axes,
     instance_feature_axes,
-    linen_scale_bias,
     resolve_groups,
 )
 from normjax._typing import ArrayLike
+from normjax.linen._base import linen_scale_bias
 from normjax.norms.group_norm import group_norm
 from normjax.norms.instance_norm import instance_norm
 from normjax.norms.layer_norm import layer_norm
