@@ -6,11 +6,10 @@ flax does, so that the wrappers can hand everything to normjax's pure functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
-from flax import nnx
 from flax.linen import dtypes as linen_dtypes
 from flax.nnx.nn import dtypes as nnx_dtypes
 
@@ -24,10 +23,8 @@ __all__ = [
     "first_from",
     "group_norm_batch_axes",
     "instance_feature_axes",
-        "nnx_scale_bias",
-    "promote_like_flax",
+        "promote_like_flax",
     "resolve_groups",
-    "value_of",
 ]
 
 
@@ -115,30 +112,3 @@ def instance_feature_axes(feature_axes: Axes, ndim: int) -> tuple[int, ...]:
             "axis, e.g. -1 for NHWC or 1 for NCHW.)"
         )
     return features
-
-
-def nnx_scale_bias(
-    shape: tuple[int, ...],
-    *,
-    use_scale: bool,
-    use_bias: bool,
-    scale_init: Callable[..., Any],
-    bias_init: Callable[..., Any],
-    param_dtype: Any,
-    rngs: Any,
-    scale_metadata: Mapping[str, Any],
-    bias_metadata: Mapping[str, Any],
-) -> tuple[Any, Any]:
-    """NNX ``scale`` then ``bias`` params (``nnx.data(None)`` when off), in flax's key order."""
-    scale = nnx.data(None)
-    if use_scale:
-        scale = nnx.Param(scale_init(rngs.params(), shape, param_dtype), **scale_metadata)
-    bias = nnx.data(None)
-    if use_bias:
-        bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype), **bias_metadata)
-    return scale, bias
-
-
-def value_of(variable: Any) -> jax.Array | None:
-    """The array held by an NNX variable, or ``None`` for a switched-off parameter."""
-    return None if variable is None else variable[...]

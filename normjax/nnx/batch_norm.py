@@ -9,27 +9,19 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.nnx.nn import initializers
 from flax.typing import Dtype, Initializer
 
-from normjax._flax_common import (
-    DEFAULT_PROMOTE_DTYPE,
-    first_from,
-    nnx_scale_bias,
-    promote_like_flax,
-    value_of,
-)
+from normjax._flax_common import DEFAULT_PROMOTE_DTYPE, promote_like_flax
+from normjax.nnx._base import ONES, ZEROS, RunningStatsNorm, value_of
 from normjax.norms.batch_norm import batch_norm
-from normjax.running import BatchNormState, batch_norm_init
+from normjax.running import batch_norm_init
 from normjax.stats import canonicalize_axes, complement_axes
 
 __all__ = ["BatchNorm"]
 
-ZEROS: Initializer = initializers.zeros_init()
-ONES: Initializer = initializers.ones_init()
 
 
-class BatchNorm(nnx.Module):
+class BatchNorm(RunningStatsNorm):
     """Batch Normalization (Ioffe & Szegedy, 2015, arXiv:1502.03167), a drop-in for flax.nnx's.
 
     ``y = (x - mu) / sqrt(var + epsilon) * scale + bias`` with the batch statistics over every
@@ -73,29 +65,18 @@ class BatchNorm(nnx.Module):
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
         scale_metadata: Mapping[str, Any] = MappingProxyType({}),
     ) -> None:
-        init = batch_norm_init(num_features)
-        self.mean = nnx.BatchStat(init.mean)
-        self.var = nnx.BatchStat(init.var)
-        if momentum is None or debias:
-            self.count = nnx.BatchStat(init.count)
-        self.scale, self.bias = nnx_scale_bias(
-            (num_features,), use_scale=use_scale, use_bias=use_bias, scale_init=scale_init,
-            bias_init=bias_init, param_dtype=param_dtype, rngs=rngs,
-            scale_metadata=scale_metadata, bias_metadata=bias_metadata,
+        counted = momentum is None or debias  # only these read the count
+        super().__init__(
+            num_features, batch_norm_init(num_features),
+            stored=("mean", "var", "count") if counted else ("mean", "var"),
+            use_running_average=use_running_average, momentum=momentum, epsilon=epsilon,
+            dtype=dtype, param_dtype=param_dtype, use_bias=use_bias, use_scale=use_scale,
+            bias_init=bias_init, scale_init=scale_init, axis_name=axis_name,
+            axis_index_groups=axis_index_groups, promote_dtype=promote_dtype, rngs=rngs,
+            bias_metadata=bias_metadata, scale_metadata=scale_metadata,
         )
-        self.num_features = num_features
-        self.use_running_average = use_running_average
         self.axis = axis
-        self.momentum = momentum
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
         self.use_fast_variance = use_fast_variance
-        self.promote_dtype = promote_dtype
         self.debias = debias
         self.running_var = running_var
 
@@ -110,16 +91,14 @@ class BatchNorm(nnx.Module):
 
         ``use_running_average`` given here takes precedence over the attribute.
         """
-        train = not first_from(use_running_average, self.use_running_average,
-                               name="use_running_average", owner="BatchNorm")
+        train = self._training(use_running_average)
+        stored = self._state()
+        # flax's promotion order: (x, mean, var, scale, bias)
         x, mean, var, scale, bias = promote_like_flax(
             self.promote_dtype,
-            (x, self.mean[...], self.var[...], value_of(self.scale), value_of(self.bias)),
+            (x, stored.mean, stored.var, value_of(self.scale), value_of(self.bias)),
             self.dtype,
         )
-        has_count = hasattr(self, "count")
-        count = self.count[...] if has_count else jnp.zeros(jnp.shape(self.mean[...]), jnp.int32)
-        stored = BatchNormState(self.mean[...], self.var[...], count)
         features = canonicalize_axes(self.axis, jnp.ndim(x), name="axis")
         y, new = batch_norm(
             x, stored if train else stored._replace(mean=mean, var=var), scale=scale,
@@ -128,13 +107,5 @@ class BatchNorm(nnx.Module):
             axis_index_groups=self.axis_index_groups, debias=self.debias,
             running_var=self.running_var, fast_variance=self.use_fast_variance,
         )
-        if train:
-            self.mean[...], self.var[...] = new.mean, new.var
-            if has_count:
-                self.count[...] = new.count
+        self._store(new, train)
         return y
-
-    def set_view(self, use_running_average: bool | None = None) -> None:
-        """Used by ``nnx.view``: sets ``use_running_average`` when given."""
-        if use_running_average is not None:
-            self.use_running_average = use_running_average

@@ -1,6 +1,5 @@
 """``normjax.nnx`` BatchNorm variants: Ghost BatchNorm, Batch Renormalization and Decorrelated
-BatchNorm, plus :class:`RunningStatsNorm`, the base shared with EvoNorm-B0 and Switchable
-Normalization (:mod:`normjax.nnx.norm_variants`).
+BatchNorm.
 
 Conventions are those of :class:`normjax.nnx.BatchNorm` (and flax.nnx's): ``scale`` / ``bias``
 are ``nnx.Param``; each field of the pure function's state (``mean``, ``var``, ``count``; DBN:
@@ -14,104 +13,24 @@ to the pure function and stores the new state.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.nnx.nn import initializers
 from flax.typing import Dtype, Initializer
 
-from normjax._flax_common import (
-    DEFAULT_PROMOTE_DTYPE,
-    first_from,
-    nnx_scale_bias,
-    promote_like_flax,
-    value_of,
-)
+from normjax._flax_common import DEFAULT_PROMOTE_DTYPE
 from normjax._typing import ArrayLike
+from normjax.nnx._base import NO_METADATA, ONES, ZEROS, RunningStatsNorm
 from normjax.norms.batch_renorm import batch_renorm
 from normjax.norms.decorrelated_batch_norm import decorrelated_batch_norm, whitening_init
 from normjax.norms.ghost_batch_norm import ghost_batch_norm
 from normjax.running import batch_norm_init
 from normjax.stats import canonicalize_axes, complement_axes
 
-__all__ = ["BatchRenorm", "DecorrelatedBatchNorm", "GhostBatchNorm", "RunningStatsNorm"]
+__all__ = ["BatchRenorm", "DecorrelatedBatchNorm", "GhostBatchNorm"]
 
-NO_METADATA: Mapping[str, Any] = MappingProxyType({})
-ZEROS: Initializer = initializers.zeros_init()
-ONES: Initializer = initializers.ones_init()
-
-
-class RunningStatsNorm(nnx.Module):
-    """Shared: the state as ``nnx.BatchStat`` fields, ``scale``/``bias`` and the common
-    attributes, the train/eval rule and ``set_view``."""
-
-    def __init__(
-        self,
-        num_features: int,
-        state: NamedTuple,
-        *,
-        use_running_average: bool | None,
-        momentum: float | None,
-        epsilon: float,
-        dtype: Dtype | None,
-        param_dtype: Dtype,
-        use_bias: bool,
-        use_scale: bool,
-        bias_init: Initializer,
-        scale_init: Initializer,
-        axis_name: Any,
-        axis_index_groups: Any,
-        promote_dtype: Callable[..., Any],
-        rngs: nnx.Rngs,
-        bias_metadata: Mapping[str, Any],
-        scale_metadata: Mapping[str, Any],
-    ) -> None:
-        self.state_type = type(state)
-        for name, value in zip(state._fields, state, strict=True):
-            setattr(self, name, nnx.BatchStat(value))
-        self.scale, self.bias = nnx_scale_bias(
-            (num_features,), use_scale=use_scale, use_bias=use_bias, scale_init=scale_init,
-            bias_init=bias_init, param_dtype=param_dtype, rngs=rngs,
-            scale_metadata=scale_metadata, bias_metadata=bias_metadata,
-        )
-        self.num_features = num_features
-        self.use_running_average = use_running_average
-        self.momentum = momentum
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.promote_dtype = promote_dtype
-
-    def _training(self, use_running_average: bool | None) -> bool:
-        """The call argument, else the attribute (set by ``.train()`` / ``.eval()``)."""
-        return not first_from(use_running_average, self.use_running_average,
-                              name="use_running_average", owner=type(self).__name__)
-
-    def _promoted(self, x: ArrayLike, *params: Any) -> tuple[Any, ...]:
-        """``(x, scale, bias, *params)`` cast by ``promote_dtype``."""
-        arrays = (x, value_of(self.scale), value_of(self.bias), *params)
-        return promote_like_flax(self.promote_dtype, arrays, self.dtype)
-
-    def _state(self) -> Any:
-        fields = self.state_type._fields
-        return self.state_type(*(getattr(self, name)[...] for name in fields))
-
-    def _store(self, new: NamedTuple, train: bool) -> None:
-        if train:
-            for name, value in zip(new._fields, new, strict=True):
-                getattr(self, name)[...] = value
-
-    def set_view(self, use_running_average: bool | None = None) -> None:
-        """Used by ``nnx.view``: sets ``use_running_average`` when given."""
-        if use_running_average is not None:
-            self.use_running_average = use_running_average
 
 
 class GhostBatchNorm(RunningStatsNorm):

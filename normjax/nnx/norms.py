@@ -23,12 +23,11 @@ from normjax._flax_common import (
     DEFAULT_PROMOTE_DTYPE,
     group_norm_batch_axes,
     instance_feature_axes,
-    nnx_scale_bias,
     promote_like_flax,
     resolve_groups,
-    value_of,
 )
 from normjax._typing import ArrayLike
+from normjax.nnx._base import nnx_scale_bias, value_of
 from normjax.norms.group_norm import group_norm
 from normjax.norms.instance_norm import instance_norm
 from normjax.norms.layer_norm import layer_norm
