@@ -18,9 +18,9 @@ from jax.experimental import checkify
 
 from normjax._typing import Array, ArrayLike, Axes, AxisName
 
-__all__ = ["broadcast_mask", "canonicalize_axes", "check_axis_name", "check_epsilon",
-           "check_reduction", "check_train", "complement_axes", "feature_shape", "is_traced",
-           "poison", "poison_epsilon"]
+__all__ = ["broadcast_mask", "canonicalize_axes", "channel_axes", "check_axis_name",
+           "check_epsilon", "check_reduction", "check_train", "complement_axes", "feature_shape",
+           "is_traced", "poison", "poison_epsilon"]
 
 
 def canonicalize_axes(axes: Axes, ndim: int, *, name: str = "axes") -> tuple[int, ...]:
@@ -55,6 +55,21 @@ def canonicalize_axes(axes: Axes, ndim: int, *, name: str = "axes") -> tuple[int
             f"(as non-negative axes: {tuple(out)}); list each axis once."
         )
     return tuple(sorted(out))
+
+
+def channel_axes(ndim: int, channel_axis: int, batch_axes: Axes
+                 ) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """``(c, batch, spatial)``: the canonical channel axis, the batch axes, and the rest (the
+    axes per-channel statistics of one example run over). The channel axis may not be a batch
+    axis."""
+    (c,) = canonicalize_axes(channel_axis, ndim, name="channel_axis")
+    batch = canonicalize_axes(batch_axes, ndim, name="batch_axes")
+    if c in batch:
+        raise ValueError(
+            f"channel_axis={channel_axis} is also a batch axis (batch_axes={batch_axes!r}); "
+            "an axis is either the channel axis or a batch axis."
+        )
+    return c, batch, tuple(a for a in range(ndim) if a != c and a not in batch)
 
 
 def complement_axes(axes: Sequence[int], ndim: int) -> tuple[int, ...]:

@@ -38,6 +38,7 @@ __all__ = [
     "check_state",
     "decay_from_momentum",
     "effective_decay",
+    "unbiased_var",
     "update_running_stats",
 ]
 
@@ -142,6 +143,12 @@ def effective_decay(decay: float | ArrayLike | None, count: Array, debias: bool,
     return decay * (1 - decay**t) / (1 - decay ** (t + 1))
 
 
+def unbiased_var(var: Array, n: Array) -> Array:
+    """Bessel's correction ``var * n / (n - 1)`` (PyTorch's running variance) where ``n > 1``;
+    ``var`` unchanged elsewhere."""
+    return jnp.where(n > 1, var * n / jnp.maximum(n - 1, 1), var)
+
+
 def update_running_stats(
     state: BatchNormState,
     batch: Moments,
@@ -174,7 +181,7 @@ def update_running_stats(
     wdt = stats_dtype(sdt)
     mean_b, var_b, n = (lax.stop_gradient(jnp.asarray(a).astype(wdt)) for a in batch)
     if running_var == "unbiased":
-        var_b = jnp.where(n > 1, var_b * n / jnp.maximum(n - 1, 1), var_b)
+        var_b = unbiased_var(var_b, n)
     d = effective_decay(decay, state.count, debias, wdt)
     seen = n > 0
     old_mean, old_var = state.mean.astype(wdt), state.var.astype(wdt)

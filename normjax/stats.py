@@ -41,6 +41,7 @@ from normjax._checks import (
     AxisName,
     broadcast_mask,
     canonicalize_axes,
+    channel_axes,
     check_axis_name,
     check_epsilon,
     check_reduction,
@@ -58,6 +59,7 @@ __all__ = [
     "Moments",
     "broadcast_mask",
     "canonicalize_axes",
+    "channel_axes",
     "check_axis_name",
     "check_train",
     "complement_axes",
@@ -68,6 +70,8 @@ __all__ = [
     "one_pass_unstable",
     "poison",
     "poison_epsilon",
+    "pool_moments",
+    "safe_div",
     "shifted_moments",
     "standardize",
     "standardize_core",
@@ -155,6 +159,33 @@ def guarded_variance(mean: Array, one_pass: Array, two_pass: Callable[[], Array]
     return var, bad
 
 
+def pool_moments(stacked: Moments, axis: int | Sequence[int], *, keepdims: bool = False
+                 ) -> Moments:
+    """Pools statistics stacked along ``axis`` (one axis or several) into the statistics of all
+    their elements (Chan, Golub & LeVeque 1979; the law of total variance).
+
+    With weights ``w_i = n_i / n`` and ``n = sum_i n_i``::
+
+        mean = sum_i w_i mean_i
+        var  = sum_i w_i (var_i + (mean_i - mean)^2)
+
+    Exact for the biased variance, stable (no ``E[x^2] - E[x]^2`` cancellation) and
+    count-weighted, so masks stay exact. Entries with ``n_i = 0`` do not contribute; where
+    ``n = 0`` mean and var are 0. A single entry is returned unchanged. Ghost BatchNorm
+    (virtual batches), Precise BN and gradient accumulation (many batches) and the backend's
+    GroupNorm (channels into groups) all pool with it.
+    """
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    n = jnp.sum(stacked.count, axes, keepdims=True)
+    w = safe_div(stacked.count, n)
+    mean = jnp.sum(w * stacked.mean, axes, keepdims=True)
+    dev = stacked.mean - mean
+    var = jnp.sum(w * (stacked.var + dev * dev), axes, keepdims=True)
+    if not keepdims:
+        mean, var, n = (jnp.squeeze(a, axes) for a in (mean, var, n))
+    return Moments(mean, var, n)
+
+
 def shifted_moments(x: Array, axes: Sequence[int]) -> Moments:
     """Keepdims moments over ``axes`` in one pass over ``x`` shifted by its first element.
 
@@ -179,7 +210,7 @@ def shifted_moments(x: Array, axes: Sequence[int]) -> Moments:
     return Moments(k + m1, var, jnp.full(m1.shape, n, m1.dtype))
 
 
-def _safe_div(num: Array, den: Array) -> Array:
+def safe_div(num: Array, den: Array) -> Array:
     """``num / den`` where ``den > 0`` and 0 elsewhere, with finite gradients everywhere."""
     positive = den > 0
     return jnp.where(positive, num / jnp.where(positive, den, 1), 0)
@@ -262,7 +293,7 @@ def moments(
         n = jnp.full((1,) * x.ndim, math.prod(x.shape[a] for a in axes), xf.dtype)
     if not center:
         sq, n = _psum((jnp.sum(xf * xf, axes, keepdims=True), n), axis_name, axis_index_groups)
-        var = _safe_div(sq, n)
+        var = safe_div(sq, n)
         mean = jnp.zeros_like(var)
     elif guard and keep is None and not fast_variance and axis_name is None and (
             not _platform.cpu_target()):
@@ -274,8 +305,8 @@ def moments(
             axis_name,
             axis_index_groups,
         )
-        mean = _safe_div(s, n)
-        one_pass = _safe_div(sq, n) - mean * mean
+        mean = safe_div(s, n)
+        one_pass = safe_div(sq, n) - mean * mean
         if fast_variance:
             var = jnp.maximum(one_pass, 0)
         else:
@@ -283,7 +314,7 @@ def moments(
                 xf, mean, n, axes, keep, axis_name, axis_index_groups))
     else:
         s, n = _psum((jnp.sum(xf, axes, keepdims=True), n), axis_name, axis_index_groups)
-        mean = _safe_div(s, n)
+        mean = safe_div(s, n)
         var = _two_pass_var(xf, mean, n, axes, keep, axis_name, axis_index_groups)
     n = jnp.broadcast_to(n, mean.shape)
     if not keepdims:
@@ -314,11 +345,11 @@ def _complex_moments(xf: Array, axes: tuple[int, ...], keep: Array | None, axis_
     else:
         n = jnp.full((1,) * xf.ndim, math.prod(xf.shape[a] for a in axes), rdt)
     s, n = _psum((jnp.sum(xf, axes, keepdims=True), n), axis_name, axis_index_groups)
-    mean = s * _safe_div(jnp.ones_like(n), n).astype(s.dtype) if center else jnp.zeros_like(s)
+    mean = s * safe_div(jnp.ones_like(n), n).astype(s.dtype) if center else jnp.zeros_like(s)
     dev2 = _abs2(xf - mean)
     if keep is not None:
         dev2 = jnp.where(keep, dev2, 0)
-    var = _safe_div(_psum(jnp.sum(dev2, axes, keepdims=True), axis_name, axis_index_groups), n)
+    var = safe_div(_psum(jnp.sum(dev2, axes, keepdims=True), axis_name, axis_index_groups), n)
     return Moments(mean, var, jnp.broadcast_to(n, var.shape))
 
 
@@ -329,7 +360,7 @@ def _two_pass_var(xf: Array, mean: Array, n: Array, axes: tuple[int, ...], keep:
     if keep is not None:
         dev = jnp.where(keep, dev, 0)
     ss = _psum(jnp.sum(dev * dev, axes, keepdims=True), axis_name, axis_index_groups)
-    return _safe_div(ss, n)
+    return safe_div(ss, n)
 
 
 def _as_broadcastable(

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from normjax._backend import fused_normalize, merge_moments
-from normjax.stats import moments, standardize
+from normjax._backend import fused_normalize
+from normjax.stats import moments, pool_moments, standardize
 
 
 class Cfg(NamedTuple):
@@ -315,12 +315,12 @@ def test_keepdims_false_squeezes_moments() -> None:
     np.testing.assert_allclose(st.count, 36.0)
 
 
-def test_merge_moments_equals_moments_over_all_axes() -> None:
+def test_pool_moments_over_channels_equals_moments_over_all_axes() -> None:
     d = _inputs(CONFIGS[0])
 
     @jax.jit
     def both(x, mask):
-        merged = merge_moments(moments(x, (1, 2), mask=mask, keepdims=True), (4,))
+        merged = pool_moments(moments(x, (1, 2), mask=mask, keepdims=True), (4,), keepdims=True)
         return merged, moments(x, (1, 2, 4), mask=mask, keepdims=True)
 
     merged, direct = both(d["x"], d["mask"])

@@ -41,7 +41,6 @@ from normjax._backend.build import (
     set_native_kernels,
     use_native_kernels,
 )
-from normjax._backend.closed_form import merge_moments
 from normjax._backend.config import Config, param_view
 from normjax._backend.switches import (
     fused_backward_enabled,
@@ -65,7 +64,6 @@ from normjax.stats import (
 __all__ = [
     "fused_backward_enabled",
     "fused_normalize",
-    "merge_moments",
     "native_available",
     "native_kernels_enabled",
     "native_status",

@@ -25,7 +25,7 @@ two-pass variance is computed instead only when some group has ``mean^2 > 16 var
 the stability of :func:`normjax.moments`' default at the cost of flax's one-pass forward.
 LayerNorm/RMSNorm rows and masked inputs use the two-pass moments directly (XLA fuses the row
 statistics and the output into one kernel). GroupNorm merges per-channel sums (or per-channel
-:class:`Moments`, :func:`merge_moments`) into group moments. Backward: ``sum g`` and
+:class:`Moments`, :func:`normjax.stats.pool_moments`) into group moments. Backward: ``sum g`` and
 ``sum g x`` per channel (``sum g (x - c)`` after a two-pass forward) plus one elementwise pass
 for ``dx``; LayerNorm/RMSNorm need four reductions (two per row, two per feature). The
 residuals are the input itself and per-group statistics; nothing full-size is stored. The
@@ -65,12 +65,13 @@ from normjax.stats import (
     Moments,
     guarded_variance,
     moments,
+    pool_moments,
     shifted_moments,
     standardize_core,
     stats_dtype,
 )
 
-__all__ = ["backward", "forward", "merge_moments"]
+__all__ = ["backward", "forward"]
 
 
 def _sum(a: Array, axes: Sequence[int]) -> Array:
@@ -85,23 +86,6 @@ def _private_sum(cpu: bool, fn: Callable[..., Array], leaves: tuple[Any, ...],
     share; the barrier gives each reduction its own expression, which it then fuses.
     """
     return _sum(fn(*_platform.cpu_barrier(leaves, cpu)), axes)
-
-
-def merge_moments(per: Moments, axes: Sequence[int]) -> Moments:
-    """Pools keepdims :class:`Moments` over ``axes`` (Chan, Golub & LeVeque 1979)::
-
-        n = sum n_i,   mean = sum n_i mean_i / n,   var = sum n_i (var_i + (mean_i - mean)^2) / n
-
-    Exact for the biased variance, stable (no ``E[x^2] - E[x]^2`` cancellation), and
-    count-weighted, so masks stay exact. Groups with ``n == 0`` get mean and var 0.
-    """
-    axes = tuple(axes)
-    n = jnp.sum(per.count, axes, keepdims=True)
-    inv = jnp.where(n > 0, 1 / jnp.where(n > 0, n, 1), 0)
-    mean = jnp.sum(per.count * per.mean, axes, keepdims=True) * inv
-    dev = per.mean - mean
-    var = jnp.sum(per.count * (per.var + dev * dev), axes, keepdims=True) * inv
-    return Moments(mean, var, n)
 
 
 def _guarded(cfg: Config) -> bool:
@@ -125,7 +109,7 @@ def _staged_moments(cfg: Config, x: Array, mask: Array | None) -> tuple[Moments,
         stats = moments(x, cfg.reduction_axes, **kwargs)
         return stats, stats.mean
     per = moments(x, first, **kwargs)
-    return merge_moments(per, group), per.mean
+    return pool_moments(per, group, keepdims=True), per.mean
 
 
 def _guarded_moments(cfg: Config, x: Array) -> tuple[Moments, Array]:

@@ -36,6 +36,7 @@ from normjax._backend.config import Config, param_view
 from normjax._backend.kernels import same_vma
 from normjax._checks import feature_shape
 from normjax._typing import Array
+from normjax.stats import safe_div
 
 __all__ = ["batched_config", "compiled", "front", "param_pair", "ref_tangent", "split_operands",
            "tangent", "tangent_p", "unbatched_shape"]
@@ -59,7 +60,7 @@ def ref_tangent(cfg: Config, res: tuple, tangents: tuple) -> tuple[Array, Array,
             jnp.sum(w(xc * xd), axes, keepdims=True))
     if cfg.axis_name is not None:
         sums = lax.psum(sums, cfg.axis_name, axis_index_groups=cfg.axis_index_groups)
-    inv_n = jnp.where(count > 0, 1 / jnp.where(count > 0, count, 1), 0).astype(sdt)
+    inv_n = safe_div(jnp.ones_like(count), count).astype(sdt)
     mean_dot = sums[0] * inv_n if cfg.center else jnp.zeros_like(mean)
     var_dot = 2 * sums[1] * inv_n
     r = lax.rsqrt(var + eps.astype(sdt))

@@ -45,6 +45,8 @@ from normjax.stats import (
     complement_axes,
     feature_shape,
     moments,
+    pool_moments,
+    safe_div,
     standardize,
 )
 
@@ -86,32 +88,6 @@ def moments_accumulator_init(
     return MomentsAccumulator(mean=zeros, m2=zeros, count=zeros)
 
 
-def _ratio(num: Array, den: Array) -> Array:
-    """``num / den`` where ``den > 0``, else 0 (finite gradients everywhere)."""
-    positive = den > 0
-    return jnp.where(positive, num / jnp.where(positive, den, 1), 0)
-
-
-def pool_moments(stacked: Moments, axis: int, *, keepdims: bool = False) -> Moments:
-    """Pools statistics stacked along ``axis`` into the statistics of all their elements.
-
-    With weights ``w_i = n_i / n`` and ``n = sum_i n_i`` (law of total variance)::
-
-        mean = sum_i w_i mean_i
-        var  = sum_i w_i (var_i + (mean_i - mean)^2)
-
-    Entries with ``n_i = 0`` do not contribute. A single entry is returned unchanged.
-    """
-    n = jnp.sum(stacked.count, axis, keepdims=True)
-    w = _ratio(stacked.count, n)
-    mean = jnp.sum(w * stacked.mean, axis, keepdims=True)
-    dev = stacked.mean - mean
-    var = jnp.sum(w * (stacked.var + dev * dev), axis, keepdims=True)
-    if not keepdims:
-        mean, var, n = (jnp.squeeze(a, axis) for a in (mean, var, n))
-    return Moments(mean, var, n)
-
-
 def _check_acc(acc: MomentsAccumulator, features: tuple[int, ...], what: str) -> None:
     if not isinstance(acc, MomentsAccumulator):
         raise TypeError(
@@ -137,8 +113,8 @@ def accumulate_moments(acc: MomentsAccumulator, batch: Moments) -> MomentsAccumu
                           for a in batch)
     n = acc.count + n_b
     delta = mean_b - acc.mean
-    mean = acc.mean + delta * _ratio(n_b, n)
-    m2 = acc.m2 + var_b * n_b + delta * delta * _ratio(acc.count * n_b, n)
+    mean = acc.mean + delta * safe_div(n_b, n)
+    m2 = acc.m2 + var_b * n_b + delta * delta * safe_div(acc.count * n_b, n)
     return MomentsAccumulator(mean=mean, m2=m2, count=n)
 
 
@@ -163,7 +139,7 @@ def accumulate(
 
 def accumulated_moments(acc: MomentsAccumulator) -> Moments:
     """The pooled statistics: ``Moments(mean, m2 / count, count)`` (zeros where count is 0)."""
-    return Moments(acc.mean, _ratio(acc.m2, acc.count), acc.count)
+    return Moments(acc.mean, safe_div(acc.m2, acc.count), acc.count)
 
 
 def commit(

@@ -31,7 +31,7 @@ from normjax.running import BatchNormState, check_decay, check_state, update_run
 from normjax.stats import (
     Axes,
     AxisName,
-    canonicalize_axes,
+    channel_axes,
     check_epsilon,
     check_train,
     moments,
@@ -39,17 +39,6 @@ from normjax.stats import (
 )
 
 __all__ = ["evonorm_b0", "evonorm_s0"]
-
-
-def _axes(ndim: int, channel_axis: int, batch_axes: Axes) -> tuple[int, tuple, tuple]:
-    (c,) = canonicalize_axes(channel_axis, ndim, name="channel_axis")
-    batch = canonicalize_axes(batch_axes, ndim, name="batch_axes")
-    if c in batch:
-        raise ValueError(
-            f"channel_axis={channel_axis} is also a batch axis (batch_axes={batch_axes!r}); "
-            "an axis is either the channel axis or a batch axis."
-        )
-    return c, batch, tuple(a for a in range(ndim) if a != c and a not in batch)
 
 
 def _per_channel(p: ArrayLike | None, x: Array, c: int, name: str, dt: Any) -> Array | None:
@@ -107,7 +96,7 @@ def evonorm_b0(
     check_decay(decay)
     check_epsilon(epsilon)
     x = jnp.asarray(x)
-    c, batch, spatial = _axes(x.ndim, channel_axis, batch_axes)
+    c, batch, spatial = channel_axes(x.ndim, channel_axis, batch_axes)
     if not spatial:
         raise ValueError(f"evonorm_b0 needs a spatial axis for the instance variance; got an "
                          f"input of shape {x.shape} with channel_axis={c}, batch_axes={batch}.")
@@ -153,7 +142,7 @@ def evonorm_s0(
     """
     check_epsilon(epsilon)
     x = jnp.asarray(x)
-    c, _, spatial = _axes(x.ndim, channel_axis, batch_axes)
+    c, _, spatial = channel_axes(x.ndim, channel_axis, batch_axes)
     groups = resolve_num_groups(x.shape[c], num_groups, group_size)
     gshape = (*x.shape[:c], groups, x.shape[c] // groups, *x.shape[c + 1:])
     gaxes = (*(a if a < c else a + 1 for a in spatial), c + 1)

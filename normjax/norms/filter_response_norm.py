@@ -23,21 +23,15 @@ from typing import Any
 import jax.numpy as jnp
 
 from normjax._typing import Array, ArrayLike
-from normjax.stats import Axes, canonicalize_axes, moments, standardize, stats_dtype
+from normjax.stats import Axes, canonicalize_axes, channel_axes, moments, standardize, stats_dtype
 
 __all__ = ["filter_response_norm", "frn_tlu", "tlu"]
 
 
 def _axes(ndim: int, channel_axis: int, batch_axes: Axes) -> tuple[int, tuple[int, ...]]:
     """The canonical channel axis and the spatial axes (all others but the batch axes)."""
-    (c,) = canonicalize_axes(channel_axis, ndim, name="channel_axis")
-    batch = canonicalize_axes(batch_axes, ndim, name="batch_axes")
-    if c in batch:
-        raise ValueError(
-            f"channel_axis={channel_axis} is also a batch axis (batch_axes={batch_axes!r}); "
-            "an axis is either the channel axis or a batch axis."
-        )
-    return c, tuple(a for a in range(ndim) if a != c and a not in batch)
+    c, _, spatial = channel_axes(ndim, channel_axis, batch_axes)
+    return c, spatial
 
 
 def filter_response_norm(

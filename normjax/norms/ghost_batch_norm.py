@@ -46,7 +46,7 @@ from normjax._backend import normalize
 from normjax._typing import Array, ArrayLike
 from normjax.norms.batch_norm import batch_norm
 from normjax.norms.batch_norm_accumulation import pool_moments
-from normjax.running import BatchNormState, check_state, update_running_stats
+from normjax.running import BatchNormState, check_state, unbiased_var, update_running_stats
 from normjax.stats import (
     Axes,
     AxisName,
@@ -55,6 +55,7 @@ from normjax.stats import (
     check_train,
     complement_axes,
     feature_shape,
+    safe_div,
 )
 
 __all__ = ["ghost_batch_norm"]
@@ -107,10 +108,10 @@ def _running_moments(stats: Moments, group_axis: int, mode: str, unbiased: bool)
     if mode == "full_batch":
         return pooled
     n = stats.count
-    var = jnp.where(n > 1, stats.var * n / jnp.maximum(n - 1, 1), stats.var) if unbiased else (
+    var = unbiased_var(stats.var, n) if unbiased else (
         stats.var)
     total = jnp.expand_dims(pooled.count, group_axis)
-    w = jnp.where(total > 0, n / jnp.where(total > 0, total, 1), 0)
+    w = safe_div(n, total)
     return Moments(pooled.mean, jnp.sum(w * var, group_axis), pooled.count)
 
 

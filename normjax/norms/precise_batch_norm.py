@@ -48,7 +48,7 @@ from normjax.norms.batch_norm_accumulation import (
     moments_accumulator_init,
     pool_moments,
 )
-from normjax.running import RUNNING_VAR_OPTIONS, BatchNormState
+from normjax.running import RUNNING_VAR_OPTIONS, BatchNormState, unbiased_var
 from normjax.stats import Moments, canonicalize_axes, complement_axes, moments
 
 __all__ = ["precise_batch_norm", "precise_flax_batch_stats", "precise_moments"]
@@ -121,7 +121,7 @@ def _replace_stats(state: BatchNormState, pooled: Moments, unbiased: bool) -> Ba
         )
     n, var = pooled.count, pooled.var
     if unbiased:
-        var = jnp.where(n > 1, var * n / jnp.maximum(n - 1, 1), var)
+        var = unbiased_var(var, n)
     seen = n > 0
     dt = state.mean.dtype
     return state._replace(mean=jnp.where(seen, pooled.mean.astype(dt), state.mean),

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from normjax._typing import Array, ArrayLike
 from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
-from normjax.stats import Axes, AxisName, canonicalize_axes, check_train, moments, standardize
+from normjax.stats import Axes, AxisName, channel_axes, check_train, moments, standardize
 
 __all__ = ["SWITCHABLE_ORDER", "switchable_norm"]
 
@@ -34,14 +34,7 @@ SWITCHABLE_ORDER = ("instance", "layer", "batch")
 
 
 def _axes(ndim: int, channel_axis: int, batch_axes: Axes) -> tuple[int, tuple, tuple]:
-    (c,) = canonicalize_axes(channel_axis, ndim, name="channel_axis")
-    batch = canonicalize_axes(batch_axes, ndim, name="batch_axes")
-    if c in batch:
-        raise ValueError(
-            f"channel_axis={channel_axis} is also a batch axis (batch_axes={batch_axes!r}); "
-            "an axis is either the channel axis or a batch axis."
-        )
-    spatial = tuple(a for a in range(ndim) if a != c and a not in batch)
+    c, batch, spatial = channel_axes(ndim, channel_axis, batch_axes)
     if not spatial:
         raise ValueError(
             "switchable_norm needs at least one spatial axis (InstanceNorm statistics run over "
