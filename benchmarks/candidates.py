@@ -109,7 +109,7 @@ def normjax_candidate(case: Case, *, native: bool = True, fused: bool = True) ->
         fn = lambda x, s, b: normjax.rms_norm(x, s, epsilon=case.epsilon)  # noqa: E731
     elif case.kind == "group":
         fn = lambda x, s, b: normjax.group_norm(  # noqa: E731
-            x, s, b, num_groups=NUM_GROUPS, channel_axis=c, **kw)
+            x, s, b, num_groups=NUM_GROUPS, feature_axes=c, **kw)
     elif case.kind == "instance":
         fn = lambda x, s, b: normjax.instance_norm(x, s, b, feature_axes=c, **kw)  # noqa: E731
     else:

@@ -6,7 +6,9 @@ how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -57,19 +59,55 @@ def canonicalize_axes(axes: Axes, ndim: int, *, name: str = "axes") -> tuple[int
     return tuple(sorted(out))
 
 
-def channel_axes(ndim: int, channel_axis: int, batch_axes: Axes
+def single_axis(axes: Axes, ndim: int, *, name: str = "feature_axes") -> int:
+    """The one canonical axis ``axes`` names (an int or a 1-sequence), for the norms whose
+    features live on a single axis (GroupNorm's groups, the per-channel variants)."""
+    given = canonicalize_axes(axes, ndim, name=name)
+    if len(given) != 1:
+        raise ValueError(
+            f"{name}={axes!r} names {len(given)} axes; this norm takes its features on one "
+            f"axis (e.g. {name}=-1 for channels-last, {name}=1 for channels-first)."
+        )
+    return given[0]
+
+
+def channel_axes(ndim: int, feature_axes: Axes, batch_axes: Axes
                  ) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
-    """``(c, batch, spatial)``: the canonical channel axis, the batch axes, and the rest (the
-    axes per-channel statistics of one example run over). The channel axis may not be a batch
-    axis."""
-    (c,) = canonicalize_axes(channel_axis, ndim, name="channel_axis")
+    """``(c, batch, spatial)``: the canonical feature (channel) axis, the batch axes, and the
+    rest (the axes per-channel statistics of one example run over). The feature axis may not
+    be a batch axis."""
+    c = single_axis(feature_axes, ndim)
     batch = canonicalize_axes(batch_axes, ndim, name="batch_axes")
     if c in batch:
         raise ValueError(
-            f"channel_axis={channel_axis} is also a batch axis (batch_axes={batch_axes!r}); "
-            "an axis is either the channel axis or a batch axis."
+            f"feature_axes={feature_axes} is also a batch axis (batch_axes={batch_axes!r}); "
+            "an axis is either the feature axis or a batch axis."
         )
     return c, batch, tuple(a for a in range(ndim) if a != c and a not in batch)
+
+
+def renamed_arguments(**old_to_new: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Keeps deprecated keyword names of a public function working: ``old=`` is passed on as
+    ``new=`` with a ``DeprecationWarning`` (both at once is a ``TypeError``)."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for old, new in old_to_new.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(f"{fn.__name__}() got {old}= and {new}=; pass {new}= only "
+                                    f"({old}= is its deprecated name).")
+                warnings.warn(f"{fn.__name__}({old}=...) is deprecated: use {new}=... (the "
+                              "same axes; one axis vocabulary across normjax's norms).",
+                              DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return call
+
+    return wrap
 
 
 def complement_axes(axes: Sequence[int], ndim: int) -> tuple[int, ...]:

@@ -51,6 +51,8 @@ from normjax._checks import (
     is_traced,
     poison,
     poison_epsilon,
+    renamed_arguments,
+    single_axis,
 )
 from normjax._typing import Array, ArrayLike
 
@@ -70,6 +72,8 @@ __all__ = [
     "one_pass_unstable",
     "poison",
     "poison_epsilon",
+    "renamed_arguments",
+    "single_axis",
     "pool_moments",
     "safe_div",
     "shifted_moments",

@@ -194,7 +194,7 @@ class DecorrelatedBatchNorm(nn.Module):
             scale_init=self.scale_init, bias_init=self.bias_init, param_dtype=self.param_dtype)
         train = training(self, use_running_average)
         y, new = decorrelated_batch_norm(
-            x, state, scale=scale, bias=bias, train=train, channel_axis=c,
+            x, state, scale=scale, bias=bias, train=train, feature_axes=c,
             decay=self.momentum, epsilon=self.epsilon, axis_name=axis_name_of(self),
             axis_index_groups=self.axis_index_groups,
             dtype=dtype_like_flax(self.dtype, x, scale, bias))

@@ -92,7 +92,7 @@ class SpatialDropout(nn.Module):
         """Drops channels unless ``deterministic``."""
         train, key = mode_and_key(self, deterministic, rng)
         return spatial_dropout(key, inputs, rate=self.rate, train=train,
-                               channel_axis=self.channel_axis, batch_axes=self.batch_axes)
+                               feature_axes=self.channel_axis, batch_axes=self.batch_axes)
 
 
 class AlphaDropout(nn.Module):

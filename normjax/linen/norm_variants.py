@@ -88,7 +88,7 @@ class FilterResponseNorm(nn.Module):
         epsilon = self.epsilon
         if self.learned_epsilon:
             epsilon = epsilon + jnp.abs(self.param("eps", self.eps_init, (), self.param_dtype))
-        kwargs = dict(channel_axis=c, batch_axes=self.batch_axes, epsilon=epsilon,
+        kwargs = dict(feature_axes=c, batch_axes=self.batch_axes, epsilon=epsilon,
                       dtype=dtype_like_flax(self.dtype, x, scale, bias, tau))
         if self.use_tlu:
             return frn_tlu(x, scale, bias, tau, **kwargs)
@@ -131,7 +131,7 @@ class EvoNormS0(nn.Module):
         v = self.param("v", self.v_init, (x.shape[c],), self.param_dtype)
         return evonorm_s0(
             x, scale, bias, v=v, num_groups=self.num_groups, group_size=self.group_size,
-            channel_axis=c, batch_axes=self.batch_axes, epsilon=self.epsilon,
+            feature_axes=c, batch_axes=self.batch_axes, epsilon=self.epsilon,
             dtype=dtype_like_flax(self.dtype, x, scale, bias, v))
 
 
@@ -173,7 +173,7 @@ class EvoNormB0(nn.Module):
         v = self.param("v", self.v_init, (x.shape[c],), self.param_dtype)
         train = training(self, use_running_average)
         y, new = evonorm_b0(
-            x, state, scale=scale, bias=bias, v=v, train=train, channel_axis=c,
+            x, state, scale=scale, bias=bias, v=v, train=train, feature_axes=c,
             batch_axes=self.batch_axes, decay=self.momentum, epsilon=self.epsilon,
             axis_name=axis_name_of(self), axis_index_groups=self.axis_index_groups,
             running_var=self.running_var, dtype=dtype_like_flax(self.dtype, x, scale, bias, v))
@@ -222,7 +222,7 @@ class SwitchableNorm(nn.Module):
         train = training(self, use_running_average)
         y, new = switchable_norm(
             x, state, scale=scale, bias=bias, mean_logits=mean_logits, var_logits=var_logits,
-            train=train, channel_axis=c, batch_axes=self.batch_axes, decay=self.momentum,
+            train=train, feature_axes=c, batch_axes=self.batch_axes, decay=self.momentum,
             epsilon=self.epsilon, axis_name=axis_name_of(self),
             axis_index_groups=self.axis_index_groups, running_var=self.running_var,
             dtype=dtype_like_flax(self.dtype, x, scale, bias))

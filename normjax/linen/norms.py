@@ -150,7 +150,7 @@ class GroupNorm(nn.Module):
             scale_init=self.scale_init, bias_init=self.bias_init, param_dtype=self.param_dtype,
         )
         return group_norm(
-            x, scale, bias, num_groups=groups, channel_axis=-1, batch_axes=batch_axes,
+            x, scale, bias, num_groups=groups, feature_axes=-1, batch_axes=batch_axes,
             epsilon=self.epsilon, mask=mask, axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups, fast_variance=self.use_fast_variance,
             dtype=dtype_like_flax(self.dtype, x, scale, bias),

@@ -224,7 +224,7 @@ class DecorrelatedBatchNorm(RunningStatsNorm):
         x, scale, bias = self._promoted(x)
         y, new = decorrelated_batch_norm(
             x, self._state(), scale=scale, bias=bias, train=train,
-            channel_axis=self.channel_axis, decay=self.momentum, epsilon=self.epsilon,
+            feature_axes=self.channel_axis, decay=self.momentum, epsilon=self.epsilon,
             axis_name=self.axis_name, axis_index_groups=self.axis_index_groups)
         self._store(new, train)
         return y

@@ -158,7 +158,7 @@ class SpatialDropout(DropoutVariant):
         """Drops channels unless ``deterministic``."""
         train, key = self._mode_and_key(deterministic, rngs)
         return spatial_dropout(key, inputs, rate=self.rate, train=train,
-                               channel_axis=self.channel_axis, batch_axes=self.batch_axes)
+                               feature_axes=self.channel_axis, batch_axes=self.batch_axes)
 
 
 class AlphaDropout(DropoutVariant):

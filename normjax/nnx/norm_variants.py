@@ -95,7 +95,7 @@ class FilterResponseNorm(nnx.Module):
         epsilon = self.epsilon
         if self.learned_epsilon:
             epsilon = epsilon + jnp.abs(self.eps[...])
-        kwargs = dict(channel_axis=self.channel_axis, batch_axes=self.batch_axes,
+        kwargs = dict(feature_axes=self.channel_axis, batch_axes=self.batch_axes,
                       epsilon=epsilon)
         if self.use_tlu:
             return frn_tlu(x, scale, bias, tau, **kwargs)
@@ -154,7 +154,7 @@ class EvoNormS0(nnx.Module):
             self.promote_dtype,
             (x, value_of(self.scale), value_of(self.bias), self.v[...]), self.dtype)
         return evonorm_s0(x, scale, bias, v=v, num_groups=self.num_groups,
-                          group_size=self.group_size, channel_axis=self.channel_axis,
+                          group_size=self.group_size, feature_axes=self.channel_axis,
                           batch_axes=self.batch_axes, epsilon=self.epsilon)
 
 
@@ -209,7 +209,7 @@ class EvoNormB0(RunningStatsNorm):
         x, scale, bias, v = self._promoted(x, self.v[...])
         y, new = evonorm_b0(
             x, self._state(), scale=scale, bias=bias, v=v, train=train,
-            channel_axis=self.channel_axis, batch_axes=self.batch_axes, decay=self.momentum,
+            feature_axes=self.channel_axis, batch_axes=self.batch_axes, decay=self.momentum,
             epsilon=self.epsilon, axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups, running_var=self.running_var)
         self._store(new, train)
@@ -270,7 +270,7 @@ class SwitchableNorm(RunningStatsNorm):
         x, scale, bias = self._promoted(x)
         y, new = switchable_norm(
             x, self._state(), scale=scale, bias=bias, mean_logits=self.mean_logits[...],
-            var_logits=self.var_logits[...], train=train, channel_axis=self.channel_axis,
+            var_logits=self.var_logits[...], train=train, feature_axes=self.channel_axis,
             batch_axes=self.batch_axes, decay=self.momentum, epsilon=self.epsilon,
             axis_name=self.axis_name, axis_index_groups=self.axis_index_groups,
             running_var=self.running_var)

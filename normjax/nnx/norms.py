@@ -224,7 +224,7 @@ class GroupNorm(_ScaleBiasNorm):
         """Normalizes ``x`` (channels last); ``mask`` selects what enters the statistics."""
         x, scale, bias = self._promoted(x)
         return group_norm(
-            x, scale, bias, num_groups=self.num_groups, channel_axis=-1,
+            x, scale, bias, num_groups=self.num_groups, feature_axes=-1,
             batch_axes=group_norm_batch_axes(jnp.ndim(x), self.reduction_axes),
             epsilon=self.epsilon, mask=mask, axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups, fast_variance=self.use_fast_variance,

@@ -47,9 +47,9 @@ __all__ = ["batch_norm", "check_batch"]
 def batch_norm(
     x: ArrayLike,
     state: BatchNormState,
-    *,
     scale: ArrayLike | None = None,
     bias: ArrayLike | None = None,
+    *,
     reduction_axes: Axes,
     train: bool,
     decay: float | ArrayLike | None = 0.99,

@@ -124,9 +124,9 @@ def _corrections(
 def batch_renorm(
     x: ArrayLike,
     state: BatchNormState,
-    *,
     scale: ArrayLike | None = None,
     bias: ArrayLike | None = None,
+    *,
     reduction_axes: Axes,
     train: bool,
     r_max: float | ArrayLike = 3.0,

@@ -2,7 +2,7 @@
 2018, arXiv:1804.08450).
 
 BatchNorm standardizes each feature; DBN also *decorrelates* them. The ``C`` features (on
-``channel_axis``; statistics over every other axis) are split into ``G`` groups of
+``feature_axes``; statistics over every other axis) are split into ``G`` groups of
 ``g = group_size`` consecutive features, and each group is ZCA-whitened::
 
     mu    = E[x]                                   (per feature; over m elements)
@@ -45,11 +45,13 @@ from jax import lax
 from normjax._typing import Array, ArrayLike
 from normjax.running import check_decay, effective_decay
 from normjax.stats import (
+    Axes,
     AxisName,
-    canonicalize_axes,
     check_epsilon,
     check_train,
     moments,
+    renamed_arguments,
+    single_axis,
     stats_dtype,
 )
 
@@ -127,14 +129,15 @@ def _batch_stats(xg: Array, axis_name: AxisName, axis_index_groups: Any) -> tupl
     return stats.mean, cross / stats.count[:, :1, None]
 
 
+@renamed_arguments(channel_axis="feature_axes")
 def decorrelated_batch_norm(
     x: ArrayLike,
     state: WhiteningState,
-    *,
     scale: ArrayLike | None = None,
     bias: ArrayLike | None = None,
+    *,
     train: bool,
-    channel_axis: int = -1,
+    feature_axes: Axes = -1,
     decay: float | ArrayLike | None = 0.99,
     epsilon: float = 1e-5,
     axis_name: AxisName = None,
@@ -144,11 +147,11 @@ def decorrelated_batch_norm(
     """Group-wise ZCA whitening: ``y, new_state = decorrelated_batch_norm(x, state, ...)``.
 
     Args:
-      x: input; features on ``channel_axis``, statistics over all other axes.
+      x: input; features on ``feature_axes``, statistics over all other axes.
       state: :class:`WhiteningState` (:func:`whitening_init`; fixes the group size).
       scale, bias: optional per-feature parameters of shape ``(C,)``.
       train: keyword-only: batch statistics and a state update, or the running statistics.
-      channel_axis: the feature axis.
+      feature_axes: the feature axis.
       decay: EMA weight on the old mean/covariance (``None``: cumulative average).
       epsilon: added to the covariance eigenvalues.
       axis_name, axis_index_groups: pool the statistics across a named axis.
@@ -161,7 +164,7 @@ def decorrelated_batch_norm(
     check_decay(decay)
     check_epsilon(epsilon)
     x = jnp.asarray(x)
-    (c,) = canonicalize_axes(channel_axis, x.ndim, name="channel_axis")
+    c = single_axis(feature_axes, x.ndim)
     groups, size = check_state(state, x.shape[c])
     dt = stats_dtype(x.dtype)
     xt = jnp.moveaxis(x, c, -1)
@@ -192,7 +195,7 @@ def check_state(state: WhiteningState, features: int) -> tuple[int, int]:
     if jnp.shape(state.mean) != (features,) or groups * size != features:
         raise ValueError(
             f"state holds {jnp.shape(state.mean)} features in groups of cov shape "
-            f"{jnp.shape(state.cov)}, but the input has {features} features on channel_axis; "
+            f"{jnp.shape(state.cov)}, but the input has {features} features on feature_axes; "
             "create the state with whitening_init(features, group_size=...)."
         )
     return groups, size

@@ -35,6 +35,7 @@ from normjax.stats import (
     check_epsilon,
     check_train,
     moments,
+    renamed_arguments,
     stats_dtype,
 )
 
@@ -62,15 +63,16 @@ def _affine(y: Array, x: Array, c: int, scale: Any, bias: Any, dtype: Any) -> Ar
     return y.astype(x.dtype if dtype is None else dtype)
 
 
+@renamed_arguments(channel_axis="feature_axes")
 def evonorm_b0(
     x: ArrayLike,
     state: BatchNormState,
-    *,
     scale: ArrayLike | None = None,
     bias: ArrayLike | None = None,
+    *,
     v: ArrayLike,
     train: bool,
-    channel_axis: int = -1,
+    feature_axes: Axes = -1,
     batch_axes: Axes = 0,
     decay: float | ArrayLike | None = 0.99,
     epsilon: float = 1e-5,
@@ -82,11 +84,11 @@ def evonorm_b0(
     """EvoNorm-B0: ``y, new_state = evonorm_b0(x, state, v=v, train=...)`` (module docstring).
 
     Args:
-      x: input with at least one spatial axis, e.g. NHWC or NCHW (``channel_axis=1``).
+      x: input with at least one spatial axis, e.g. NHWC or NCHW (``feature_axes=1``).
       state: running statistics of the batch variance, shape ``(C,)``.
       scale, bias: optional per-channel ``gamma``, ``beta``; ``v``: per-channel ``v_1``.
       train: keyword-only: batch variance and a state update, or the running variance.
-      channel_axis, batch_axes: the channel axis and the example axes.
+      feature_axes, batch_axes: the channel axis and the example axes.
       decay, running_var: running-statistics update, as in :func:`normjax.batch_norm`.
       epsilon: added inside both square roots.
       axis_name, axis_index_groups: synchronize the batch variance across a named axis.
@@ -96,10 +98,10 @@ def evonorm_b0(
     check_decay(decay)
     check_epsilon(epsilon)
     x = jnp.asarray(x)
-    c, batch, spatial = channel_axes(x.ndim, channel_axis, batch_axes)
+    c, batch, spatial = channel_axes(x.ndim, feature_axes, batch_axes)
     if not spatial:
         raise ValueError(f"evonorm_b0 needs a spatial axis for the instance variance; got an "
-                         f"input of shape {x.shape} with channel_axis={c}, batch_axes={batch}.")
+                         f"input of shape {x.shape} with feature_axes={c}, batch_axes={batch}.")
     state = check_state(state, (x.shape[c],))
     dt = stats_dtype(x.dtype)
     eps = jnp.asarray(epsilon, dt)
@@ -117,6 +119,7 @@ def evonorm_b0(
     return _affine(xf / jnp.maximum(left, right), x, c, scale, bias, dtype), new_state
 
 
+@renamed_arguments(channel_axis="feature_axes")
 def evonorm_s0(
     x: ArrayLike,
     scale: ArrayLike | None = None,
@@ -125,7 +128,7 @@ def evonorm_s0(
     v: ArrayLike,
     num_groups: int | None = None,
     group_size: int | None = None,
-    channel_axis: int = -1,
+    feature_axes: Axes = -1,
     batch_axes: Axes = 0,
     epsilon: float = 1e-5,
     dtype: Any = None,
@@ -133,16 +136,16 @@ def evonorm_s0(
     """EvoNorm-S0: ``x * sigmoid(v * x) / group_std(x) * scale + bias`` (module docstring).
 
     Args:
-      x: input, e.g. NHWC, NCHW (``channel_axis=1``) or ``(N, C)``.
+      x: input, e.g. NHWC, NCHW (``feature_axes=1``) or ``(N, C)``.
       scale, bias: optional per-channel ``gamma``, ``beta``; ``v``: per-channel ``v_1``.
       num_groups, group_size: exactly one; the channel groups of the variance.
-      channel_axis, batch_axes: the channel axis and the example axes.
+      feature_axes, batch_axes: the channel axis and the example axes.
       epsilon: added to the group variance.
       dtype: output dtype (default ``x.dtype``).
     """
     check_epsilon(epsilon)
     x = jnp.asarray(x)
-    c, _, spatial = channel_axes(x.ndim, channel_axis, batch_axes)
+    c, _, spatial = channel_axes(x.ndim, feature_axes, batch_axes)
     groups = resolve_num_groups(x.shape[c], num_groups, group_size)
     gshape = (*x.shape[:c], groups, x.shape[c] // groups, *x.shape[c + 1:])
     gaxes = (*(a if a < c else a + 1 for a in spatial), c + 1)

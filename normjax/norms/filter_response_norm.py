@@ -13,7 +13,7 @@ centering::
 ``scale``, ``bias`` and ``tau`` are per channel (the paper initializes them to 1, 0, 0). For
 a fully connected layer (no spatial axes) ``nu^2 = x^2``; the paper then recommends a learned
 epsilon: ``epsilon`` may be a traced scalar, e.g. ``1e-6 + jnp.abs(eps_param)``. Channels last
-by default; ``channel_axis=1`` for NCHW.
+by default; ``feature_axes=1`` for NCHW.
 """
 
 from __future__ import annotations
@@ -23,23 +23,32 @@ from typing import Any
 import jax.numpy as jnp
 
 from normjax._typing import Array, ArrayLike
-from normjax.stats import Axes, canonicalize_axes, channel_axes, moments, standardize, stats_dtype
+from normjax.stats import (
+    Axes,
+    channel_axes,
+    moments,
+    renamed_arguments,
+    single_axis,
+    standardize,
+    stats_dtype,
+)
 
 __all__ = ["filter_response_norm", "frn_tlu", "tlu"]
 
 
-def _axes(ndim: int, channel_axis: int, batch_axes: Axes) -> tuple[int, tuple[int, ...]]:
+def _axes(ndim: int, feature_axes: int, batch_axes: Axes) -> tuple[int, tuple[int, ...]]:
     """The canonical channel axis and the spatial axes (all others but the batch axes)."""
-    c, _, spatial = channel_axes(ndim, channel_axis, batch_axes)
+    c, _, spatial = channel_axes(ndim, feature_axes, batch_axes)
     return c, spatial
 
 
+@renamed_arguments(channel_axis="feature_axes")
 def filter_response_norm(
     x: ArrayLike,
     scale: ArrayLike | None = None,
     bias: ArrayLike | None = None,
     *,
-    channel_axis: int = -1,
+    feature_axes: Axes = -1,
     batch_axes: Axes = 0,
     epsilon: float | ArrayLike = 1e-6,
     dtype: Any = None,
@@ -47,15 +56,15 @@ def filter_response_norm(
     """FRN: ``scale * x / sqrt(mean(x^2 over spatial axes) + epsilon) + bias``.
 
     Args:
-      x: input, e.g. NHWC (``channel_axis=-1``), NCHW (``channel_axis=1``) or ``(N, C)``.
+      x: input, e.g. NHWC (``feature_axes=-1``), NCHW (``feature_axes=1``) or ``(N, C)``.
       scale, bias: optional per-channel parameters of shape ``(C,)``.
-      channel_axis: the channel axis.
+      feature_axes: the channel axis.
       batch_axes: axes indexing independent examples (``()`` under a per-example ``vmap``).
       epsilon: added to ``nu^2``; may be traced (learned epsilon).
       dtype: output dtype (default ``x.dtype``).
     """
     x = jnp.asarray(x)
-    c, spatial = _axes(x.ndim, channel_axis, batch_axes)
+    c, spatial = _axes(x.ndim, feature_axes, batch_axes)
     if spatial:
         nu2 = moments(x, spatial, center=False, keepdims=True).var
     else:
@@ -65,10 +74,11 @@ def filter_response_norm(
                        feature_axes=c, dtype=dtype)
 
 
-def tlu(x: ArrayLike, tau: ArrayLike, *, channel_axis: int = -1) -> Array:
+@renamed_arguments(channel_axis="feature_axes")
+def tlu(x: ArrayLike, tau: ArrayLike, *, feature_axes: Axes = -1) -> Array:
     """Thresholded linear unit ``max(x, tau)`` with a per-channel ``tau`` of shape ``(C,)``."""
     x = jnp.asarray(x)
-    (c,) = canonicalize_axes(channel_axis, x.ndim, name="channel_axis")
+    c = single_axis(feature_axes, x.ndim)
     tau = jnp.asarray(tau)
     if tau.shape != (x.shape[c],):
         raise ValueError(
@@ -80,13 +90,14 @@ def tlu(x: ArrayLike, tau: ArrayLike, *, channel_axis: int = -1) -> Array:
     return jnp.maximum(x, tau.reshape(shape).astype(x.dtype))
 
 
+@renamed_arguments(channel_axis="feature_axes")
 def frn_tlu(
     x: ArrayLike,
     scale: ArrayLike | None = None,
     bias: ArrayLike | None = None,
     tau: ArrayLike | None = None,
     *,
-    channel_axis: int = -1,
+    feature_axes: Axes = -1,
     batch_axes: Axes = 0,
     epsilon: float | ArrayLike = 1e-6,
     dtype: Any = None,
@@ -95,8 +106,8 @@ def frn_tlu(
 
     ``tau=None`` uses ``tau = 0`` (a ReLU).
     """
-    y = filter_response_norm(x, scale, bias, channel_axis=channel_axis, batch_axes=batch_axes,
+    y = filter_response_norm(x, scale, bias, feature_axes=feature_axes, batch_axes=batch_axes,
                              epsilon=epsilon, dtype=dtype)
     if tau is None:
         return jnp.maximum(y, jnp.zeros((), y.dtype))
-    return tlu(y, tau, channel_axis=channel_axis)
+    return tlu(y, tau, feature_axes=feature_axes)

@@ -128,9 +128,9 @@ def _replicated(x: Array) -> Array:
 def ghost_batch_norm(
     x: ArrayLike,
     state: BatchNormState,
-    *,
     scale: ArrayLike | None = None,
     bias: ArrayLike | None = None,
+    *,
     virtual_batch_size: int,
     reduction_axes: Axes,
     batch_axis: int = 0,

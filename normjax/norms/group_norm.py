@@ -8,7 +8,7 @@ normalized over (its spatial positions) x (the channels of one group)::
 
 ``scale`` and ``bias`` are per channel. ``num_groups=1`` is LayerNorm over all non-batch axes;
 ``group_size=1`` is InstanceNorm. Defaults follow flax (channels last, ``epsilon=1e-6``); pass
-``channel_axis=1`` for channels-first (NCHW) input.
+``feature_axes=1`` for channels-first (NCHW) input.
 
 The derivatives are closed forms (:mod:`normjax._backend`; faster than autodiff) for a
 scalar ``epsilon``, in both modes: reverse (``jax.grad``) and forward (``jax.jvp``,
@@ -24,7 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from normjax._backend import normalize
-from normjax.stats import Axes, AxisName, broadcast_mask, canonicalize_axes
+from normjax.stats import (
+    Axes,
+    AxisName,
+    broadcast_mask,
+    canonicalize_axes,
+    renamed_arguments,
+    single_axis,
+)
 
 __all__ = ["group_norm", "resolve_num_groups"]
 
@@ -61,12 +68,13 @@ def resolve_num_groups(channels: int, num_groups: int | None, group_size: int | 
     return int(num_groups)
 
 
-def _grouped_axes(ndim: int, channel_axis: int, batch_axes: tuple[int, ...]) -> tuple[int, ...]:
-    """Reduction axes of the grouped array (rank ndim + 1, group axis at channel_axis)."""
-    shift = [a if a < channel_axis else a + 1 for a in batch_axes]
-    return tuple(a for a in range(ndim + 1) if a not in shift and a != channel_axis)
+def _grouped_axes(ndim: int, feature_axes: int, batch_axes: tuple[int, ...]) -> tuple[int, ...]:
+    """Reduction axes of the grouped array (rank ndim + 1, group axis at feature_axes)."""
+    shift = [a if a < feature_axes else a + 1 for a in batch_axes]
+    return tuple(a for a in range(ndim + 1) if a not in shift and a != feature_axes)
 
 
+@renamed_arguments(channel_axis="feature_axes")
 def group_norm(
     x: jax.typing.ArrayLike,
     scale: jax.typing.ArrayLike | None = None,
@@ -74,7 +82,7 @@ def group_norm(
     *,
     num_groups: int | None = None,
     group_size: int | None = None,
-    channel_axis: int = -1,
+    feature_axes: Axes = -1,
     batch_axes: Axes = 0,
     epsilon: float = 1e-6,
     mask: jax.typing.ArrayLike | None = None,
@@ -86,11 +94,11 @@ def group_norm(
     """Group normalization with per-channel ``scale``/``bias``.
 
     Args:
-      x: input, e.g. NHWC (``channel_axis=-1``) or NCHW (``channel_axis=1``).
+      x: input, e.g. NHWC (``feature_axes=-1``) or NCHW (``feature_axes=1``).
       scale, bias: optional arrays of shape ``(C,)``.
       num_groups: number of channel groups (exactly one of this and ``group_size``).
       group_size: channels per group.
-      channel_axis: the channel axis.
+      feature_axes: the channel axis.
       batch_axes: axes that index independent examples (not reduced over); ``()`` when
         the function runs per example under ``vmap``.
       epsilon: added to the variance.
@@ -102,11 +110,11 @@ def group_norm(
 
     """
     x = jnp.asarray(x)
-    (c,) = canonicalize_axes(channel_axis, x.ndim, name="channel_axis")
+    c = single_axis(feature_axes, x.ndim)
     batch = canonicalize_axes(batch_axes, x.ndim, name="batch_axes")
     if c in batch:
         raise ValueError(
-            f"channel_axis={channel_axis} is also a batch axis (batch_axes={batch_axes!r})."
+            f"feature_axes={feature_axes} is also a batch axis (batch_axes={batch_axes!r})."
         )
     groups = resolve_num_groups(x.shape[c], num_groups, group_size)
     gshape = (*x.shape[:c], groups, x.shape[c] // groups, *x.shape[c + 1:])

@@ -26,19 +26,27 @@ import jax.numpy as jnp
 
 from normjax._typing import Array, ArrayLike
 from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
-from normjax.stats import Axes, AxisName, channel_axes, check_train, moments, standardize
+from normjax.stats import (
+    Axes,
+    AxisName,
+    channel_axes,
+    check_train,
+    moments,
+    renamed_arguments,
+    standardize,
+)
 
 __all__ = ["SWITCHABLE_ORDER", "switchable_norm"]
 
 SWITCHABLE_ORDER = ("instance", "layer", "batch")
 
 
-def _axes(ndim: int, channel_axis: int, batch_axes: Axes) -> tuple[int, tuple, tuple]:
-    c, batch, spatial = channel_axes(ndim, channel_axis, batch_axes)
+def _axes(ndim: int, feature_axes: int, batch_axes: Axes) -> tuple[int, tuple, tuple]:
+    c, batch, spatial = channel_axes(ndim, feature_axes, batch_axes)
     if not spatial:
         raise ValueError(
             "switchable_norm needs at least one spatial axis (InstanceNorm statistics run over "
-            f"them), got an input of rank {ndim} with channel_axis={c} and batch_axes={batch}; "
+            f"them), got an input of rank {ndim} with feature_axes={c} and batch_axes={batch}; "
             "for (N, C) input add a spatial axis of size > 1 or use layer/batch norm."
         )
     return c, batch, spatial
@@ -54,16 +62,17 @@ def _weights(logits: ArrayLike, name: str) -> Array:
     return jax.nn.softmax(logits.astype(jnp.float32))
 
 
+@renamed_arguments(channel_axis="feature_axes")
 def switchable_norm(
     x: ArrayLike,
     state: BatchNormState,
-    *,
     scale: ArrayLike | None = None,
     bias: ArrayLike | None = None,
+    *,
     mean_logits: ArrayLike,
     var_logits: ArrayLike,
     train: bool,
-    channel_axis: int = -1,
+    feature_axes: Axes = -1,
     batch_axes: Axes = 0,
     decay: float | ArrayLike | None = 0.99,
     epsilon: float = 1e-5,
@@ -75,14 +84,14 @@ def switchable_norm(
     """Switchable normalization: ``y, new_state = switchable_norm(x, state, ...)``.
 
     Args:
-      x: input with at least one spatial axis, e.g. NHWC or NCHW (``channel_axis=1``).
+      x: input with at least one spatial axis, e.g. NHWC or NCHW (``feature_axes=1``).
       state: running statistics of the BN term, shape ``(C,)``.
       scale, bias: optional per-channel parameters of shape ``(C,)``.
       mean_logits, var_logits: ``(3,)`` logits of the mean and variance mixtures, ordered
         ``(IN, LN, BN)``.
       train: keyword-only: batch statistics for the BN term and a state update (``True``), or
         the running statistics and the state unchanged (``False``).
-      channel_axis: the channel axis.
+      feature_axes: the channel axis.
       batch_axes: example axes (``()`` under a per-example ``vmap`` with ``axis_name``).
       decay: EMA weight on the old value of the BN running statistics.
       epsilon: added to the mixed variance.
@@ -96,7 +105,7 @@ def switchable_norm(
     train = check_train(train)
     check_decay(decay)
     x = jnp.asarray(x)
-    c, batch, spatial = _axes(x.ndim, channel_axis, batch_axes)
+    c, batch, spatial = _axes(x.ndim, feature_axes, batch_axes)
     state = check_state(state, (x.shape[c],))
     wm, wv = _weights(mean_logits, "mean_logits"), _weights(var_logits, "var_logits")
     inst = moments(x, spatial, keepdims=True)

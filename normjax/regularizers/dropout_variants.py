@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from normjax._typing import Array, ArrayLike
 from normjax.regularizers.dropout import dropout
-from normjax.stats import Axes, canonicalize_axes, stats_dtype
+from normjax.stats import Axes, canonicalize_axes, renamed_arguments, single_axis, stats_dtype
 
 __all__ = ["SELU_ALPHA_PRIME", "alpha_dropout", "gaussian_dropout", "spatial_dropout"]
 
@@ -59,31 +59,32 @@ def _check(train: bool, rate: float | ArrayLike, *, allow_one: bool, what: str) 
     return not train
 
 
+@renamed_arguments(channel_axis="feature_axes")
 def spatial_dropout(
     key: Array | None,
     x: ArrayLike,
     *,
     rate: float | ArrayLike,
     train: bool,
-    channel_axis: int = -1,
+    feature_axes: Axes = -1,
     batch_axes: Axes = 0,
 ) -> Array:
     """Channel-wise dropout: whole feature maps are dropped per example (Tompson et al. 2015).
 
     Args:
       key: a ``jax.random`` key (may be ``None`` when ``train=False`` or ``rate == 0``).
-      x: input, e.g. NHWC (``channel_axis=-1``) or NCHW (``channel_axis=1``).
+      x: input, e.g. NHWC (``feature_axes=-1``) or NCHW (``feature_axes=1``).
       rate: probability of dropping each channel of each example.
       train: keyword-only: apply dropout or return ``x``.
-      channel_axis: the channel axis.
+      feature_axes: the channel axis.
       batch_axes: axes indexing independent examples (``()`` under a per-example ``vmap``).
     """
     x = jnp.asarray(x)
-    (c,) = canonicalize_axes(channel_axis, x.ndim, name="channel_axis")
+    c = single_axis(feature_axes, x.ndim)
     batch = canonicalize_axes(batch_axes, x.ndim, name="batch_axes")
     if c in batch:
         raise ValueError(
-            f"channel_axis={channel_axis} is also a batch axis (batch_axes={batch_axes!r}); "
+            f"feature_axes={feature_axes} is also a batch axis (batch_axes={batch_axes!r}); "
             "an axis is either the channel axis or a batch axis."
         )
     shared = tuple(a for a in range(x.ndim) if a != c and a not in batch)
