@@ -101,7 +101,7 @@ def test_jit_with_traced_rate_vmap_over_keys_and_grad():
     ys = jax.vmap(lambda k: f(k, x, rate, train=True))(keys)
     assert not np.allclose(ys[0], ys[1])
     # For a fixed key every variant is affine in x.
-    check_grads(lambda x: f(KEY, x, rate, train=True), (x,), order=1, modes=["rev"],
+    check_grads(jax.jit(lambda x: f(KEY, x, rate, train=True)), (x,), order=1, modes=["rev"],
                 atol=1e-2, rtol=1e-2)
 
 

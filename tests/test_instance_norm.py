@@ -77,7 +77,7 @@ def test_check_grads():
     with jax.enable_x64(True):
         x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 3, 2)))
         scale, bias = jnp.asarray([0.5, 1.5]), jnp.asarray([-1.0, 1.0])
-        check_grads(nj.instance_norm, (x, scale, bias), order=2, modes=["rev"])
+        check_grads(jax.jit(nj.instance_norm), (x, scale, bias), order=2, modes=["rev"])
 
 
 # ----------------------------------------------------------------------------- errors

@@ -98,7 +98,7 @@ def test_check_grads():
         scale, bias = jnp.linspace(0.5, 1.5, 4), jnp.linspace(-1.0, 1.0, 4)
         mask = jnp.asarray(_mask((2, 3, 4)))
         f = lambda x, s, b: nj.layer_norm(x, s, b, reduction_axes=(1, 2), mask=mask)  # noqa: E731
-        check_grads(f, (x, scale, bias), order=2, modes=["rev"])
+        check_grads(jax.jit(f), (x, scale, bias), order=2, modes=["rev"])
 
 
 # ----------------------------------------------------------------------------- errors

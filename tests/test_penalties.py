@@ -74,7 +74,7 @@ def test_gradients_are_w_and_sign_w_on_selected_leaves():
 def test_check_grads():
     with jax.enable_x64(True):
         p = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(3, 2))), "b": jnp.ones(2)}
-        check_grads(lambda q: nj.elastic_net_penalty(q, l1=0.1, l2=2.0), (p,), order=2,
+        check_grads(jax.jit(lambda q: nj.elastic_net_penalty(q, l1=0.1, l2=2.0)), (p,), order=2,
                     modes=["rev"], atol=1e-3, rtol=1e-3)
 
 

@@ -7,9 +7,11 @@ import importlib
 import normjax
 from normjax import research
 
-MODULES = ("accumulation", "batch_renorm", "dropout_variants", "evonorm", "folding", "frn",
-           "ghost_batch_norm", "precise_bn", "spectral_norm", "switchable_norm",
-           "weight_standardization", "whitening")
+MODULES = ("norms.batch_norm_accumulation", "norms.batch_renorm", "regularizers.dropout_variants",
+           "norms.evonorm", "weights.folding", "norms.filter_response_norm",
+           "norms.ghost_batch_norm", "norms.precise_batch_norm", "weights.spectral_norm",
+           "norms.switchable_norm", "weights.weight_standardization",
+           "norms.decorrelated_batch_norm")
 
 
 def test_exports_every_public_name_of_every_module_once():

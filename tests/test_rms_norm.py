@@ -86,7 +86,7 @@ def test_check_grads():
         x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 4)))
         scale = jnp.linspace(0.5, 1.5, 4)
         f = lambda x, s: nj.rms_norm(x, s, reduction_axes=(1, 2))  # noqa: E731
-        check_grads(f, (x, scale), order=2, modes=["rev"])
+        check_grads(jax.jit(f), (x, scale), order=2, modes=["rev"])
 
 
 # ----------------------------------------------------------------------------- errors

@@ -86,7 +86,7 @@ def test_check_grads():
     with jax.enable_x64(True):
         v = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)))
         g = jnp.asarray([0.5, 1.0, -1.5, 2.0])
-        check_grads(nj.weight_norm, (v, g), order=2, modes=["rev"])
+        check_grads(jax.jit(nj.weight_norm), (v, g), order=2, modes=["rev"])
 
 
 # ----------------------------------------------------------------------------- errors
