@@ -28,7 +28,7 @@ from experiments.writer import read_jsonl
 
 pytestmark = pytest.mark.cpu_only  # CPU devices in two processes (gloo collectives)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "configs/quickstart.py"
 OVERRIDES = [("steps", "3"), ("log_every", "1"), ("num_seeds", "1"), ("only", "batch"),
              ("figures", "false"), ("model.depth", "1"), ("eval_train_examples", "256")]

@@ -22,7 +22,7 @@ from normjax._backend.config import Config
 from normjax._backend.routing import NATIVE_MAX_CHANNELS, TWO_SWEEP_BYTES, native_layout
 from tests.native_oracle import needs_kernels, rand
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(axes: tuple, feat: tuple, **kw: Any) -> Config:

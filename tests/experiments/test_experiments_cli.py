@@ -16,7 +16,7 @@ from experiments.config import load_config
 from experiments.errors import ConfigError
 from experiments.testing import tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_parse_args_forms():

@@ -14,7 +14,7 @@ from experiments.testing import shrink
 from experiments.validation import validate_config
 from experiments.writer import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("config.json", "metrics.jsonl", "summary.json", "summary.csv", "report.md",
            "loss.png", "accuracy.png", "final_accuracy.png", "grad_norms.png",
            "activations.png")

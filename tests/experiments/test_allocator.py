@@ -11,7 +11,7 @@ import pytest
 
 from experiments import allocator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import os, sys
 from experiments.allocator import allocator_setting, reexec_with_malloc_tuning
