@@ -27,10 +27,8 @@ which gives the same values with closed-form derivatives in both autodiff modes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -53,6 +51,18 @@ from normjax._checks import (
     poison_epsilon,
     renamed_arguments,
     single_axis,
+)
+from normjax._numerics import (
+    GUARD_RATIO,
+    Moments,
+    abs2,
+    guarded_variance,
+    one_pass_unstable,
+    pool_moments,
+    safe_div,
+    shifted_moments,
+    stats_dtype,
+    work_dtype,
 )
 from normjax._typing import Array, ArrayLike
 
@@ -83,141 +93,10 @@ __all__ = [
 ]
 
 
-class Moments(NamedTuple):
-    """Statistics over the reduction axes.
-
-    Attributes:
-      mean: ``E[x]`` over the reduction axes (zeros when computed with ``center=False``).
-      var: the biased (population) variance ``E[(x - E[x])^2]``; ``E[x^2]`` when
-        ``center=False``.
-      count: number of elements that entered the statistics (per output position; exact
-        with masks and across devices), in the statistics dtype.
-    """
-
-    mean: Array
-    var: Array
-    count: Array
-
-
-def stats_dtype(dtype: Any) -> np.dtype:
-    """The dtype statistics are accumulated in: at least float32; float64 stays float64."""
-    dtype = np.dtype(dtype)
-    if dtype in (np.float64, np.complex128):
-        return np.dtype(np.float64)
-    return np.dtype(np.float32)
-
-
-def _abs2(a: Array) -> Array:
-    """``|a|^2``, real: ``a^2`` for real ``a``, ``re^2 + im^2`` for complex."""
-    if jnp.iscomplexobj(a):
-        return jnp.real(a) ** 2 + jnp.imag(a) ** 2
-    return a * a
-
-
-def _work_dtype(dtype: Any) -> np.dtype:
-    """The dtype the arithmetic on ``x`` runs in: :func:`stats_dtype`, or its complex form for
-    complex input."""
-    sdt = stats_dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        return np.dtype(np.complex128 if sdt == np.float64 else np.complex64)
-    return sdt
-
-
 def _psum(tree: Any, axis_name: AxisName, axis_index_groups: Any) -> Any:
     if axis_name is None:
         return tree
     return lax.psum(tree, axis_name, axis_index_groups=axis_index_groups)
-
-
-#: The one-pass variance is kept where ``mean^2 <= GUARD_RATIO * var`` in every group (its
-#: relative error is then at most about ``1 + GUARD_RATIO`` roundings of the statistics dtype).
-GUARD_RATIO = 16.0
-
-
-@jax.custom_batching.custom_vmap
-def _any(pred: Array) -> Array:
-    """``jnp.any(pred)``; under ``vmap`` it also reduces over the mapped axis (an unbatched
-    result), so the ``lax.cond`` it drives stays a branch instead of becoming a select that
-    computes both variance formulas for every member."""
-    return jnp.any(pred)
-
-
-@_any.def_vmap
-def _any_vmap(axis_size: int, in_batched: list[bool], pred: Array) -> tuple[Array, bool]:
-    del axis_size, in_batched
-    return jnp.any(pred), False
-
-
-def one_pass_unstable(mean: Array, one_pass: Array) -> Array:
-    """Whether some group has ``mean^2 > GUARD_RATIO * one_pass`` (a scalar bool, unbatched
-    under ``vmap``): where the one-pass variance ``one_pass`` may have lost its precision."""
-    return _any(lax.stop_gradient(mean * mean - GUARD_RATIO * one_pass) > 0)
-
-
-def guarded_variance(mean: Array, one_pass: Array, two_pass: Callable[[], Array]
-                     ) -> tuple[Array, Array]:
-    """``(var, bad)``: ``max(one_pass, 0)`` unless some group has ``mean^2 > GUARD_RATIO *
-    one_pass``, then ``two_pass()`` (evaluated only in that case); ``bad`` says which."""
-    bad = one_pass_unstable(mean, one_pass)
-    var = lax.cond(bad, two_pass, lambda: jnp.maximum(one_pass, 0))
-    return var, bad
-
-
-def pool_moments(stacked: Moments, axis: int | Sequence[int], *, keepdims: bool = False
-                 ) -> Moments:
-    """Pools statistics stacked along ``axis`` (one axis or several) into the statistics of all
-    their elements (Chan, Golub & LeVeque 1979; the law of total variance).
-
-    With weights ``w_i = n_i / n`` and ``n = sum_i n_i``::
-
-        mean = sum_i w_i mean_i
-        var  = sum_i w_i (var_i + (mean_i - mean)^2)
-
-    Exact for the biased variance, stable (no ``E[x^2] - E[x]^2`` cancellation) and
-    count-weighted, so masks stay exact. Entries with ``n_i = 0`` do not contribute; where
-    ``n = 0`` mean and var are 0. A single entry is returned unchanged. Ghost BatchNorm
-    (virtual batches), Precise BN and gradient accumulation (many batches) and the backend's
-    GroupNorm (channels into groups) all pool with it.
-    """
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    n = jnp.sum(stacked.count, axes, keepdims=True)
-    w = safe_div(stacked.count, n)
-    mean = jnp.sum(w * stacked.mean, axes, keepdims=True)
-    dev = stacked.mean - mean
-    var = jnp.sum(w * (stacked.var + dev * dev), axes, keepdims=True)
-    if not keepdims:
-        mean, var, n = (jnp.squeeze(a, axes) for a in (mean, var, n))
-    return Moments(mean, var, n)
-
-
-def shifted_moments(x: Array, axes: Sequence[int]) -> Moments:
-    """Keepdims moments over ``axes`` in one pass over ``x`` shifted by its first element.
-
-    With ``k`` the element at index 0 of every reduced axis (one per group) and ``d = x - k``::
-
-        mean = k + sum(d) / n,    var = max(sum(d^2) / n - (sum(d) / n)^2, 0)
-
-    the "shifted data" one-pass algorithm (Chan, Golub & LeVeque 1983, "Algorithms for computing
-    the sample variance", The American Statistician 37(3)). Its relative error is about
-    ``(1 + 2 z^2)`` roundings of float32, ``z = (k - mean) / std`` the first element's z-score,
-    whatever the mean: no cancellation for data far from zero, unlike ``E[x^2] - E[x]^2``. Both
-    sums come from one read of ``x`` and there is no data-dependent branch.
-    """
-    xf = x.astype(stats_dtype(x.dtype))
-    first = tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))
-    k = lax.stop_gradient(xf[first])
-    d = xf - k
-    n = float(np.prod([x.shape[a] for a in axes]))
-    m1 = jnp.sum(d, axes, keepdims=True) / n
-    m2 = jnp.sum(d * d, axes, keepdims=True) / n
-    var = jnp.maximum(m2 - m1 * m1, 0)
-    return Moments(k + m1, var, jnp.full(m1.shape, n, m1.dtype))
-
-
-def safe_div(num: Array, den: Array) -> Array:
-    """``num / den`` where ``den > 0`` and 0 elsewhere, with finite gradients everywhere."""
-    positive = den > 0
-    return jnp.where(positive, num / jnp.where(positive, den, 1), 0)
 
 
 def moments(
@@ -282,7 +161,7 @@ def moments(
     x = jnp.asarray(x)
     axes = canonicalize_axes(reduction_axes, x.ndim, name="reduction_axes")
     check_reduction(x.shape, axes, axis_name, "moments")
-    xf = x.astype(_work_dtype(x.dtype))
+    xf = x.astype(work_dtype(x.dtype))
     keep = broadcast_mask(mask, x.shape) if mask is not None else None
     if jnp.iscomplexobj(xf):
         stats = _complex_moments(xf, axes, keep, axis_name, axis_index_groups, center)
@@ -334,7 +213,7 @@ def _elementwise_moments(xf: Array, keep: Array | None, center: bool) -> Moments
     rdt = stats_dtype(xf.dtype)
     n = jnp.ones(xf.shape, rdt) if keep is None else keep.astype(rdt)
     mean = xf * n.astype(xf.dtype) if center else jnp.zeros_like(xf)
-    var = jnp.zeros(xf.shape, rdt) if center else _abs2(xf) * n
+    var = jnp.zeros(xf.shape, rdt) if center else abs2(xf) * n
     return Moments(mean, var, n)
 
 
@@ -350,7 +229,7 @@ def _complex_moments(xf: Array, axes: tuple[int, ...], keep: Array | None, axis_
         n = jnp.full((1,) * xf.ndim, math.prod(xf.shape[a] for a in axes), rdt)
     s, n = _psum((jnp.sum(xf, axes, keepdims=True), n), axis_name, axis_index_groups)
     mean = s * safe_div(jnp.ones_like(n), n).astype(s.dtype) if center else jnp.zeros_like(s)
-    dev2 = _abs2(xf - mean)
+    dev2 = abs2(xf - mean)
     if keep is not None:
         dev2 = jnp.where(keep, dev2, 0)
     var = safe_div(_psum(jnp.sum(dev2, axes, keepdims=True), axis_name, axis_index_groups), n)
@@ -444,7 +323,7 @@ def standardize_core(
     receive an ``epsilon`` already checked where the user passed it."""
     x = jnp.asarray(x)
     feat = canonicalize_axes(feature_axes, x.ndim, name="feature_axes")
-    sdt, wdt = stats_dtype(x.dtype), _work_dtype(x.dtype)
+    sdt, wdt = stats_dtype(x.dtype), work_dtype(x.dtype)
     mean = _as_broadcastable(mean, x.shape, feat, "mean").astype(wdt)
     var = _as_broadcastable(var, x.shape, feat, "var")
     var = (jnp.real(var) if jnp.iscomplexobj(var) else var).astype(sdt)

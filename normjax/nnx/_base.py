@@ -16,7 +16,8 @@ from flax.typing import Dtype, Initializer
 from normjax._flax_common import first_from, promote_like_flax
 from normjax._typing import ArrayLike
 
-__all__ = ["NO_METADATA", "ONES", "ZEROS", "RunningStatsNorm", "nnx_scale_bias", "value_of"]
+__all__ = ["NO_METADATA", "ONES", "ZEROS", "RunningStatsNorm", "ScaleBiasNorm", "nnx_scale_bias",
+           "value_of"]
 
 NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 ZEROS: Initializer = initializers.zeros_init()
@@ -50,7 +51,53 @@ def value_of(variable: Any) -> jax.Array | None:
     return None if variable is None else variable[...]
 
 
-class RunningStatsNorm(nnx.Module):
+class ScaleBiasNorm(nnx.Module):
+    """The base of every ``normjax.nnx`` normalization layer: the ``scale``/``bias`` params (in
+    flax's key order) and the attributes all of them have, and flax's dtype promotion."""
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        epsilon: float,
+        dtype: Dtype | None,
+        param_dtype: Dtype,
+        use_bias: bool,
+        use_scale: bool,
+        bias_init: Initializer,
+        scale_init: Initializer,
+        axis_name: Any,
+        axis_index_groups: Any,
+        promote_dtype: Callable[..., Any],
+        rngs: nnx.Rngs,
+        bias_metadata: Mapping[str, Any],
+        scale_metadata: Mapping[str, Any],
+        use_fast_variance: bool | None = None,
+    ) -> None:
+        self.scale, self.bias = nnx_scale_bias(
+            (num_features,), use_scale=use_scale, use_bias=use_bias, scale_init=scale_init,
+            bias_init=bias_init, param_dtype=param_dtype, rngs=rngs,
+            scale_metadata=scale_metadata, bias_metadata=bias_metadata,
+        )
+        self.num_features = num_features
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.use_bias = use_bias
+        self.use_scale = use_scale
+        self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.promote_dtype = promote_dtype
+        if use_fast_variance is not None:
+            self.use_fast_variance = use_fast_variance
+
+    def _promoted(self, x: ArrayLike, *params: Any) -> tuple[Any, ...]:
+        """``(x, scale, bias, *params)`` cast by ``promote_dtype`` (flax's dtype rule)."""
+        arrays = (x, value_of(self.scale), value_of(self.bias), *params)
+        return promote_like_flax(self.promote_dtype, arrays, self.dtype)
+
+
+class RunningStatsNorm(ScaleBiasNorm):
     """The base of every ``normjax.nnx`` layer with running statistics (BatchNorm and its
     variants, EvoNorm-B0, SwitchableNorm): the state as ``nnx.BatchStat`` fields,
     ``scale``/``bias`` and the common attributes, the train/eval rule and ``set_view``.
@@ -67,21 +114,10 @@ class RunningStatsNorm(nnx.Module):
         *,
         use_running_average: bool | None,
         momentum: float | None,
-        epsilon: float,
-        dtype: Dtype | None,
-        param_dtype: Dtype,
-        use_bias: bool,
-        use_scale: bool,
-        bias_init: Initializer,
-        scale_init: Initializer,
-        axis_name: Any,
-        axis_index_groups: Any,
-        promote_dtype: Callable[..., Any],
-        rngs: nnx.Rngs,
-        bias_metadata: Mapping[str, Any],
-        scale_metadata: Mapping[str, Any],
         stored: tuple[str, ...] | None = None,
+        **common: Any,
     ) -> None:
+        """``common``: :class:`ScaleBiasNorm`'s arguments."""
         self.state_type = type(state)
         self.stored = tuple(state._fields if stored is None else stored)
         self.unstored = {name: (jax.numpy.shape(value), jax.numpy.result_type(value))
@@ -89,32 +125,14 @@ class RunningStatsNorm(nnx.Module):
                          if name not in self.stored}
         for name in self.stored:
             setattr(self, name, nnx.BatchStat(getattr(state, name)))
-        self.scale, self.bias = nnx_scale_bias(
-            (num_features,), use_scale=use_scale, use_bias=use_bias, scale_init=scale_init,
-            bias_init=bias_init, param_dtype=param_dtype, rngs=rngs,
-            scale_metadata=scale_metadata, bias_metadata=bias_metadata,
-        )
-        self.num_features = num_features
+        super().__init__(num_features, **common)
         self.use_running_average = use_running_average
         self.momentum = momentum
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.promote_dtype = promote_dtype
 
     def _training(self, use_running_average: bool | None) -> bool:
         """The call argument, else the attribute (set by ``.train()`` / ``.eval()``)."""
         return not first_from(use_running_average, self.use_running_average,
                               name="use_running_average", owner=type(self).__name__)
-
-    def _promoted(self, x: ArrayLike, *params: Any) -> tuple[Any, ...]:
-        """``(x, scale, bias, *params)`` cast by ``promote_dtype``."""
-        arrays = (x, value_of(self.scale), value_of(self.bias), *params)
-        return promote_like_flax(self.promote_dtype, arrays, self.dtype)
 
     def _state(self) -> Any:
         return self.state_type(*(getattr(self, name)[...] if name in self.stored

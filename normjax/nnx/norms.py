@@ -27,7 +27,7 @@ from normjax._flax_common import (
     resolve_groups,
 )
 from normjax._typing import ArrayLike
-from normjax.nnx._base import nnx_scale_bias, value_of
+from normjax.nnx._base import ScaleBiasNorm, value_of
 from normjax.norms.group_norm import group_norm
 from normjax.norms.instance_norm import instance_norm
 from normjax.norms.layer_norm import layer_norm
@@ -40,52 +40,7 @@ ZEROS: Initializer = initializers.zeros_init()
 ONES: Initializer = initializers.ones_init()
 
 
-class _ScaleBiasNorm(nnx.Module):
-    """Shared constructor: ``scale``/``bias`` params and the common attributes."""
-
-    def __init__(
-        self,
-        num_features: int,
-        *,
-        epsilon: float,
-        dtype: Dtype | None,
-        param_dtype: Dtype,
-        use_bias: bool,
-        use_scale: bool,
-        bias_init: Initializer,
-        scale_init: Initializer,
-        axis_name: Any,
-        axis_index_groups: Any,
-        use_fast_variance: bool,
-        promote_dtype: Callable[..., Any],
-        rngs: nnx.Rngs,
-        bias_metadata: Mapping[str, Any],
-        scale_metadata: Mapping[str, Any],
-    ) -> None:
-        self.scale, self.bias = nnx_scale_bias(
-            (num_features,), use_scale=use_scale, use_bias=use_bias, scale_init=scale_init,
-            bias_init=bias_init, param_dtype=param_dtype, rngs=rngs,
-            scale_metadata=scale_metadata, bias_metadata=bias_metadata,
-        )
-        self.num_features = num_features
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.use_fast_variance = use_fast_variance
-        self.promote_dtype = promote_dtype
-
-    def _promoted(self, x: ArrayLike) -> tuple[Any, Any, Any]:
-        """``(x, scale, bias)`` cast by ``promote_dtype`` (flax's output-dtype rule)."""
-        return promote_like_flax(
-            self.promote_dtype, (x, value_of(self.scale), value_of(self.bias)), self.dtype
-        )
-
-
-class LayerNorm(_ScaleBiasNorm):
+class LayerNorm(ScaleBiasNorm):
     """Layer Normalization (Ba, Kiros & Hinton, 2016, arXiv:1607.06450), flax.nnx's signature.
 
     ``y = (x - E[x]) / sqrt(Var[x] + epsilon) * scale + bias`` over ``reduction_axes``.
@@ -132,7 +87,7 @@ class LayerNorm(_ScaleBiasNorm):
         )
 
 
-class RMSNorm(_ScaleBiasNorm):
+class RMSNorm(ScaleBiasNorm):
     """RMS normalization (Zhang & Sennrich, 2019, arXiv:1910.07467), flax.nnx's signature.
 
     ``y = x / sqrt(E[x^2] + epsilon) * scale`` over ``reduction_axes``;
@@ -178,7 +133,7 @@ class RMSNorm(_ScaleBiasNorm):
         )
 
 
-class GroupNorm(_ScaleBiasNorm):
+class GroupNorm(ScaleBiasNorm):
     """Group Normalization (Wu & He, 2018, arXiv:1803.08494), flax.nnx's signature.
 
     The last axis holds ``num_features`` channels in ``num_groups`` groups (or groups of
@@ -231,7 +186,7 @@ class GroupNorm(_ScaleBiasNorm):
         )
 
 
-class InstanceNorm(_ScaleBiasNorm):
+class InstanceNorm(ScaleBiasNorm):
     """Instance Normalization (Ulyanov et al., 2016, arXiv:1607.08022), flax.nnx's signature.
 
     Each example (leading axis) and feature (``feature_axes``) is normalized over the other

@@ -3,8 +3,8 @@
 The kernels are checked against a float64 NumPy oracle of the same formulas, against their
 pure-JAX twins, and through the public norms against the XLA path (native kernels off):
 values, gradients, vmap with per-seed and shared parameters, hessian, determinism, stability.
-Routing, the switch and the fallbacks: ``tests/backend/test_kernel_build.py``. Where no C++ compiler is
-available the kernel tests are skipped.
+Routing, the switch and the fallbacks: ``tests/backend/test_kernel_build.py``. Where no C++
+compiler is available the kernel tests are skipped.
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ def test_state_and_argument_types_are_checked() -> None:
         nj.moments(x * jnp.arange(4.0)[:, None], 0, mask=int_mask != 0).mean)
     for call, name in [(lambda: nj.moments(x, None), "reduction_axes"),
                        (lambda: nj.moments(x, 0.0), "reduction_axes"),
-                       (lambda: nj.group_norm(x, num_groups=1, channel_axis=None),
-                        "channel_axis"),
+                       (lambda: nj.group_norm(x, num_groups=1, feature_axes=None),
+                        "feature_axes"),
                        (lambda: nj.batch_norm(x, nj.batch_norm_init(2), reduction_axes=None,
                                               train=True), "reduction_axes")]:
         with pytest.raises(TypeError, match=rf"{name} must be an int or a sequence of ints"):
