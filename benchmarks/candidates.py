@@ -18,6 +18,7 @@ Candidates per case:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -108,8 +109,12 @@ def normjax_candidate(case: Case, *, native: bool = True, fused: bool = True) ->
     elif case.kind == "rms":
         fn = lambda x, s, b: normjax.rms_norm(x, s, epsilon=case.epsilon)  # noqa: E731
     elif case.kind == "group":
+        # builds before the one axis vocabulary called group_norm's feature axis channel_axis
+        # (benchmarks.compare_builds times them with these candidates)
+        name = ("feature_axes" if "feature_axes" in inspect.signature(normjax.group_norm).parameters
+                else "channel_axis")
         fn = lambda x, s, b: normjax.group_norm(  # noqa: E731
-            x, s, b, num_groups=NUM_GROUPS, feature_axes=c, **kw)
+            x, s, b, num_groups=NUM_GROUPS, **{name: c}, **kw)
     elif case.kind == "instance":
         fn = lambda x, s, b: normjax.instance_norm(x, s, b, feature_axes=c, **kw)  # noqa: E731
     else:

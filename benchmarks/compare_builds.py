@@ -46,7 +46,9 @@ def import_previous(checkout: Path) -> Any:
     dest = Path(tempfile.mkdtemp(prefix="normjax-previous-")) / PREVIOUS
     shutil.copytree(checkout / "normjax", dest)
     for path in dest.rglob("*.py"):
-        path.write_text(re.sub(r"\bnormjax\b", PREVIOUS, path.read_text()))
+        # every "normjax" name, FFI target names such as "normjax_moments" included (a target
+        # registered twice under one name is refused, and that build would run without kernels)
+        path.write_text(re.sub(r"\bnormjax", PREVIOUS, path.read_text()))
     sys.path.insert(0, str(dest.parent))
     return importlib.import_module(PREVIOUS)
 
