@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 from flax.linen import dtypes as linen_dtypes
 from flax.nnx.nn import dtypes as nnx_dtypes
 
@@ -19,12 +20,17 @@ from normjax.stats import Axes, canonicalize_axes, complement_axes
 __all__ = [
     "DEFAULT_PROMOTE_DTYPE",
     "check_float32_reductions",
+    "check_gain",
+    "check_n_steps",
+    "check_one_of_groups",
     "dtype_like_flax",
     "first_from",
     "group_norm_batch_axes",
     "instance_feature_axes",
-        "promote_like_flax",
-    "resolve_groups",
+    "non_matrix_error",
+    "promote_like_flax",
+    "resolve_num_groups",
+    "ws_epsilon",
 ]
 
 
@@ -75,11 +81,6 @@ def check_float32_reductions(force_float32_reductions: bool, layer: str) -> None
         )
 
 
-def resolve_groups(channels: int, num_groups: int | None, group_size: int | None,
-                   noun: str = "channels") -> int:
-    """The number of groups, with flax's rule that exactly one of the two is given (and
-    flax's error messages: :func:`normjax.norms.group_norm.resolve_num_groups`)."""
-    return resolve_num_groups(channels, num_groups, group_size, noun=noun)
 
 
 def group_norm_batch_axes(ndim: int, reduction_axes: Axes | None) -> tuple[int, ...]:
@@ -112,3 +113,47 @@ def instance_feature_axes(feature_axes: Axes, ndim: int) -> tuple[int, ...]:
             "axis, e.g. -1 for NHWC or 1 for NCHW.)"
         )
     return features
+
+
+def check_n_steps(n_steps: Any) -> None:
+    """SpectralNorm's power-iteration steps per call: an int (below 1, flax's rule: the weights
+    pass through unnormalized)."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)):
+        raise TypeError(
+            f"SpectralNorm(n_steps={n_steps!r}): n_steps must be an int (power-iteration "
+            "steps per call; below 1 the weights pass through unnormalized, as in flax)."
+        )
+
+
+def non_matrix_error(flax_message: str, name: Any, shape: tuple[int, ...]) -> ValueError:
+    """flax's error for a >2-D parameter under ``error_on_non_matrix=True``, then the fix."""
+    return ValueError(
+        f"{flax_message} (parameter {name} of shape {shape}; set error_on_non_matrix=False "
+        "to normalize it as a (-1, out) matrix, as flax does by default)."
+    )
+
+
+def check_gain(scaled: bool, use_gain: bool | None) -> bool:
+    """Resolves ``use_gain`` (default: ``scaled``); a gain is part of scaled WS only."""
+    if use_gain and not scaled:
+        raise ValueError(
+            "WeightStandardization(use_gain=True) needs scaled=True: the learnable gain belongs "
+            "to scaled weight standardization (Brock et al. 2021); plain WS (Qiao et al. 2019) "
+            "relies on the normalization layer that follows for its scale."
+        )
+    return scaled if use_gain is None else use_gain
+
+
+def ws_epsilon(epsilon: float | None) -> dict[str, float]:
+    """``epsilon`` as a keyword argument, or none so that the pure function's default holds."""
+    return {} if epsilon is None else {"epsilon": epsilon}
+
+
+def check_one_of_groups(num_groups: int | None, group_size: int | None) -> None:
+    """EvoNorm-S0 takes exactly one of ``num_groups`` and ``group_size`` (flax's rule)."""
+    if (num_groups is None) == (group_size is None):
+        raise ValueError(
+            "EvoNormS0 needs exactly one of num_groups and group_size, got "
+            f"num_groups={num_groups!r}, group_size={group_size!r}. To give group_size, pass "
+            "num_groups=None as well (num_groups defaults to 32, as in the paper)."
+        )

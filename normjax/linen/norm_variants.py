@@ -20,7 +20,7 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
-from normjax._flax_common import dtype_like_flax
+from normjax._flax_common import check_one_of_groups, dtype_like_flax
 from normjax._typing import ArrayLike
 from normjax.linen._base import axis_name_of, linen_scale_bias, running_state, store, training
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
@@ -34,19 +34,10 @@ __all__ = [
     "EvoNormS0",
     "FilterResponseNorm",
     "SwitchableNorm",
-    "check_one_of_groups",
 ]
 
 
 
-def check_one_of_groups(num_groups: int | None, group_size: int | None) -> None:
-    """EvoNorm-S0 takes exactly one of ``num_groups`` and ``group_size`` (flax's rule)."""
-    if (num_groups is None) == (group_size is None):
-        raise ValueError(
-            "EvoNormS0 needs exactly one of num_groups and group_size, got "
-            f"num_groups={num_groups!r}, group_size={group_size!r}. To give group_size, pass "
-            "num_groups=None as well (num_groups defaults to 32, as in the paper)."
-        )
 
 
 class FilterResponseNorm(nn.Module):

@@ -22,7 +22,7 @@ from normjax._flax_common import (
     dtype_like_flax,
     group_norm_batch_axes,
     instance_feature_axes,
-    resolve_groups,
+    resolve_num_groups,
 )
 from normjax._typing import ArrayLike
 from normjax.linen._base import linen_scale_bias
@@ -144,7 +144,7 @@ class GroupNorm(nn.Module):
         check_float32_reductions(self.force_float32_reductions, "GroupNorm")
         x = jnp.asarray(x)
         batch_axes = group_norm_batch_axes(x.ndim, self.reduction_axes)
-        groups = resolve_groups(x.shape[-1], self.num_groups, self.group_size)
+        groups = resolve_num_groups(x.shape[-1], self.num_groups, self.group_size)
         scale, bias = linen_scale_bias(
             self, (x.shape[-1],), use_scale=self.use_scale, use_bias=self.use_bias,
             scale_init=self.scale_init, bias_init=self.bias_init, param_dtype=self.param_dtype,

@@ -18,12 +18,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 from flax.typing import Axes, Dtype, Initializer
 from jax.nn import initializers
 
-from normjax._flax_common import dtype_like_flax
+from normjax._flax_common import (
+    check_gain,
+    check_n_steps,
+    dtype_like_flax,
+    non_matrix_error,
+    ws_epsilon,
+)
 from normjax.stats import canonicalize_axes, feature_shape
 from normjax.weights.spectral_norm import SpectralNormState, spectral_norm
 from normjax.weights.weight_norm import weight_norm
@@ -32,8 +37,7 @@ from normjax.weights.weight_standardization import (
     weight_standardization,
 )
 
-__all__ = ["SpectralNorm", "WeightNorm", "WeightStandardization", "check_gain", "check_n_steps",
-           "ws_epsilon"]
+__all__ = ["SpectralNorm", "WeightNorm", "WeightStandardization"]
 
 
 def variable_name(layer: nn.Module, path: tuple[Any, ...]) -> str:
@@ -41,38 +45,12 @@ def variable_name(layer: nn.Module, path: tuple[Any, ...]) -> str:
     return f"{layer.name}/" + jax.tree_util.keystr(path[1:], simple=True, separator="/")
 
 
-def check_n_steps(n_steps: Any) -> None:
-    """SpectralNorm's power-iteration steps per call: an int (below 1, flax's rule: the weights
-    pass through unnormalized)."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)):
-        raise TypeError(
-            f"SpectralNorm(n_steps={n_steps!r}): n_steps must be an int (power-iteration "
-            "steps per call; below 1 the weights pass through unnormalized, as in flax)."
-        )
 
 
-def non_matrix_error(flax_message: str, name: Any, shape: tuple[int, ...]) -> ValueError:
-    """flax's error for a >2-D parameter under ``error_on_non_matrix=True``, then the fix."""
-    return ValueError(
-        f"{flax_message} (parameter {name} of shape {shape}; set error_on_non_matrix=False "
-        "to normalize it as a (-1, out) matrix, as flax does by default)."
-    )
 
 
-def check_gain(scaled: bool, use_gain: bool | None) -> bool:
-    """Resolves ``use_gain`` (default: ``scaled``); a gain is part of scaled WS only."""
-    if use_gain and not scaled:
-        raise ValueError(
-            "WeightStandardization(use_gain=True) needs scaled=True: the learnable gain belongs "
-            "to scaled weight standardization (Brock et al. 2021); plain WS (Qiao et al. 2019) "
-            "relies on the normalization layer that follows for its scale."
-        )
-    return scaled if use_gain is None else use_gain
 
 
-def ws_epsilon(epsilon: float | None) -> dict[str, float]:
-    """``epsilon`` as a keyword argument, or none so that the pure function's default holds."""
-    return {} if epsilon is None else {"epsilon": epsilon}
 
 
 class SpectralNorm(nn.Module):

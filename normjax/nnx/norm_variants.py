@@ -20,9 +20,8 @@ from flax import nnx
 from flax.nnx.nn import initializers
 from flax.typing import Dtype, Initializer
 
-from normjax._flax_common import DEFAULT_PROMOTE_DTYPE, promote_like_flax
+from normjax._flax_common import DEFAULT_PROMOTE_DTYPE, check_one_of_groups, promote_like_flax
 from normjax._typing import ArrayLike
-from normjax.linen.norm_variants import check_one_of_groups
 from normjax.nnx._base import NO_METADATA, ONES, ZEROS, RunningStatsNorm, nnx_scale_bias, value_of
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
 from normjax.norms.filter_response_norm import filter_response_norm, frn_tlu

@@ -24,7 +24,7 @@ from normjax._flax_common import (
     group_norm_batch_axes,
     instance_feature_axes,
     promote_like_flax,
-    resolve_groups,
+    resolve_num_groups,
 )
 from normjax._typing import ArrayLike
 from normjax.nnx._base import ScaleBiasNorm, value_of
@@ -163,7 +163,7 @@ class GroupNorm(ScaleBiasNorm):
         bias_metadata: Mapping[str, Any] = NO_METADATA,
         scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
-        self.num_groups = resolve_groups(num_features, num_groups, group_size, noun="features")
+        self.num_groups = resolve_num_groups(num_features, num_groups, group_size, noun="features")
         self.group_size = num_features // self.num_groups
         self.feature_axis = -1
         super().__init__(

@@ -22,11 +22,14 @@ from flax.typing import Axes, Dtype, Initializer
 
 from normjax._flax_common import (
     DEFAULT_PROMOTE_DTYPE,
+    check_gain,
+    check_n_steps,
     dtype_like_flax,
     first_from,
+    non_matrix_error,
     promote_like_flax,
+    ws_epsilon,
 )
-from normjax.linen.weights import check_gain, check_n_steps, non_matrix_error, ws_epsilon
 from normjax.stats import canonicalize_axes, feature_shape
 from normjax.weights.spectral_norm import SpectralNormState, spectral_norm
 from normjax.weights.weight_norm import weight_norm
