@@ -1,31 +1,46 @@
-"""Tests for normjax/research.py: the gathered public API of the research variants."""
+"""The research variants' public names: every one exported by ``normjax`` (once, no clash), and
+the deprecated ``normjax.research`` alias still serving them with a warning."""
 
 from __future__ import annotations
 
 import importlib
+import sys
+
+import pytest
 
 import normjax
-from normjax import research
 
-MODULES = ("norms.batch_norm_accumulation", "norms.batch_renorm", "regularizers.dropout_variants",
-           "norms.evonorm", "weights.folding", "norms.filter_response_norm",
-           "norms.ghost_batch_norm", "norms.precise_batch_norm", "weights.spectral_norm",
-           "norms.switchable_norm", "weights.weight_standardization",
-           "norms.decorrelated_batch_norm")
+IN_ITS_MODULE_ONLY = {"accumulate", "commit"}  # normjax.accumulation.<name>
 
 
-def test_exports_every_public_name_of_every_module_once():
-    names = []
-    for name in MODULES:
-        module = importlib.import_module(f"normjax.{name}")
-        for public in module.__all__:
-            assert getattr(research, public) is getattr(module, public)
-            names.append(public)
-    assert sorted(names) == sorted(research.__all__)
+def _modules():
+    from normjax.research import MODULES
+
+    return [importlib.import_module(f"normjax.{name}") for name in MODULES]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _research_imported():
+    with pytest.warns(DeprecationWarning, match="normjax.research is deprecated"):
+        sys.modules.pop("normjax.research", None)
+        importlib.import_module("normjax.research")
+
+
+def test_normjax_exports_every_public_name_of_every_variant_module_once():
+    names = [n for module in _modules() for n in module.__all__]
     assert len(set(names)) == len(names)
+    for module in _modules():
+        for name in set(module.__all__) - IN_ITS_MODULE_ONLY:
+            assert name in normjax.__all__ and getattr(normjax, name) is getattr(module, name)
+    assert normjax.accumulation.accumulate and normjax.accumulation.commit
 
 
-def test_no_name_clashes_with_the_core_api():
-    clashes = {n for n in research.__all__ if n in normjax.__all__
-               and getattr(normjax, n) is not getattr(research, n)}
-    assert not clashes
+def test_deprecated_research_alias_serves_the_same_objects():
+    research = normjax.research
+    names = [n for module in _modules() for n in module.__all__]
+    assert sorted(research.__all__) == sorted(names)
+    for module in _modules():
+        for name in module.__all__:
+            assert getattr(research, name) is getattr(module, name)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        normjax.nope  # noqa: B018
