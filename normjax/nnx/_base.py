@@ -4,7 +4,8 @@ layers with running statistics."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -16,8 +17,8 @@ from flax.typing import Dtype, Initializer
 from normjax._flax_common import first_from, promote_like_flax
 from normjax._typing import ArrayLike
 
-__all__ = ["NO_METADATA", "ONES", "ZEROS", "RunningStatsNorm", "ScaleBiasNorm", "nnx_scale_bias",
-           "value_of"]
+__all__ = ["KERNELS", "NO_METADATA", "ONES", "ZEROS", "Path", "RunningStatsNorm", "ScaleBiasNorm",
+           "missing", "nnx_scale_bias", "params_of", "swapped_in", "value_of"]
 
 NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 ZEROS: Initializer = initializers.zeros_init()
@@ -148,3 +149,36 @@ class RunningStatsNorm(ScaleBiasNorm):
         """Used by ``nnx.view``: sets ``use_running_average`` when given."""
         if use_running_average is not None:
             self.use_running_average = use_running_average
+
+
+# Weight wrappers (WeightNorm, SpectralNorm, WeightStandardization): the wrapped layer keeps
+# its raw parameters; the transformed ones are swapped in for one call.
+
+Path = tuple[Any, ...]
+KERNELS = nnx.PathContains("kernel")
+
+
+@contextmanager
+def swapped_in(replacements: Sequence[tuple[nnx.Variable, jax.Array]]) -> Iterator[None]:
+    """Holds each variable at its replacement value inside the block, restoring it after."""
+    originals = [variable[...] for variable, _ in replacements]
+    for variable, value in replacements:
+        variable[...] = value
+    try:
+        yield
+    finally:
+        for (variable, _), value in zip(replacements, originals, strict=True):
+            variable[...] = value
+
+
+def params_of(layer: nnx.Module, keep: Callable[[Path, nnx.Variable], bool]) -> list[Any]:
+    """``(path, variable)`` of the ``nnx.Param`` leaves of ``layer`` selected by ``keep``."""
+    state = nnx.state(layer, nnx.Param)
+    return [(p, v) for p, v in nnx.to_flat_state(state) if keep(p, v)]
+
+
+def missing(wrapper: str, path: Path) -> RuntimeError:
+    return RuntimeError(
+        f"{wrapper} has no state for the wrapped layer's parameter {path}; the wrapped "
+        f"layer's parameters must not change after {wrapper} is built."
+    )

@@ -10,7 +10,7 @@ the transformed ones are swapped in for the duration of the call only (flax.nnx'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from flax import nnx
 from flax.nnx.nn import initializers
 from flax.typing import Axes, Dtype, Initializer
 
+from normjax._checks import canonicalize_axes, feature_shape
 from normjax._flax_common import (
     DEFAULT_PROMOTE_DTYPE,
     check_gain,
@@ -30,7 +31,7 @@ from normjax._flax_common import (
     promote_like_flax,
     ws_epsilon,
 )
-from normjax.stats import canonicalize_axes, feature_shape
+from normjax.nnx._base import KERNELS, Path, missing, params_of, swapped_in
 from normjax.weights.spectral_norm import SpectralNormState, spectral_norm
 from normjax.weights.weight_norm import weight_norm
 from normjax.weights.weight_standardization import (
@@ -39,36 +40,6 @@ from normjax.weights.weight_standardization import (
 )
 
 __all__ = ["SpectralNorm", "WeightNorm", "WeightStandardization"]
-
-Path = tuple[Any, ...]
-KERNELS = nnx.PathContains("kernel")
-
-
-@contextmanager
-def swapped_in(replacements: Sequence[tuple[nnx.Variable, jax.Array]]) -> Iterator[None]:
-    """Holds each variable at its replacement value inside the block, restoring it after."""
-    originals = [variable[...] for variable, _ in replacements]
-    for variable, value in replacements:
-        variable[...] = value
-    try:
-        yield
-    finally:
-        for (variable, _), value in zip(replacements, originals, strict=True):
-            variable[...] = value
-
-
-def params_of(layer: nnx.Module, keep: Callable[[Path, nnx.Variable], bool]) -> list[Any]:
-    """``(path, variable)`` of the ``nnx.Param`` leaves of ``layer`` selected by ``keep``."""
-    state = nnx.state(layer, nnx.Param)
-    return [(p, v) for p, v in nnx.to_flat_state(state) if keep(p, v)]
-
-
-def missing(wrapper: str, path: Path) -> RuntimeError:
-    return RuntimeError(
-        f"{wrapper} has no state for the wrapped layer's parameter {path}; the wrapped "
-        f"layer's parameters must not change after {wrapper} is built."
-    )
-
 
 class SpectralNorm(nnx.Module):
     """Spectral Normalization (Miyato et al., 2018, arXiv:1802.05957) of a wrapped layer.
