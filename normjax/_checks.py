@@ -88,18 +88,21 @@ def channel_axes(ndim: int, feature_axes: Axes, batch_axes: Axes
 
 def renamed_arguments(**old_to_new: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Keeps deprecated keyword names of a public function working: ``old=`` is passed on as
-    ``new=`` with a ``DeprecationWarning`` (both at once is a ``TypeError``)."""
+    ``new=`` with a ``DeprecationWarning`` (both at once is a ``TypeError``). On an
+    ``__init__`` the messages name the class."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        name = fn.__qualname__.removesuffix(".__init__")
+
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             for old, new in old_to_new.items():
                 if old not in kwargs:
                     continue
                 if new in kwargs:
-                    raise TypeError(f"{fn.__name__}() got {old}= and {new}=; pass {new}= only "
+                    raise TypeError(f"{name}() got {old}= and {new}=; pass {new}= only "
                                     f"({old}= is its deprecated name).")
-                warnings.warn(f"{fn.__name__}({old}=...) is deprecated: use {new}=... (the "
+                warnings.warn(f"{name}({old}=...) is deprecated: use {new}=... (the "
                               "same axes; one axis vocabulary across normjax's norms).",
                               DeprecationWarning, stacklevel=2)
                 kwargs[new] = kwargs.pop(old)

@@ -14,8 +14,9 @@ import numpy as np
 from flax.linen import dtypes as linen_dtypes
 from flax.nnx.nn import dtypes as nnx_dtypes
 
+from normjax._checks import canonicalize_axes, complement_axes
+from normjax._typing import Axes
 from normjax.norms.group_norm import resolve_num_groups
-from normjax.stats import Axes, canonicalize_axes, complement_axes
 
 __all__ = [
     "DEFAULT_PROMOTE_DTYPE",

@@ -4,6 +4,7 @@ after a training call) with flax's initialization rules."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -11,7 +12,7 @@ import jax
 from flax import linen as nn
 
 __all__ = ["COLLECTION", "axis_name_of", "linen_scale_bias", "running_state", "store",
-           "training"]
+           "take_channel_axis", "training"]
 
 COLLECTION = "batch_stats"
 
@@ -82,3 +83,19 @@ def linen_scale_bias(
     scale = module.param("scale", scale_init, shape, param_dtype) if use_scale else None
     bias = module.param("bias", bias_init, shape, param_dtype) if use_bias else None
     return scale, bias
+
+
+def take_channel_axis(module: nn.Module) -> None:
+    """``channel_axis=``, the deprecated field name of a layer's ``feature_axes``: moved there
+    with a ``DeprecationWarning`` (both given is a ``TypeError``). Call from ``__post_init__``."""
+    old = module.channel_axis
+    if old is None:
+        return
+    name = type(module).__name__
+    if module.feature_axes != -1:
+        raise TypeError(f"{name}() got channel_axis= and feature_axes=; pass feature_axes= only "
+                        "(channel_axis= is its deprecated name).")
+    warnings.warn(f"{name}(channel_axis=...) is deprecated: use feature_axes=... (the same axis; "
+                  "one axis vocabulary across normjax's norms).", DeprecationWarning, stacklevel=4)
+    object.__setattr__(module, "feature_axes", old)
+    object.__setattr__(module, "channel_axis", None)

@@ -12,11 +12,11 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
+from normjax._checks import canonicalize_axes, complement_axes, feature_shape
 from normjax._flax_common import check_float32_reductions, dtype_like_flax
 from normjax.linen._base import axis_name_of, linen_scale_bias, running_state, store
 from normjax.norms.batch_norm import batch_norm
 from normjax.running import batch_norm_init
-from normjax.stats import canonicalize_axes, complement_axes, feature_shape
 
 __all__ = ["BatchNorm"]
 

@@ -24,14 +24,21 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
+from normjax._checks import canonicalize_axes, complement_axes, feature_shape, single_axis
 from normjax._flax_common import dtype_like_flax
 from normjax._typing import ArrayLike
-from normjax.linen._base import axis_name_of, linen_scale_bias, running_state, store, training
+from normjax.linen._base import (
+    axis_name_of,
+    linen_scale_bias,
+    running_state,
+    store,
+    take_channel_axis,
+    training,
+)
 from normjax.norms.batch_renorm import batch_renorm
 from normjax.norms.decorrelated_batch_norm import decorrelated_batch_norm, whitening_init
 from normjax.norms.ghost_batch_norm import ghost_batch_norm
 from normjax.running import batch_norm_init
-from normjax.stats import canonicalize_axes, complement_axes, feature_shape
 
 __all__ = [
     "BatchRenorm",
@@ -160,7 +167,7 @@ class BatchRenorm(nn.Module):
 class DecorrelatedBatchNorm(nn.Module):
     """Decorrelated BatchNorm (Huang et al., 2018, arXiv:1804.08450): ZCA whitening per group.
 
-    The features on ``channel_axis`` are split into groups of ``group_size`` (``None``: one
+    The features on ``feature_axes`` are split into groups of ``group_size`` (``None``: one
     group; the paper uses 16) and each group is whitened,
     ``y = (Sigma + epsilon I)^(-1/2) (x - mu) * scale + bias``, with the batch mean and
     covariance in training and their running averages in evaluation. Params ``scale``,
@@ -169,7 +176,7 @@ class DecorrelatedBatchNorm(nn.Module):
     """
 
     use_running_average: bool | None = None
-    channel_axis: int = -1
+    feature_axes: int = -1
     group_size: int | None = None
     momentum: float | None = 0.99
     epsilon: float = 1e-5
@@ -181,12 +188,17 @@ class DecorrelatedBatchNorm(nn.Module):
     scale_init: Initializer = initializers.ones
     axis_name: Any = None
     axis_index_groups: Any = None
+    channel_axis: int | None = None  # the deprecated name of feature_axes
+
+    def __post_init__(self) -> None:
+        take_channel_axis(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: ArrayLike, use_running_average: bool | None = None) -> jax.Array:
-        """Whitens ``x`` over every axis but ``channel_axis``."""
+        """Whitens ``x`` over every axis but ``feature_axes``."""
         x = jnp.asarray(x)
-        (c,) = canonicalize_axes(self.channel_axis, x.ndim, name="channel_axis")
+        c = single_axis(self.feature_axes, x.ndim, name="feature_axes")
         init = whitening_init(x.shape[c], group_size=self.group_size)
         state, variables = running_state(self, init)
         scale, bias = linen_scale_bias(

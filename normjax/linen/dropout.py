@@ -16,6 +16,7 @@ from flax import linen as nn
 from flax.typing import Axes
 
 from normjax._typing import ArrayLike
+from normjax.linen._base import take_channel_axis
 from normjax.regularizers.dropout import dropout, needs_key
 from normjax.regularizers.dropout_variants import (
     SELU_ALPHA_PRIME,
@@ -76,14 +77,19 @@ class SpatialDropout(nn.Module):
 
     One Bernoulli draw per example and channel, shared over the other axes:
     ``y[n, ..., c] = m[n, c] * x[n, ..., c] / (1 - rate)``, ``m ~ Bernoulli(1 - rate)``.
-    ``channel_axis`` is the channel axis, ``batch_axes`` the example axes.
+    ``feature_axes`` is the channel axis, ``batch_axes`` the example axes.
     """
 
     rate: float
-    channel_axis: int = -1
+    feature_axes: int = -1
     batch_axes: Axes = 0
     deterministic: bool | None = None
     rng_collection: str = "dropout"
+    channel_axis: int | None = None  # the deprecated name of feature_axes
+
+    def __post_init__(self) -> None:
+        take_channel_axis(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(
@@ -92,7 +98,7 @@ class SpatialDropout(nn.Module):
         """Drops channels unless ``deterministic``."""
         train, key = mode_and_key(self, deterministic, rng)
         return spatial_dropout(key, inputs, rate=self.rate, train=train,
-                               feature_axes=self.channel_axis, batch_axes=self.batch_axes)
+                               feature_axes=self.feature_axes, batch_axes=self.batch_axes)
 
 
 class AlphaDropout(nn.Module):

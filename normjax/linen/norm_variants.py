@@ -1,7 +1,7 @@
 """``normjax.linen`` per-channel research normalizations: Filter Response Normalization (+TLU),
 EvoNorm-B0, EvoNorm-S0 and Switchable Normalization.
 
-These take normjax's ``channel_axis`` (default -1, channels last) and ``batch_axes`` (default
+These take normjax's ``feature_axes`` (default -1, channels last) and ``batch_axes`` (default
 0: the axes indexing independent examples; ``()`` under a per-example ``vmap``) instead of
 flax's ``axis``. Each ``__call__`` creates the params (``scale``, ``bias`` and the technique's
 own), calls the pure function (:func:`normjax.filter_response_norm`, :func:`normjax.frn_tlu`,
@@ -20,14 +20,21 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
+from normjax._checks import single_axis
 from normjax._flax_common import check_one_of_groups, dtype_like_flax
-from normjax._typing import ArrayLike
-from normjax.linen._base import axis_name_of, linen_scale_bias, running_state, store, training
+from normjax._typing import ArrayLike, Axes
+from normjax.linen._base import (
+    axis_name_of,
+    linen_scale_bias,
+    running_state,
+    store,
+    take_channel_axis,
+    training,
+)
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
 from normjax.norms.filter_response_norm import filter_response_norm, frn_tlu
 from normjax.norms.switchable_norm import switchable_norm
 from normjax.running import batch_norm_init
-from normjax.stats import Axes, canonicalize_axes
 
 __all__ = [
     "EvoNormB0",
@@ -55,7 +62,7 @@ class FilterResponseNorm(nn.Module):
     epsilon: float = 1e-6
     learned_epsilon: bool = False
     use_tlu: bool = True
-    channel_axis: int = -1
+    feature_axes: int = -1
     batch_axes: Axes = 0
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -65,12 +72,17 @@ class FilterResponseNorm(nn.Module):
     scale_init: Initializer = initializers.ones
     tau_init: Initializer = initializers.zeros
     eps_init: Initializer = initializers.constant(1e-4)
+    channel_axis: int | None = None  # the deprecated name of feature_axes
+
+    def __post_init__(self) -> None:
+        take_channel_axis(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: ArrayLike) -> jax.Array:
         """Normalizes ``x`` (and applies the TLU when ``use_tlu``)."""
         x = jnp.asarray(x)
-        (c,) = canonicalize_axes(self.channel_axis, x.ndim, name="channel_axis")
+        c = single_axis(self.feature_axes, x.ndim, name="feature_axes")
         scale, bias = linen_scale_bias(
             self, (x.shape[c],), use_scale=self.use_scale, use_bias=self.use_bias,
             scale_init=self.scale_init, bias_init=self.bias_init, param_dtype=self.param_dtype)
@@ -100,7 +112,7 @@ class EvoNormS0(nn.Module):
     num_groups: int | None = 32
     group_size: int | None = None
     epsilon: float = 1e-5
-    channel_axis: int = -1
+    feature_axes: int = -1
     batch_axes: Axes = 0
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -109,13 +121,18 @@ class EvoNormS0(nn.Module):
     bias_init: Initializer = initializers.zeros
     scale_init: Initializer = initializers.ones
     v_init: Initializer = initializers.ones
+    channel_axis: int | None = None  # the deprecated name of feature_axes
+
+    def __post_init__(self) -> None:
+        take_channel_axis(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: ArrayLike) -> jax.Array:
         """Normalizes and activates ``x``."""
         check_one_of_groups(self.num_groups, self.group_size)
         x = jnp.asarray(x)
-        (c,) = canonicalize_axes(self.channel_axis, x.ndim, name="channel_axis")
+        c = single_axis(self.feature_axes, x.ndim, name="feature_axes")
         scale, bias = linen_scale_bias(
             self, (x.shape[c],), use_scale=self.use_scale, use_bias=self.use_bias,
             scale_init=self.scale_init, bias_init=self.bias_init, param_dtype=self.param_dtype)
@@ -137,7 +154,7 @@ class EvoNormB0(nn.Module):
     """
 
     use_running_average: bool | None = None
-    channel_axis: int = -1
+    feature_axes: int = -1
     batch_axes: Axes = 0
     momentum: float | None = 0.99
     epsilon: float = 1e-5
@@ -151,12 +168,17 @@ class EvoNormB0(nn.Module):
     axis_name: Any = None
     axis_index_groups: Any = None
     running_var: Literal["biased", "unbiased"] = "biased"
+    channel_axis: int | None = None  # the deprecated name of feature_axes
+
+    def __post_init__(self) -> None:
+        take_channel_axis(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: ArrayLike, use_running_average: bool | None = None) -> jax.Array:
         """Normalizes and activates ``x`` (at least one spatial axis)."""
         x = jnp.asarray(x)
-        (c,) = canonicalize_axes(self.channel_axis, x.ndim, name="channel_axis")
+        c = single_axis(self.feature_axes, x.ndim, name="feature_axes")
         state, variables = running_state(self, batch_norm_init(x.shape[c]))
         scale, bias = linen_scale_bias(
             self, (x.shape[c],), use_scale=self.use_scale, use_bias=self.use_bias,
@@ -184,7 +206,7 @@ class SwitchableNorm(nn.Module):
     """
 
     use_running_average: bool | None = None
-    channel_axis: int = -1
+    feature_axes: int = -1
     batch_axes: Axes = 0
     momentum: float | None = 0.99
     epsilon: float = 1e-5
@@ -198,12 +220,17 @@ class SwitchableNorm(nn.Module):
     axis_name: Any = None
     axis_index_groups: Any = None
     running_var: Literal["biased", "unbiased"] = "biased"
+    channel_axis: int | None = None  # the deprecated name of feature_axes
+
+    def __post_init__(self) -> None:
+        take_channel_axis(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: ArrayLike, use_running_average: bool | None = None) -> jax.Array:
         """Normalizes ``x`` (at least one spatial axis)."""
         x = jnp.asarray(x)
-        (c,) = canonicalize_axes(self.channel_axis, x.ndim, name="channel_axis")
+        c = single_axis(self.feature_axes, x.ndim, name="feature_axes")
         state, variables = running_state(self, batch_norm_init(x.shape[c]))
         scale, bias = linen_scale_bias(
             self, (x.shape[c],), use_scale=self.use_scale, use_bias=self.use_bias,

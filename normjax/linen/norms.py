@@ -17,6 +17,7 @@ from flax import linen as nn
 from flax.typing import Axes, Dtype, Initializer
 from jax.nn import initializers
 
+from normjax._checks import canonicalize_axes, feature_shape
 from normjax._flax_common import (
     check_float32_reductions,
     dtype_like_flax,
@@ -30,7 +31,6 @@ from normjax.norms.group_norm import group_norm
 from normjax.norms.instance_norm import instance_norm
 from normjax.norms.layer_norm import layer_norm
 from normjax.norms.rms_norm import rms_norm
-from normjax.stats import canonicalize_axes, feature_shape
 
 __all__ = ["GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
 

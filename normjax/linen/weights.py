@@ -22,6 +22,7 @@ from flax import linen as nn
 from flax.typing import Axes, Dtype, Initializer
 from jax.nn import initializers
 
+from normjax._checks import canonicalize_axes, feature_shape
 from normjax._flax_common import (
     check_gain,
     check_n_steps,
@@ -29,7 +30,6 @@ from normjax._flax_common import (
     non_matrix_error,
     ws_epsilon,
 )
-from normjax.stats import canonicalize_axes, feature_shape
 from normjax.weights.spectral_norm import SpectralNormState, spectral_norm
 from normjax.weights.weight_norm import weight_norm
 from normjax.weights.weight_standardization import (

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer
 
+from normjax._checks import canonicalize_axes, complement_axes
 from normjax._flax_common import DEFAULT_PROMOTE_DTYPE, promote_like_flax
 from normjax.nnx._base import ONES, ZEROS, RunningStatsNorm, value_of
 from normjax.norms.batch_norm import batch_norm
 from normjax.running import batch_norm_init
-from normjax.stats import canonicalize_axes, complement_axes
 
 __all__ = ["BatchNorm"]
 

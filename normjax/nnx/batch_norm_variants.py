@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer
 
+from normjax._checks import canonicalize_axes, complement_axes, renamed_arguments
 from normjax._flax_common import DEFAULT_PROMOTE_DTYPE
 from normjax._typing import ArrayLike
 from normjax.nnx._base import NO_METADATA, ONES, ZEROS, RunningStatsNorm
@@ -27,7 +28,6 @@ from normjax.norms.batch_renorm import batch_renorm
 from normjax.norms.decorrelated_batch_norm import decorrelated_batch_norm, whitening_init
 from normjax.norms.ghost_batch_norm import ghost_batch_norm
 from normjax.running import batch_norm_init
-from normjax.stats import canonicalize_axes, complement_axes
 
 __all__ = ["BatchRenorm", "DecorrelatedBatchNorm", "GhostBatchNorm"]
 
@@ -178,7 +178,7 @@ class BatchRenorm(RunningStatsNorm):
 class DecorrelatedBatchNorm(RunningStatsNorm):
     """Decorrelated BatchNorm (Huang et al., 2018, arXiv:1804.08450): ZCA whitening per group.
 
-    The ``num_features`` features on ``channel_axis`` are split into groups of ``group_size``
+    The ``num_features`` features on ``feature_axes`` are split into groups of ``group_size``
     (``None``: one group; the paper uses 16) and each group is whitened,
     ``y = (Sigma + epsilon I)^(-1/2) (x - mu) * scale + bias``, with the batch mean and
     covariance in training and their running averages in evaluation. State: ``mean``
@@ -186,13 +186,14 @@ class DecorrelatedBatchNorm(RunningStatsNorm):
     :func:`normjax.decorrelated_batch_norm`.
     """
 
+    @renamed_arguments(channel_axis="feature_axes")
     def __init__(
         self,
         num_features: int,
         *,
         group_size: int | None = None,
         use_running_average: bool | None = False,
-        channel_axis: int = -1,
+        feature_axes: int = -1,
         momentum: float | None = 0.99,
         epsilon: float = 1e-5,
         dtype: Dtype | None = None,
@@ -216,15 +217,15 @@ class DecorrelatedBatchNorm(RunningStatsNorm):
             axis_index_groups=axis_index_groups, promote_dtype=promote_dtype, rngs=rngs,
             bias_metadata=bias_metadata, scale_metadata=scale_metadata)
         self.group_size = group_size
-        self.channel_axis = channel_axis
+        self.feature_axes = feature_axes
 
     def __call__(self, x: ArrayLike, use_running_average: bool | None = None) -> jax.Array:
-        """Whitens ``x`` over every axis but ``channel_axis``."""
+        """Whitens ``x`` over every axis but ``feature_axes``."""
         train = self._training(use_running_average)
         x, scale, bias = self._promoted(x)
         y, new = decorrelated_batch_norm(
             x, self._state(), scale=scale, bias=bias, train=train,
-            feature_axes=self.channel_axis, decay=self.momentum, epsilon=self.epsilon,
+            feature_axes=self.feature_axes, decay=self.momentum, epsilon=self.epsilon,
             axis_name=self.axis_name, axis_index_groups=self.axis_index_groups)
         self._store(new, train)
         return y

@@ -18,6 +18,7 @@ import jax
 from flax import nnx
 from flax.typing import Axes
 
+from normjax._checks import renamed_arguments
 from normjax._flax_common import first_from
 from normjax._typing import ArrayLike
 from normjax.regularizers.dropout import dropout, needs_key
@@ -137,11 +138,12 @@ class SpatialDropout(DropoutVariant):
     ``y[n, ..., c] = m[n, c] * x[n, ..., c] / (1 - rate)``, ``m ~ Bernoulli(1 - rate)``.
     """
 
+    @renamed_arguments(channel_axis="feature_axes")
     def __init__(
         self,
         rate: float,
         *,
-        channel_axis: int = -1,
+        feature_axes: int = -1,
         batch_axes: Axes = 0,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
@@ -149,7 +151,7 @@ class SpatialDropout(DropoutVariant):
     ) -> None:
         super().__init__(rate, deterministic=deterministic, rng_collection=rng_collection,
                          rngs=rngs)
-        self.channel_axis = channel_axis
+        self.feature_axes = feature_axes
         self.batch_axes = batch_axes
 
     def __call__(
@@ -158,7 +160,7 @@ class SpatialDropout(DropoutVariant):
         """Drops channels unless ``deterministic``."""
         train, key = self._mode_and_key(deterministic, rngs)
         return spatial_dropout(key, inputs, rate=self.rate, train=train,
-                               feature_axes=self.channel_axis, batch_axes=self.batch_axes)
+                               feature_axes=self.feature_axes, batch_axes=self.batch_axes)
 
 
 class AlphaDropout(DropoutVariant):

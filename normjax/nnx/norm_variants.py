@@ -1,7 +1,7 @@
 """``normjax.nnx`` per-channel research normalizations: Filter Response Normalization (+TLU),
 EvoNorm-B0, EvoNorm-S0 and Switchable Normalization.
 
-These take normjax's ``channel_axis`` (default -1) and ``batch_axes`` (default 0; ``()`` under
+These take normjax's ``feature_axes`` (default -1) and ``batch_axes`` (default 0; ``()`` under
 a per-example ``vmap``). Params are ``nnx.Param`` (``scale``, ``bias`` and the technique's
 own); the layers with running statistics (B0, Switchable) keep them as ``nnx.BatchStat`` with
 the conventions of :class:`normjax.nnx.BatchNorm` (see :mod:`normjax.nnx.batch_norm_variants`). The
@@ -20,14 +20,14 @@ from flax import nnx
 from flax.nnx.nn import initializers
 from flax.typing import Dtype, Initializer
 
+from normjax._checks import renamed_arguments
 from normjax._flax_common import DEFAULT_PROMOTE_DTYPE, check_one_of_groups, promote_like_flax
-from normjax._typing import ArrayLike
+from normjax._typing import ArrayLike, Axes
 from normjax.nnx._base import NO_METADATA, ONES, ZEROS, RunningStatsNorm, nnx_scale_bias, value_of
 from normjax.norms.evonorm import evonorm_b0, evonorm_s0
 from normjax.norms.filter_response_norm import filter_response_norm, frn_tlu
 from normjax.norms.switchable_norm import switchable_norm
 from normjax.running import batch_norm_init
-from normjax.stats import Axes
 
 __all__ = ["EvoNormB0", "EvoNormS0", "FilterResponseNorm", "SwitchableNorm"]
 
@@ -48,6 +48,7 @@ class FilterResponseNorm(nnx.Module):
     ``eps`` (init ``eps_init``, 1e-4) used as ``epsilon + |eps|``.
     """
 
+    @renamed_arguments(channel_axis="feature_axes")
     def __init__(
         self,
         num_features: int,
@@ -55,7 +56,7 @@ class FilterResponseNorm(nnx.Module):
         epsilon: float = 1e-6,
         learned_epsilon: bool = False,
         use_tlu: bool = True,
-        channel_axis: int = -1,
+        feature_axes: int = -1,
         batch_axes: Axes = 0,
         dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
@@ -81,7 +82,7 @@ class FilterResponseNorm(nnx.Module):
         self.epsilon = epsilon
         self.learned_epsilon = learned_epsilon
         self.use_tlu = use_tlu
-        self.channel_axis = channel_axis
+        self.feature_axes = feature_axes
         self.batch_axes = batch_axes
         self.dtype = dtype
         self.promote_dtype = promote_dtype
@@ -94,7 +95,7 @@ class FilterResponseNorm(nnx.Module):
         epsilon = self.epsilon
         if self.learned_epsilon:
             epsilon = epsilon + jnp.abs(self.eps[...])
-        kwargs = dict(feature_axes=self.channel_axis, batch_axes=self.batch_axes,
+        kwargs = dict(feature_axes=self.feature_axes, batch_axes=self.batch_axes,
                       epsilon=epsilon)
         if self.use_tlu:
             return frn_tlu(x, scale, bias, tau, **kwargs)
@@ -111,6 +112,7 @@ class EvoNormS0(nnx.Module):
     ``scale``, ``bias``, ``v`` (per channel).
     """
 
+    @renamed_arguments(channel_axis="feature_axes")
     def __init__(
         self,
         num_features: int,
@@ -118,7 +120,7 @@ class EvoNormS0(nnx.Module):
         group_size: int | None = None,
         *,
         epsilon: float = 1e-5,
-        channel_axis: int = -1,
+        feature_axes: int = -1,
         batch_axes: Axes = 0,
         dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
@@ -142,7 +144,7 @@ class EvoNormS0(nnx.Module):
         self.num_groups = num_groups
         self.group_size = group_size
         self.epsilon = epsilon
-        self.channel_axis = channel_axis
+        self.feature_axes = feature_axes
         self.batch_axes = batch_axes
         self.dtype = dtype
         self.promote_dtype = promote_dtype
@@ -153,7 +155,7 @@ class EvoNormS0(nnx.Module):
             self.promote_dtype,
             (x, value_of(self.scale), value_of(self.bias), self.v[...]), self.dtype)
         return evonorm_s0(x, scale, bias, v=v, num_groups=self.num_groups,
-                          group_size=self.group_size, feature_axes=self.channel_axis,
+                          group_size=self.group_size, feature_axes=self.feature_axes,
                           batch_axes=self.batch_axes, epsilon=self.epsilon)
 
 
@@ -166,12 +168,13 @@ class EvoNormB0(RunningStatsNorm):
     ``bias``, ``v``; state ``mean``, ``var``, ``count`` (only the variance is used).
     """
 
+    @renamed_arguments(channel_axis="feature_axes")
     def __init__(
         self,
         num_features: int,
         *,
         use_running_average: bool | None = False,
-        channel_axis: int = -1,
+        feature_axes: int = -1,
         batch_axes: Axes = 0,
         momentum: float | None = 0.99,
         epsilon: float = 1e-5,
@@ -198,7 +201,7 @@ class EvoNormB0(RunningStatsNorm):
             axis_index_groups=axis_index_groups, promote_dtype=promote_dtype, rngs=rngs,
             bias_metadata=bias_metadata, scale_metadata=scale_metadata)
         self.v = _param(v_init, (num_features,), param_dtype, rngs)
-        self.channel_axis = channel_axis
+        self.feature_axes = feature_axes
         self.batch_axes = batch_axes
         self.running_var = running_var
 
@@ -208,7 +211,7 @@ class EvoNormB0(RunningStatsNorm):
         x, scale, bias, v = self._promoted(x, self.v[...])
         y, new = evonorm_b0(
             x, self._state(), scale=scale, bias=bias, v=v, train=train,
-            feature_axes=self.channel_axis, batch_axes=self.batch_axes, decay=self.momentum,
+            feature_axes=self.feature_axes, batch_axes=self.batch_axes, decay=self.momentum,
             epsilon=self.epsilon, axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups, running_var=self.running_var)
         self._store(new, train)
@@ -226,12 +229,13 @@ class SwitchableNorm(RunningStatsNorm):
     ``count``.
     """
 
+    @renamed_arguments(channel_axis="feature_axes")
     def __init__(
         self,
         num_features: int,
         *,
         use_running_average: bool | None = False,
-        channel_axis: int = -1,
+        feature_axes: int = -1,
         batch_axes: Axes = 0,
         momentum: float | None = 0.99,
         epsilon: float = 1e-5,
@@ -259,7 +263,7 @@ class SwitchableNorm(RunningStatsNorm):
             bias_metadata=bias_metadata, scale_metadata=scale_metadata)
         self.mean_logits = _param(logits_init, (3,), param_dtype, rngs)
         self.var_logits = _param(logits_init, (3,), param_dtype, rngs)
-        self.channel_axis = channel_axis
+        self.feature_axes = feature_axes
         self.batch_axes = batch_axes
         self.running_var = running_var
 
@@ -269,7 +273,7 @@ class SwitchableNorm(RunningStatsNorm):
         x, scale, bias = self._promoted(x)
         y, new = switchable_norm(
             x, self._state(), scale=scale, bias=bias, mean_logits=self.mean_logits[...],
-            var_logits=self.var_logits[...], train=train, feature_axes=self.channel_axis,
+            var_logits=self.var_logits[...], train=train, feature_axes=self.feature_axes,
             batch_axes=self.batch_axes, decay=self.momentum, epsilon=self.epsilon,
             axis_name=self.axis_name, axis_index_groups=self.axis_index_groups,
             running_var=self.running_var)

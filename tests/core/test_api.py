@@ -69,3 +69,48 @@ def test_scale_and_bias_are_positional_in_every_norm() -> None:
     ]
     for positional, keyword in pairs:
         jax.tree.map(np.testing.assert_array_equal, positional, keyword)
+
+
+def _linen(layer: Callable[..., Any], *args: Any, **rest: Any) -> Callable[[dict], Any]:
+    def call(kw: dict[str, Any]) -> Any:
+        module = layer(*args, **rest, **kw)
+        variables = module.init({"params": KEY, "dropout": KEY}, X)
+        return module.apply(variables, X, rngs={"dropout": KEY}, mutable=["batch_stats"])
+    return call
+
+
+def _nnx(layer: Callable[..., Any], *args: Any, **rest: Any) -> Callable[[dict], Any]:
+    from flax import nnx
+    return lambda kw: layer(*args, **rest, **kw, rngs=nnx.Rngs(0, dropout=0))(X)
+
+
+def _layers() -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
+    import normjax.linen as nl
+    import normjax.nnx as nn_
+    return [
+        ("FilterResponseNorm", _linen(nl.FilterResponseNorm)),
+        ("EvoNormS0", _linen(nl.EvoNormS0, num_groups=2)),
+        ("EvoNormB0", _linen(nl.EvoNormB0, use_running_average=False)),
+        ("SwitchableNorm", _linen(nl.SwitchableNorm, use_running_average=False)),
+        ("DecorrelatedBatchNorm", _linen(nl.DecorrelatedBatchNorm, group_size=2,
+                                         use_running_average=False)),
+        ("SpatialDropout", _linen(nl.SpatialDropout, 0.5, deterministic=False)),
+        ("FilterResponseNorm", _nnx(nn_.FilterResponseNorm, 6)),
+        ("EvoNormS0", _nnx(nn_.EvoNormS0, 6, num_groups=2)),
+        ("EvoNormB0", _nnx(nn_.EvoNormB0, 6, use_running_average=False)),
+        ("SwitchableNorm", _nnx(nn_.SwitchableNorm, 6, use_running_average=False)),
+        ("DecorrelatedBatchNorm", _nnx(nn_.DecorrelatedBatchNorm, 6, group_size=2,
+                                       use_running_average=False)),
+        ("SpatialDropout", _nnx(nn_.SpatialDropout, 0.5)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(12), ids=lambda i: ("linen", "nnx")[i // 6] + str(i % 6))
+def test_layers_take_channel_axis_as_the_deprecated_name_of_feature_axes(index: int) -> None:
+    name, call = _layers()[index]
+    want = call({"feature_axes": 3})
+    with pytest.warns(DeprecationWarning, match=rf"{name}\(channel_axis=\.\.\.\) is deprecated"):
+        got = call({"channel_axis": 3})
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    with pytest.raises(TypeError, match="pass feature_axes= only"):
+        call({"channel_axis": 3, "feature_axes": 1})

@@ -53,9 +53,9 @@ STATEFUL = [
          x, s, scale=p["scale"], bias=p["bias"], reduction_axes=(0, 1), train=train,
          r_max=1.5, d_max=0.25, decay=0.8, running_var="unbiased"),
      batch_norm_init(4), bn_shapes(4)),
-    ("evonorm-b0", nr.EvoNormB0(channel_axis=1, momentum=0.9, epsilon=1e-3), (4, 3, 2, 2),
+    ("evonorm-b0", nr.EvoNormB0(feature_axes=1, momentum=0.9, epsilon=1e-3), (4, 3, 2, 2),
      lambda x, p, s, train: normjax.evonorm_b0(
-         x, s, scale=p["scale"], bias=p["bias"], v=p["v"], train=train, channel_axis=1,
+         x, s, scale=p["scale"], bias=p["bias"], v=p["v"], train=train, feature_axes=1,
          decay=0.9, epsilon=1e-3),
      batch_norm_init(3), bn_shapes(3, v=(3,))),
     ("switchable", nr.SwitchableNorm(momentum=0.8, epsilon=1e-4), (4, 3, 5),
@@ -164,8 +164,8 @@ def test_output_dtype_follows_flax() -> None:
 
 # (id, module, input shape, pure(x, params) -> y, param shapes)
 STATELESS = [
-    ("frn-tlu-nchw", nr.FilterResponseNorm(channel_axis=1, epsilon=1e-4), (2, 3, 4, 4),
-     lambda x, p: normjax.frn_tlu(x, p["scale"], p["bias"], p["tau"], channel_axis=1,
+    ("frn-tlu-nchw", nr.FilterResponseNorm(feature_axes=1, epsilon=1e-4), (2, 3, 4, 4),
+     lambda x, p: normjax.frn_tlu(x, p["scale"], p["bias"], p["tau"], feature_axes=1,
                                   epsilon=1e-4),
      {"scale": (3,), "bias": (3,), "tau": (3,)}),
     ("frn-learned-eps", nr.FilterResponseNorm(learned_epsilon=True, use_tlu=False), (4, 5),
@@ -213,8 +213,8 @@ class DropoutKey(fnn.Module):
 
 
 DROPOUTS = [
-    (nr.SpatialDropout(0.5, channel_axis=1),
-     lambda k, x: normjax.spatial_dropout(k, x, rate=0.5, train=True, channel_axis=1)),
+    (nr.SpatialDropout(0.5, feature_axes=1),
+     lambda k, x: normjax.spatial_dropout(k, x, rate=0.5, train=True, feature_axes=1)),
     (nr.AlphaDropout(0.3, alpha_prime=-1.5),
      lambda k, x: normjax.alpha_dropout(k, x, rate=0.3, train=True, alpha_prime=-1.5)),
     (nr.GaussianDropout(0.4),
@@ -265,7 +265,7 @@ def test_errors_surface_with_their_messages() -> None:
     with pytest.raises(ValueError, match="exactly one of num_groups and group_size"):
         nr.EvoNormS0(group_size=2).init(KEY, x)
     with pytest.raises(ValueError, match="also a batch axis"):
-        nr.FilterResponseNorm(channel_axis=0).init(KEY, x)
+        nr.FilterResponseNorm(feature_axes=0).init(KEY, x)
 
 
 def test_wrapper_and_dropout_errors() -> None:

@@ -50,11 +50,11 @@ STATEFUL = [
          x, s, scale=p["scale"], reduction_axes=(0, 2), train=train, r_max=1.5, d_max=0.25,
          decay=0.8),
      ("scale",), BN_STATE),
-    ("evonorm-b0", lambda rngs: nr.EvoNormB0(3, channel_axis=1, momentum=0.9, epsilon=1e-3,
+    ("evonorm-b0", lambda rngs: nr.EvoNormB0(3, feature_axes=1, momentum=0.9, epsilon=1e-3,
                                              running_var="unbiased", rngs=rngs),
      (4, 3, 2, 2),
      lambda x, p, s, train: normjax.evonorm_b0(
-         x, s, scale=p["scale"], bias=p["bias"], v=p["v"], train=train, channel_axis=1,
+         x, s, scale=p["scale"], bias=p["bias"], v=p["v"], train=train, feature_axes=1,
          decay=0.9, epsilon=1e-3, running_var="unbiased"),
      ("scale", "bias", "v"), BN_STATE),
     ("switchable", lambda rngs: nr.SwitchableNorm(5, momentum=0.8, epsilon=1e-4, rngs=rngs),
@@ -184,10 +184,10 @@ def test_output_dtype_follows_flax() -> None:
 # --------------------------------------------------------------------------- batch-independent
 
 STATELESS = [
-    ("frn-tlu-nchw", lambda rngs: nr.FilterResponseNorm(3, channel_axis=1, epsilon=1e-4,
+    ("frn-tlu-nchw", lambda rngs: nr.FilterResponseNorm(3, feature_axes=1, epsilon=1e-4,
                                                         rngs=rngs),
      (2, 3, 4, 4),
-     lambda x, p: normjax.frn_tlu(x, p["scale"], p["bias"], p["tau"], channel_axis=1,
+     lambda x, p: normjax.frn_tlu(x, p["scale"], p["bias"], p["tau"], feature_axes=1,
                                   epsilon=1e-4),
      {"scale": (3,), "bias": (3,), "tau": (3,)}),
     ("frn-learned-eps", lambda rngs: nr.FilterResponseNorm(5, learned_epsilon=True,
@@ -221,8 +221,8 @@ def test_batch_independent_layer_equals_its_pure_function(case: tuple[Any, ...])
 # --------------------------------------------------------------------------- dropout variants
 
 DROPOUTS = [
-    (partial(nr.SpatialDropout, 0.5, channel_axis=1),
-     lambda k, x: normjax.spatial_dropout(k, x, rate=0.5, train=True, channel_axis=1)),
+    (partial(nr.SpatialDropout, 0.5, feature_axes=1),
+     lambda k, x: normjax.spatial_dropout(k, x, rate=0.5, train=True, feature_axes=1)),
     (partial(nr.AlphaDropout, 0.3, alpha_prime=-1.5),
      lambda k, x: normjax.alpha_dropout(k, x, rate=0.3, train=True, alpha_prime=-1.5)),
     (partial(nr.GaussianDropout, 0.4),
@@ -266,7 +266,7 @@ def test_errors_surface_with_their_messages() -> None:
         (nr.SwitchableNorm(4, rngs=rngs), x[:, 0], "at least one spatial axis"),
         (nr.EvoNormB0(4, rngs=rngs), x[:, 0], "needs a spatial axis"),
         (nr.GhostBatchNorm(5, virtual_batch_size=4, rngs=rngs), x, r"state.mean has shape"),
-        (nr.FilterResponseNorm(4, channel_axis=0, rngs=rngs), x, "also a batch axis"),
+        (nr.FilterResponseNorm(4, feature_axes=0, rngs=rngs), x, "also a batch axis"),
     ]
     for layer, inputs, match in cases:
         with pytest.raises(ValueError, match=match):
