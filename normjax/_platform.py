@@ -7,11 +7,11 @@ shapes; see ``docs/performance.md``):
 * ``lax.optimization_barrier`` pins which reductions XLA:CPU fuses; on a GPU it keeps XLA from
   fusing sibling reductions and the output (1.2-1.5x slower forward+backward for channels-first
   BatchNorm, InstanceNorm and bfloat16 RMSNorm). :func:`cpu_barrier` applies it on the CPU only.
-* The guarded one-pass variance (:func:`normjax.stats.guarded_variance`) branches on a scalar
+* The guarded one-pass variance (:func:`normjax._numerics.guarded_variance`) branches on a scalar
   computed on the device (``lax.cond``). On a GPU, XLA reads that scalar back to the host before
   it launches the branch, so every call waits for the device: 1.2-1.35x slower on the MLP
   BatchNorm. Off the CPU the norms' forward and :func:`normjax.moments` take
-  :func:`normjax.stats.shifted_moments` instead: one pass, no branch.
+  :func:`normjax._numerics.shifted_moments` instead: one pass, no branch.
 
 The platform is decided when the function is traced: that of ``jax.default_device`` where it is
 set, else JAX's default backend. A computation placed elsewhere (CPU arrays on a GPU machine)

@@ -23,13 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax._checks import is_traced, poison
+from normjax._numerics import Moments, stats_dtype
 from normjax._typing import Array, ArrayLike
-from normjax.stats import (
-    Moments,
-    is_traced,
-    poison,
-    stats_dtype,
-)
 
 __all__ = [
     "BatchNormState",
@@ -172,7 +168,7 @@ def update_running_stats(
     past batches has no use in training and costs memory under ``jax.grad``).
 
     A traced ``decay`` outside ``[0, 1)`` makes the new statistics NaN (and is a
-    ``checkify`` check: see :func:`normjax.stats.poison`).
+    ``checkify`` check: see :func:`normjax._checks.poison`).
     """
     check_decay(decay)
     if running_var not in RUNNING_VAR_OPTIONS:

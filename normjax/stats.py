@@ -35,62 +35,26 @@ from jax import lax
 
 from normjax import _platform
 from normjax._checks import (
-    Axes,
-    AxisName,
     broadcast_mask,
     canonicalize_axes,
-    channel_axes,
-    check_axis_name,
     check_epsilon,
     check_reduction,
-    check_train,
-    complement_axes,
     feature_shape,
-    is_traced,
-    poison,
     poison_epsilon,
-    renamed_arguments,
-    single_axis,
 )
 from normjax._numerics import (
-    GUARD_RATIO,
     Moments,
     abs2,
     guarded_variance,
-    one_pass_unstable,
     pool_moments,
     safe_div,
     shifted_moments,
     stats_dtype,
     work_dtype,
 )
-from normjax._typing import Array, ArrayLike
+from normjax._typing import Array, ArrayLike, Axes, AxisName
 
-__all__ = [
-    "GUARD_RATIO",
-    "Moments",
-    "broadcast_mask",
-    "canonicalize_axes",
-    "channel_axes",
-    "check_axis_name",
-    "check_train",
-    "complement_axes",
-    "feature_shape",
-    "guarded_variance",
-    "is_traced",
-    "moments",
-    "one_pass_unstable",
-    "poison",
-    "poison_epsilon",
-    "renamed_arguments",
-    "single_axis",
-    "pool_moments",
-    "safe_div",
-    "shifted_moments",
-    "standardize",
-    "standardize_core",
-    "stats_dtype",
-]
+__all__ = ["Moments", "moments", "pool_moments", "standardize", "standardize_core"]
 
 
 def _psum(tree: Any, axis_name: AxisName, axis_index_groups: Any) -> Any:
@@ -300,7 +264,7 @@ def standardize(
       dtype: output dtype (default ``x.dtype``).
 
     A concrete ``epsilon`` must be finite and ``>= 0`` (``ValueError``); a traced invalid one
-    gives NaN and fails a ``checkify`` check (:func:`normjax.stats.poison`).
+    gives NaN and fails a ``checkify`` check (:func:`normjax._checks.poison`).
     """
     check_epsilon(epsilon)
     y = standardize_core(x, mean, var, epsilon=epsilon, scale=scale, bias=bias,

@@ -47,19 +47,16 @@ from normjax._backend.switches import (
     set_fused_backward,
     use_fused_backward,
 )
-from normjax._typing import Array, ArrayLike
-from normjax.stats import (
-    Axes,
-    Moments,
+from normjax._checks import (
     broadcast_mask,
     canonicalize_axes,
     check_epsilon,
     check_reduction,
-    moments,
     poison_epsilon,
-    standardize,
-    stats_dtype,
 )
+from normjax._numerics import Moments, stats_dtype
+from normjax._typing import Array, ArrayLike, Axes
+from normjax.stats import moments, standardize
 
 __all__ = [
     "fused_backward_enabled",

@@ -21,7 +21,7 @@ output. RMSNorm (``center=False``) drops the ``sum(h)`` and ``g_mu`` terms.
 Speed (XLA:CPU). Forward: for statistics over non-feature axes (BN/IN/GN, unmasked), the
 moments come from two plain reductions, ``sum x`` and ``sum x^2``, per channel, and the stable
 two-pass variance is computed instead only when some group has ``mean^2 > 16 var`` (a
-``lax.cond`` on a scalar, kept a branch under ``vmap``; :data:`normjax.stats.GUARD_RATIO`):
+``lax.cond`` on a scalar, kept a branch under ``vmap``; :data:`normjax._numerics.GUARD_RATIO`):
 the stability of :func:`normjax.moments`' default at the cost of flax's one-pass forward.
 LayerNorm/RMSNorm rows and masked inputs use the two-pass moments directly (XLA fuses the row
 statistics and the output into one kernel). GroupNorm merges per-channel sums (or per-channel
@@ -60,16 +60,9 @@ from normjax._backend.routing import (
     native_layout,
     native_rows_forward,
 )
+from normjax._numerics import Moments, guarded_variance, pool_moments, shifted_moments, stats_dtype
 from normjax._typing import Array
-from normjax.stats import (
-    Moments,
-    guarded_variance,
-    moments,
-    pool_moments,
-    shifted_moments,
-    standardize_core,
-    stats_dtype,
-)
+from normjax.stats import moments, standardize_core
 
 __all__ = ["backward", "forward"]
 

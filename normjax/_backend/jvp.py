@@ -47,8 +47,9 @@ from normjax._backend.tangent import (
     tangent,
     unbatched_shape,
 )
+from normjax._numerics import one_pass_unstable, stats_dtype
 from normjax._typing import Array
-from normjax.stats import moments, one_pass_unstable, standardize_core, stats_dtype
+from normjax.stats import moments, standardize_core
 
 __all__ = ["jvp_p", "normalize"]
 

@@ -19,8 +19,9 @@ import numpy as np
 from normjax._backend import build
 from normjax._backend import kernels as _native_ops
 from normjax._backend.config import Config
+from normjax._checks import feature_shape
+from normjax._numerics import Moments
 from normjax._typing import Array
-from normjax.stats import Moments, feature_shape
 
 __all__ = ["NATIVE_MAX_CHANNELS", "NativeLayout", "native_backward", "native_forward",
            "native_layout", "native_rows_forward"]

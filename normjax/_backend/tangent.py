@@ -35,8 +35,8 @@ from normjax._backend import closed_form
 from normjax._backend.config import Config, param_view
 from normjax._backend.kernels import same_vma
 from normjax._checks import feature_shape
+from normjax._numerics import safe_div
 from normjax._typing import Array
-from normjax.stats import safe_div
 
 __all__ = ["batched_config", "compiled", "front", "param_pair", "ref_tangent", "split_operands",
            "tangent", "tangent_p", "unbatched_shape"]

@@ -23,23 +23,21 @@ from typing import Any, Literal
 import jax.numpy as jnp
 
 from normjax._backend import normalize
-from normjax._typing import Array, ArrayLike
+from normjax._checks import (
+    canonicalize_axes,
+    check_reduction,
+    check_train,
+    complement_axes,
+    feature_shape,
+)
+from normjax._typing import Array, ArrayLike, Axes, AxisName
 from normjax.running import (
     BatchNormState,
     check_decay,
     check_state,
     update_running_stats,
 )
-from normjax.stats import (
-    Axes,
-    AxisName,
-    canonicalize_axes,
-    check_reduction,
-    check_train,
-    complement_axes,
-    feature_shape,
-    standardize,
-)
+from normjax.stats import standardize
 
 __all__ = ["batch_norm", "check_batch"]
 

@@ -35,20 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from normjax._typing import Array, ArrayLike
+from normjax._checks import canonicalize_axes, complement_axes, feature_shape
+from normjax._numerics import Moments, pool_moments, safe_div
+from normjax._typing import Array, ArrayLike, Axes, AxisName
 from normjax.running import BatchNormState, update_running_stats
-from normjax.stats import (
-    Axes,
-    AxisName,
-    Moments,
-    canonicalize_axes,
-    complement_axes,
-    feature_shape,
-    moments,
-    pool_moments,
-    safe_div,
-    standardize,
-)
+from normjax.stats import moments, standardize
 
 __all__ = [
     "MomentsAccumulator",

@@ -33,20 +33,17 @@ import jax.numpy as jnp
 from jax import lax
 
 from normjax._backend import normalize
-from normjax._typing import Array, ArrayLike
-from normjax.norms.batch_norm import check_batch
-from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
-from normjax.stats import (
-    Axes,
-    AxisName,
+from normjax._checks import (
     canonicalize_axes,
     check_epsilon,
     check_train,
     complement_axes,
     feature_shape,
-    moments,
-    standardize,
 )
+from normjax._typing import Array, ArrayLike, Axes, AxisName
+from normjax.norms.batch_norm import check_batch
+from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
+from normjax.stats import moments, standardize
 
 __all__ = ["batch_renorm", "renorm_clipping_schedule"]
 

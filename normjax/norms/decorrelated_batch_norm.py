@@ -42,18 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from normjax._typing import Array, ArrayLike
+from normjax._checks import check_epsilon, check_train, renamed_arguments, single_axis
+from normjax._numerics import stats_dtype
+from normjax._typing import Array, ArrayLike, Axes, AxisName
 from normjax.running import check_decay, effective_decay
-from normjax.stats import (
-    Axes,
-    AxisName,
-    check_epsilon,
-    check_train,
-    moments,
-    renamed_arguments,
-    single_axis,
-    stats_dtype,
-)
+from normjax.stats import moments
 
 __all__ = ["WhiteningState", "decorrelated_batch_norm", "whitening_init", "whitening_matrix"]
 

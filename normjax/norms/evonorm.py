@@ -25,19 +25,12 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from normjax._typing import Array, ArrayLike
+from normjax._checks import channel_axes, check_epsilon, check_train, renamed_arguments
+from normjax._numerics import stats_dtype
+from normjax._typing import Array, ArrayLike, Axes, AxisName
 from normjax.norms.group_norm import resolve_num_groups
 from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
-from normjax.stats import (
-    Axes,
-    AxisName,
-    channel_axes,
-    check_epsilon,
-    check_train,
-    moments,
-    renamed_arguments,
-    stats_dtype,
-)
+from normjax.stats import moments
 
 __all__ = ["evonorm_b0", "evonorm_s0"]
 

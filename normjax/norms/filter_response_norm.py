@@ -22,16 +22,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from normjax._typing import Array, ArrayLike
-from normjax.stats import (
-    Axes,
-    channel_axes,
-    moments,
-    renamed_arguments,
-    single_axis,
-    standardize,
-    stats_dtype,
-)
+from normjax._checks import channel_axes, renamed_arguments, single_axis
+from normjax._numerics import stats_dtype
+from normjax._typing import Array, ArrayLike, Axes
+from normjax.stats import moments, standardize
 
 __all__ = ["filter_response_norm", "frn_tlu", "tlu"]
 

@@ -43,20 +43,12 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from normjax._backend import normalize
-from normjax._typing import Array, ArrayLike
+from normjax._checks import canonicalize_axes, check_train, complement_axes, feature_shape
+from normjax._numerics import Moments, safe_div
+from normjax._typing import Array, ArrayLike, Axes, AxisName
 from normjax.norms.batch_norm import batch_norm
 from normjax.norms.batch_norm_accumulation import pool_moments
 from normjax.running import BatchNormState, check_state, unbiased_var, update_running_stats
-from normjax.stats import (
-    Axes,
-    AxisName,
-    Moments,
-    canonicalize_axes,
-    check_train,
-    complement_axes,
-    feature_shape,
-    safe_div,
-)
 
 __all__ = ["ghost_batch_norm"]
 

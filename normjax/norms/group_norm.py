@@ -24,14 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from normjax._backend import normalize
-from normjax.stats import (
-    Axes,
-    AxisName,
-    broadcast_mask,
-    canonicalize_axes,
-    renamed_arguments,
-    single_axis,
-)
+from normjax._checks import broadcast_mask, canonicalize_axes, renamed_arguments, single_axis
+from normjax._typing import Axes, AxisName
 
 __all__ = ["group_norm", "resolve_num_groups"]
 

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from normjax._backend import normalize
-from normjax.stats import Axes, AxisName, canonicalize_axes, complement_axes
+from normjax._checks import canonicalize_axes, complement_axes
+from normjax._typing import Axes, AxisName
 
 __all__ = ["instance_norm"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 
 from normjax._backend import normalize
-from normjax.stats import Axes, AxisName
+from normjax._typing import Axes, AxisName
 
 __all__ = ["layer_norm"]
 

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from normjax._checks import canonicalize_axes, complement_axes
+from normjax._numerics import Moments
 from normjax._typing import PyTree
 from normjax.norms.batch_norm_accumulation import (
     MomentsAccumulator,
@@ -49,7 +51,7 @@ from normjax.norms.batch_norm_accumulation import (
     pool_moments,
 )
 from normjax.running import RUNNING_VAR_OPTIONS, BatchNormState, unbiased_var
-from normjax.stats import Moments, canonicalize_axes, complement_axes, moments
+from normjax.stats import moments
 
 __all__ = ["precise_batch_norm", "precise_flax_batch_stats", "precise_moments"]
 

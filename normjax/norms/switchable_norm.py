@@ -24,17 +24,10 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from normjax._typing import Array, ArrayLike
+from normjax._checks import channel_axes, check_train, renamed_arguments
+from normjax._typing import Array, ArrayLike, Axes, AxisName
 from normjax.running import BatchNormState, check_decay, check_state, update_running_stats
-from normjax.stats import (
-    Axes,
-    AxisName,
-    channel_axes,
-    check_train,
-    moments,
-    renamed_arguments,
-    standardize,
-)
+from normjax.stats import moments, standardize
 
 __all__ = ["SWITCHABLE_ORDER", "switchable_norm"]
 

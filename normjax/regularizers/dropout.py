@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normjax.stats import canonicalize_axes, check_train, is_traced, poison
+from normjax._checks import canonicalize_axes, check_train, is_traced, poison
 
 __all__ = ["dropout", "needs_key"]
 

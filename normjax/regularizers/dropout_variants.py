@@ -30,9 +30,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from normjax._typing import Array, ArrayLike
+from normjax._checks import canonicalize_axes, renamed_arguments, single_axis
+from normjax._numerics import stats_dtype
+from normjax._typing import Array, ArrayLike, Axes
 from normjax.regularizers.dropout import dropout
-from normjax.stats import Axes, canonicalize_axes, renamed_arguments, single_axis, stats_dtype
 
 __all__ = ["SELU_ALPHA_PRIME", "alpha_dropout", "gaussian_dropout", "spatial_dropout"]
 

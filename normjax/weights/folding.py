@@ -21,9 +21,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from normjax._checks import canonicalize_axes, check_epsilon
+from normjax._numerics import stats_dtype
 from normjax._typing import Array, ArrayLike
 from normjax.running import BatchNormState
-from normjax.stats import canonicalize_axes, check_epsilon, stats_dtype
 
 __all__ = ["fold_batch_norm"]
 

@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from normjax._checks import check_epsilon, check_train
+from normjax._numerics import stats_dtype
 from normjax._typing import Array, ArrayLike
-from normjax.stats import check_epsilon, check_train, stats_dtype
 
 __all__ = ["SpectralNormState", "spectral_norm", "spectral_norm_init"]
 

@@ -15,14 +15,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from normjax.stats import (
-    Axes,
-    canonicalize_axes,
-    check_epsilon,
-    complement_axes,
-    feature_shape,
-    stats_dtype,
-)
+from normjax._checks import canonicalize_axes, check_epsilon, complement_axes, feature_shape
+from normjax._numerics import stats_dtype
+from normjax._typing import Axes
 
 __all__ = ["weight_norm", "weight_norm_init"]
 

@@ -27,16 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from normjax._typing import Array, ArrayLike
-from normjax.stats import (
-    Axes,
-    canonicalize_axes,
-    check_epsilon,
-    complement_axes,
-    feature_shape,
-    moments,
-    standardize,
-)
+from normjax._checks import canonicalize_axes, check_epsilon, complement_axes, feature_shape
+from normjax._typing import Array, ArrayLike, Axes
+from normjax.stats import moments, standardize
 
 __all__ = ["activation_gamma", "scaled_weight_standardization", "weight_standardization"]
 

@@ -124,7 +124,7 @@ def _norms() -> dict[str, Any]:
             train=True)[0], (4, 5, 6, 8)),
         "instance_nchw": (lambda x, s, b: normjax.instance_norm(x, s, b, feature_axes=1),
                           (2, 8, 5, 6)),
-        "group_nchw": (lambda x, s, b: normjax.group_norm(x, s, b, num_groups=4, channel_axis=1),
+        "group_nchw": (lambda x, s, b: normjax.group_norm(x, s, b, num_groups=4, feature_axes=1),
                        (2, 8, 5, 6)),
         "batch_mlp": (lambda x, s, b: normjax.batch_norm(
             x, normjax.batch_norm_init(8), scale=s, bias=b, reduction_axes=(0,),

@@ -17,8 +17,8 @@ import pytest
 
 import normjax
 from normjax import _platform
+from normjax._numerics import shifted_moments
 from normjax._platform import cpu_barrier, cpu_target
-from normjax.stats import shifted_moments
 
 
 @pytest.fixture

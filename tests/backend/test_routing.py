@@ -48,7 +48,7 @@ CASES = (
     Case("group_nhwc", (2, 3, 3, 6), -1, lambda x, s, b, m: nj.group_norm(
         x, s, b, num_groups=3, mask=m)),
     Case("group_nchw", (2, 6, 3, 3), 1, lambda x, s, b, m: nj.group_norm(
-        x, s, b, num_groups=2, channel_axis=1, mask=m)),
+        x, s, b, num_groups=2, feature_axes=1, mask=m)),
     Case("batch_nhwc", (4, 3, 3, 5), -1, _bn((0, 1, 2))),
     Case("batch_nchw", (4, 5, 3, 3), 1, _bn((0, 2, 3))),
 )

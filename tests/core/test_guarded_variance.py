@@ -9,7 +9,7 @@ import pytest
 
 import normjax as nj
 from normjax import _platform
-from normjax.stats import GUARD_RATIO, guarded_variance
+from normjax._numerics import GUARD_RATIO, guarded_variance
 
 
 def _x(shape, offset=0.0, scale=1.0, seed=0):

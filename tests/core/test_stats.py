@@ -9,7 +9,8 @@ import pytest
 from jax.test_util import check_grads
 
 import normjax as nj
-from normjax.stats import canonicalize_axes, stats_dtype
+from normjax._checks import canonicalize_axes
+from normjax._numerics import stats_dtype
 from tests import reference as ref
 
 # (shape, reduction_axes, feature_axes): MLP, NHWC, NCHW, per-token (layer-norm style).

@@ -9,6 +9,7 @@ import pytest
 from jax import lax
 from jax.test_util import check_grads
 
+from normjax._numerics import Moments
 from normjax.norms.batch_norm import batch_norm
 from normjax.norms.batch_norm_accumulation import (
     MomentsAccumulator,
@@ -21,7 +22,7 @@ from normjax.norms.batch_norm_accumulation import (
     pool_moments,
 )
 from normjax.running import batch_norm_init
-from normjax.stats import Moments, moments
+from normjax.stats import moments
 from tests.reference_research import ema_np, moments_np
 
 K, B, C = 4, 6, 3

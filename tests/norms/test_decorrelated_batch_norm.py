@@ -85,13 +85,13 @@ def test_zca_matrix_is_symmetric_and_inverts_the_covariance():
 def test_channels_first_and_axis_name():
     x = _correlated((4, C, 8), seed=3)  # (N, C, L): features on axis 1
     state = whitening_init(C, group_size=3)
-    y, s = decorrelated_batch_norm(x, state, train=True, channel_axis=1)
+    y, s = decorrelated_batch_norm(x, state, train=True, feature_axes=1)
     flat = jnp.moveaxis(x, 1, -1).reshape(-1, C)
     y_ref, s_ref = decorrelated_batch_norm(flat, state, train=True)
     np.testing.assert_allclose(jnp.moveaxis(y, 1, -1).reshape(-1, C), y_ref, rtol=1e-4,
                                atol=1e-4)
     np.testing.assert_allclose(s.cov, s_ref.cov, rtol=1e-4, atol=1e-5)
-    fn = partial(decorrelated_batch_norm, train=True, channel_axis=1, axis_name="d")
+    fn = partial(decorrelated_batch_norm, train=True, feature_axes=1, axis_name="d")
     y_d, s_d = jax.jit(jax.vmap(fn, in_axes=(0, None), out_axes=(0, None), axis_name="d"))(
         x.reshape(2, 2, C, 8), state)
     np.testing.assert_allclose(y_d.reshape(x.shape), y, rtol=1e-4, atol=1e-4)

@@ -58,7 +58,7 @@ def test_s0_against_float64_oracle(layout):
     axis = -1
     if layout == "NCHW":
         x, axis = x.transpose(0, 3, 1, 2), 1
-    y = evonorm_s0(x, scale, bias, v=v, num_groups=3, channel_axis=axis, epsilon=1e-3)
+    y = evonorm_s0(x, scale, bias, v=v, num_groups=3, feature_axes=axis, epsilon=1e-3)
     if layout == "NCHW":
         y = y.transpose(0, 2, 3, 1)
         x = x.transpose(0, 2, 3, 1)

@@ -31,10 +31,10 @@ def test_against_float64_oracle(layout):
     shape, axis = {"NHWC": ((3, 5, 5, C), -1), "NCHW": ((3, C, 5, 5), 1),
                    "NC": ((6, C), -1)}[layout]
     x = _x(shape)
-    y = frn_tlu(x, scale, bias, tau, channel_axis=axis, epsilon=1e-3)
+    y = frn_tlu(x, scale, bias, tau, feature_axes=axis, epsilon=1e-3)
     np.testing.assert_allclose(y, frn_np(x, scale, bias, 1e-3, axis, tau), rtol=1e-5,
                                atol=1e-5)
-    y = filter_response_norm(x, scale, bias, channel_axis=axis, epsilon=1e-3)
+    y = filter_response_norm(x, scale, bias, feature_axes=axis, epsilon=1e-3)
     np.testing.assert_allclose(y, frn_np(x, scale, bias, 1e-3, axis), rtol=1e-5, atol=1e-5)
 
 
@@ -80,10 +80,10 @@ def test_errors():
     with pytest.raises(ValueError, match="tau has shape"):
         tlu(x, jnp.zeros(C + 1))
     with pytest.raises(ValueError, match="is also a batch axis"):
-        filter_response_norm(x, channel_axis=0)
+        filter_response_norm(x, feature_axes=0)
     with pytest.raises(ValueError, match="scale has shape"):
         filter_response_norm(x, jnp.ones(C + 1))
     with pytest.raises(ValueError, match="epsilon must be"):
         filter_response_norm(x, epsilon=-1.0)
     with pytest.raises(ValueError, match="out of range"):
-        filter_response_norm(x, channel_axis=4)
+        filter_response_norm(x, feature_axes=4)

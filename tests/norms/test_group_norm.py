@@ -49,7 +49,7 @@ def test_matches_reference_and_flax(layout, masked, use_jit):
     x = _data(shape)
     mask = _mask(shape) if masked else None
     scale, bias = _params(shape[c])
-    f = functools.partial(nj.group_norm, num_groups=groups, channel_axis=c)
+    f = functools.partial(nj.group_norm, num_groups=groups, feature_axes=c)
     y = (jax.jit(f) if use_jit else f)(x, scale, bias, mask=mask)
     want = ref.group_norm(x, groups, channel_axis=c, scale=scale, bias=bias, mask=mask)
     np.testing.assert_allclose(y, want, **TOL)
@@ -84,7 +84,7 @@ def test_check_grads():
     with jax.enable_x64(True):
         x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 2, 2)))  # NCHW
         scale, bias = jnp.linspace(0.5, 1.5, 4), jnp.linspace(-1.0, 1.0, 4)
-        f = lambda x, s, b: nj.group_norm(x, s, b, num_groups=2, channel_axis=1)  # noqa: E731
+        f = lambda x, s, b: nj.group_norm(x, s, b, num_groups=2, feature_axes=1)  # noqa: E731
         check_grads(jax.jit(f), (x, scale, bias), order=2, modes=["rev"])
 
 

@@ -56,7 +56,7 @@ def test_equals_group_norm_with_group_size_one(layout):
     x = _data(shape)
     scale, bias = _params(shape[c])
     inorm = nj.instance_norm(x, scale, bias, feature_axes=c)
-    gn = nj.group_norm(x, scale, bias, group_size=1, channel_axis=c)
+    gn = nj.group_norm(x, scale, bias, group_size=1, feature_axes=c)
     np.testing.assert_allclose(inorm, gn, **TOL)
 
 

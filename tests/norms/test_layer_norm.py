@@ -62,7 +62,7 @@ def test_equals_group_norm_with_one_group(shape, channel_axis):
     x = _data(shape)
     scale, bias = _params(shape, channel_axis)
     ln = nj.layer_norm(x, scale, bias, reduction_axes=(1, 2, 3), feature_axes=channel_axis)
-    gn = nj.group_norm(x, scale, bias, num_groups=1, channel_axis=channel_axis)
+    gn = nj.group_norm(x, scale, bias, num_groups=1, feature_axes=channel_axis)
     np.testing.assert_allclose(ln, gn, **TOL)
 
 

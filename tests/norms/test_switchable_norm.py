@@ -86,7 +86,7 @@ def test_channels_first():
     ml, vl = jnp.array([0.1, 0.2, 0.3]), jnp.array([0.3, 0.2, 0.1])
     y, s = switchable_norm(x, state, mean_logits=ml, var_logits=vl, train=True)
     y1, s1 = switchable_norm(x.transpose(0, 3, 1, 2), state, mean_logits=ml, var_logits=vl,
-                             train=True, channel_axis=1)
+                             train=True, feature_axes=1)
     np.testing.assert_allclose(y1.transpose(0, 2, 3, 1), y, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(s1.var, s.var, rtol=1e-6)
 
@@ -123,6 +123,6 @@ def test_errors():
     with pytest.raises(ValueError, match="state.mean has shape"):
         switchable_norm(x, batch_norm_init(C + 1), **kw)
     with pytest.raises(ValueError, match="is also a batch axis"):
-        switchable_norm(x, state, channel_axis=0, **kw)
+        switchable_norm(x, state, feature_axes=0, **kw)
     with pytest.raises(TypeError, match="train must be a Python bool"):
         switchable_norm(x, state, mean_logits=jnp.zeros(3), var_logits=jnp.zeros(3), train=0)

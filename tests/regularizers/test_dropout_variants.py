@@ -30,7 +30,7 @@ def test_spatial_dropout_drops_whole_channels(channel_axis):
     x = _normal((64, 5, 5, 8)) + 3.0  # nonzero everywhere
     if channel_axis == 1:
         x = x.transpose(0, 3, 1, 2)
-    y = np.asarray(spatial_dropout(KEY, x, rate=0.25, train=True, channel_axis=channel_axis))
+    y = np.asarray(spatial_dropout(KEY, x, rate=0.25, train=True, feature_axes=channel_axis))
     spatial = (1, 2) if channel_axis == -1 else (2, 3)
     dropped = np.all(y == 0, spatial)
     kept = np.all(y != 0, spatial)
@@ -129,4 +129,4 @@ def test_errors():
     with pytest.raises(TypeError, match="train must be a Python bool"):
         gaussian_dropout(KEY, x, rate=0.5, train="yes")
     with pytest.raises(ValueError, match="is also a batch axis"):
-        spatial_dropout(KEY, x, rate=0.5, train=True, channel_axis=0)
+        spatial_dropout(KEY, x, rate=0.5, train=True, feature_axes=0)
