@@ -15,6 +15,7 @@ from experiments.cli import USAGE, apply_overrides, parse_args
 from experiments.config import load_config
 from experiments.errors import ConfigError
 from experiments.runner import run
+from experiments.workdir import resolve_workdir
 
 __all__ = ["cli", "main"]
 
@@ -27,16 +28,17 @@ def main(argv: list[str] | None = None) -> int:
         if cmd.help:
             print(USAGE)
             return 0
+        workdir = resolve_workdir(cmd.workdir)
         config = load_config(cmd.config)
         apply_overrides(config, cmd.overrides)
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
         logging.getLogger("experiments").setLevel(logging.WARNING if cmd.quiet else logging.INFO)
         command = shlex.join(["python", "-m", "experiments", *args])
-        run(config, cmd.workdir, max_chunks=cmd.max_chunks, command=command)
+        run(config, workdir, max_chunks=cmd.max_chunks, command=command)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"done: see {cmd.workdir}/report.md")
+    print(f"done: see {workdir / 'report.md'}")
     return 0
 
 

@@ -79,9 +79,17 @@ class CheckpointStore:
         path = self.path(label)
         if not path.exists():
             return None
-        data = flax.serialization.msgpack_restore(path.read_bytes())
-        if data.get("version") != VERSION:
-            raise ValueError(f"{path}: unsupported checkpoint version {data.get('version')!r}")
+        try:
+            data = flax.serialization.msgpack_restore(path.read_bytes())
+        except Exception as e:  # msgpack raises ValueError, ExtraData, TypeError, ...
+            raise ConfigError(
+                f"checkpoint {path} cannot be read ({type(e).__name__}: {e}): the file is "
+                f"truncated or corrupt; delete it to retrain technique {label!r} from the "
+                "start (the other techniques' results are kept)") from e
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            version = data.get("version") if isinstance(data, dict) else None
+            raise ConfigError(f"checkpoint {path}: unsupported format (version {version!r}); "
+                              f"delete it to retrain technique {label!r}")
         return data
 
     def load_progress(self, label: str, expected: dict[str, Any]) -> Progress | None:

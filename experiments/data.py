@@ -200,8 +200,13 @@ def _load_mnist_like(name: str, path: str | Path | None = None) -> Dataset:
 
 def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch as NHWC uint8 images and labels (trusted file: pickle)."""
-    with open(file, "rb") as fh:
-        batch = pickle.load(fh, encoding="bytes")
+    try:
+        with open(file, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{file}: not a readable CIFAR-10 python batch ({type(e).__name__}: "
+                         f"{e}); the file is truncated or corrupt: extract it again from "
+                         f"{_CIFAR_URL}") from e
     if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
         raise ValueError(f"{file}: not a CIFAR-10 batch (dict with b'data', b'labels')")
     data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], np.int64)

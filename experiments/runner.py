@@ -42,6 +42,7 @@ from experiments.program import Program, make_experiment
 from experiments.report import write_outputs
 from experiments.runs import Grid, make_grid
 from experiments.validation import validate_config, validate_with_data
+from experiments.workdir import WorkdirLock, resolve_workdir
 from experiments.writer import MetricsLog, write_json
 
 __all__ = ["ChunkHook", "load_data", "run"]
@@ -83,6 +84,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
         command: str | None = None) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` in ``workdir``; returns the summary.
 
+    ``workdir`` may start with ``~``; an empty one, a file, or a workdir that another live run
+    holds (:mod:`experiments.workdir`) is a :class:`ConfigError`.
     ``max_chunks`` stops after that many chunks in this call (the rest can be resumed);
     ``on_chunk(technique, step)`` is called after each chunk is checkpointed (it may raise,
     e.g. to stop); ``command`` is shown in report.md.
@@ -90,11 +93,18 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
     labels = validate_config(config)
     if max_chunks is not None and max_chunks < 0:
         raise ConfigError(f"max_chunks must be >= 0, got {max_chunks!r}")
+    workdir = resolve_workdir(workdir)
     initialize_distributed()
     ds = load_data(config)
     validate_with_data(config, tuple(ds.input_shape), len(ds.x_train), len(ds.x_test))
     config, parallel = _layout(config)
-    workdir = Path(workdir)
+    with WorkdirLock(workdir, command):
+        return _run_locked(config, labels, ds, parallel, workdir, max_chunks, on_chunk, command)
+
+
+def _run_locked(config: ml_collections.ConfigDict, labels: list[str], ds: Dataset,
+                parallel: DataParallel, workdir: Path, max_chunks: int | None,
+                on_chunk: ChunkHook | None, command: str | None) -> dict[str, Any]:
     session = _Session(config, ds, CheckpointStore(workdir), MetricsLog(workdir / "metrics.jsonl"),
                        parallel, max_chunks, on_chunk)
     for label in config.techniques.keys():  # fingerprints are checked before any training

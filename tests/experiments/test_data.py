@@ -305,6 +305,11 @@ def test_cifar10_errors(tmp_path: Path) -> None:
     (tmp_path / "data_batch_3").write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(ValueError, match="not a CIFAR-10 batch"):
         load_dataset("cifar10", path=tmp_path)
+    good = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})
+    (tmp_path / "data_batch_3").write_bytes(good[: len(good) // 2])  # a truncated download
+    with pytest.raises(ValueError, match=r"data_batch_3: not a readable CIFAR-10 python batch "
+                                         r"\(UnpicklingError.*truncated or corrupt: extract"):
+        load_dataset("cifar10", path=tmp_path)
 
 
 # ---------------------------------------------------------------- dispatch
