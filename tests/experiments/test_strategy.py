@@ -14,7 +14,7 @@ from experiments.errors import ConfigError
 from experiments.program import Program, make_experiment
 from experiments.runner import run
 from experiments.runs import make_grid
-from experiments.strategy import RUN_STRATEGIES, resolve_strategy
+from experiments.strategy import MEASURE_STEPS, RUN_STRATEGIES, resolve_strategy
 from experiments.testing import tiny_config
 from experiments.validation import validate_config
 
@@ -56,7 +56,9 @@ def test_unknown_strategy_is_a_config_error_naming_the_field():
         validate_config(config)
 
 
-def _train(strategy: str, steps: int = 3):
+def _train(strategy: str, steps: int = MEASURE_STEPS):
+    """``steps`` defaults to the measured chunk's length: the programs compiled here are the
+    ones ``run_strategy='measure'`` times (one compilation between the tests, cached)."""
     config = _cnn_config(strategy)
     ds = load_dataset("digits", seed=0)
     tech = config.techniques.batch
@@ -70,7 +72,7 @@ def _train(strategy: str, steps: int = 3):
 def test_strategies_compute_the_same_runs():
     """Two seeds of a BatchNorm + dropout CNN: the three strategies agree step by step."""
     ref_state, ref_metrics, ref_evals = _train("vmap")
-    assert ref_metrics["train/objective"].shape == (2, 3)
+    assert ref_metrics["train/objective"].shape == (2, MEASURE_STEPS)
     for name in ("sequential", "interleaved"):
         state, metrics, evals = _train(name)
         for key, value in ref_metrics.items():
@@ -111,7 +113,7 @@ def test_measure_times_every_strategy_and_keeps_the_fastest():
     assert program.strategy.name == "measure"
     with pytest.raises(RuntimeError, match="before the first train"):
         program.evaluate(program.init())
-    state, metrics, _ = program.train(program.init(), 3)
+    state, metrics, _ = program.train(program.init(), MEASURE_STEPS)
     assert program.strategy.name in ("vmap", "sequential", "interleaved")
     reason = program.strategy.reason
     assert reason.startswith("measured:")
@@ -119,7 +121,7 @@ def test_measure_times_every_strategy_and_keeps_the_fastest():
     times = dict(part.rsplit(" ", 1) for part in reason.split(": ", 2)[-1].split(", "))
     # the kept strategy has the smallest printed time (ties after rounding allowed)
     assert float(times[program.strategy.name]) == min(float(v) for v in times.values())
-    assert int(state.step[0]) == 3  # the probes ran on copies: the state advanced 3 steps
+    assert int(state.step[0]) == MEASURE_STEPS  # the probes ran on copies of the state
     assert np.all(np.isfinite(metrics["train/objective"]))
     evals, _ = program.evaluate(state)
     assert set(evals) >= {"test/accuracy", "train/loss"}
