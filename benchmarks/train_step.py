@@ -16,10 +16,14 @@ momentum 0.9, synthetic data held on the device.  Timed, interleaved (see
   (:class:`experiments.program.Program`: one ``lax.scan`` of steps, metrics included);
 * ``torch``: the same model in PyTorch eager, channels-last (only when torch is installed);
 * ``K seeds: <strategy>``: the runner's program for K seeds under each run strategy
-  (``vmap``, ``sequential``, ``interleaved``, and ``measure``, which times the other three
-  and keeps the fastest; see :mod:`experiments.strategy`), and which one
+  (``vmap``, ``sequential``, ``interleaved``, ``stepwise``, and ``measure``, which times the
+  others and keeps the fastest; see :mod:`experiments.strategy`), and which one
   ``run_strategy='auto'`` picks here; for the CNN and for an MLP (3 x 256 hidden units on the
-  flattened images).
+  flattened images);
+* the ResNet of ``examples/resnet.py`` (``nn.Conv``, skip connections, written as a user
+  writes a model): the runner running it through ``model.factory`` for 2 seeds, under the
+  strategy ``auto`` picks, next to a hand-written jitted step loop of the same model (flax's
+  ``nn.BatchNorm`` there), compared per seed-step.
 
 Reported: steps per second (seed-steps per second for K seeds) and ratios from the same rounds.
 Results go to ``<out>/train_step.md`` and ``<out>/train_step.json``.
@@ -46,6 +50,7 @@ from benchmarks.report import environment, results_dir
 from benchmarks.timing import Timing, paired_ratio, time_interleaved
 from benchmarks.torch_candidates import torch_available
 from benchmarks.torch_train_step import torch_call
+from examples.resnet import resnet
 from experiments.allocator import reexec_with_malloc_tuning
 from experiments.config import base_config, technique
 from experiments.data import Dataset
@@ -57,6 +62,7 @@ __all__ = ["main", "runner_config"]
 
 IMAGE = (28, 28, 1)
 BATCH, WIDTH, DEPTH, LR, MOMENTUM = 128, 32, 2, 0.05, 0.9
+RESNET, RESNET_SEEDS = {"blocks": (1, 1), "width": 16}, 2
 
 
 def synthetic_images(num: int = 2048, seed: int = 0) -> Dataset:
@@ -108,9 +114,11 @@ class _FlaxCNN(nn.Module):
         return nn.Dense(10)(x.reshape((x.shape[0], -1)))
 
 
-def _flax_call(ds: Dataset, use_bn: bool, steps: int) -> Callable[[], Any]:
-    """A hand-written flax + optax training step, jitted with donation, one call per step."""
-    model, tx = _FlaxCNN(use_bn), optax.sgd(LR, momentum=MOMENTUM)
+def _flax_call(ds: Dataset, use_bn: bool, steps: int, model: nn.Module | None = None
+               ) -> Callable[[], Any]:
+    """A hand-written flax + optax training step, jitted with donation, one call per step
+    (``model``: the benchmark CNN by default)."""
+    model, tx = model or _FlaxCNN(use_bn), optax.sgd(LR, momentum=MOMENTUM)
     variables = model.init(jax.random.key(0), jnp.zeros((1, *IMAGE)), train=False)
     params, stats = variables["params"], variables.get("batch_stats", {})
     x_all, y_all = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -156,6 +164,37 @@ def _rows(timings: dict[str, Timing], steps: int, seeds: dict[str, int], ref: st
              "time_per_seed_step_over_" + ref: paired_ratio(t, timings[ref]) * seeds[ref]
              / seeds[name]}
             for name, t in timings.items()]
+
+
+def resnet_config(norm: str, num_seeds: int, steps: int) -> ml_collections.ConfigDict:
+    """The runner's config for ``examples/resnet.py`` through ``model.factory``."""
+    c = runner_config(norm, num_seeds, steps=steps)
+    c.model.factory, c.model.options = "examples.resnet:resnet", dict(RESNET)
+    return c
+
+
+def resnet_seeds(ds: Dataset, norm: str, num_seeds: int, steps: int, repeats: int
+                 ) -> tuple[list[dict[str, Any]], str]:
+    """The user-style ResNet (``nn.Conv``, skip connections): the runner, with the strategy
+    ``auto`` picks for it, next to a hand-written jitted step loop (per seed)."""
+    def norm_layer() -> nn.Module:  # flax's own BatchNorm in the hand-written loop
+        return nn.BatchNorm(use_running_average=False, momentum=0.9)
+
+    model = resnet(norm=norm_layer if norm == "batch" else _Identity, dropout_rate=0.0,
+                   num_classes=10, input_shape=IMAGE, **RESNET)
+    calls = {"flax+optax": _flax_call(ds, False, steps, model)}
+    name = f"runner, {num_seeds} seeds"
+    calls[name], program = _runner_call(resnet_config(norm, num_seeds, steps), ds, steps)
+    t = time_interleaved(calls, repeats=repeats, warmup=1)
+    note = (f"The runner picked `{program.strategy.name}` ({program.strategy.reason}); "
+            "the hand-written loop trains one seed.")
+    return _rows(t, steps, {"flax+optax": 1, name: num_seeds}, "flax+optax"), note
+
+
+class _Identity(nn.Module):
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x
 
 
 def single_seed(ds: Dataset, norm: str, steps: int, repeats: int) -> list[dict[str, Any]]:
@@ -245,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"timing {args.seeds} seeds, norm={norm} ...", flush=True)
         _add(results, args.out, f"{args.seeds} seeds, norm={norm}",
              *multi_seed(ds, norm, args.seeds, steps, repeats))
+    for norm in norms:
+        print(f"timing the example ResNet, norm={norm} ...", flush=True)
+        _add(results, args.out, f"ResNet (examples/resnet.py, nn.Conv) through model.factory, "
+             f"{RESNET_SEEDS} seeds, norm={norm}",
+             *resnet_seeds(ds, norm, RESNET_SEEDS, steps, repeats))
     for norm in norms:
         print(f"timing {args.seeds} seeds, MLP, norm={norm} ...", flush=True)
         _add(results, args.out, f"{args.seeds} seeds, MLP 3x256, norm={norm}",

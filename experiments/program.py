@@ -27,10 +27,13 @@ from experiments.runs import Grid, structure_flags
 from experiments.strategy import (
     MEASURE_STEPS,
     Strategy,
+    has_convolutions,
     map_runs,
     measured_strategies,
     resolve_strategy,
     scan_interleaved,
+    stack_trees,
+    take_run,
 )
 from experiments.train import EvalSet, Experiment, TrainState, build_model
 
@@ -51,7 +54,7 @@ def make_experiment(config: ml_collections.ConfigDict, tech: ml_collections.Conf
     devices; ``None``: one device)."""
     flags = structure_flags(config, tech)
     model = build_model(config, tech, num_classes=ds.num_classes,
-                        use_dropout=flags["use_dropout"])
+                        use_dropout=flags["use_dropout"], input_shape=tuple(ds.input_shape))
     return Experiment(config, model, tuple(ds.input_shape), len(ds.x_train),
                       use_l1=flags["use_l1"], use_l2=flags["use_l2"], parallel=parallel)
 
@@ -99,12 +102,15 @@ class Program:
         self.compile_s = 0.0
         par, out = experiment.parallel, _replicated_outputs(experiment.parallel)
         self._x, self._y = self.place_state((ds.x_train, ds.y_train))
-        self.strategy = resolve_strategy(experiment.config, grid.num_runs)
         self._init = jax.jit(self._traced(jax.vmap(experiment.init)), **out)
-        if self.strategy.name != "measure":  # else chosen on the first train() call
-            self._chunk, self._eval = self._programs(self.strategy.name)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
             shapes = jax.eval_shape(self._init, *self._grid_args())
+            one_run = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), shapes)
+            convolutions = has_convolutions(experiment.data_step, one_run, self._x, self._y)
+        self.strategy = resolve_strategy(experiment.config, grid.num_runs,
+                                         convolutions=convolutions)
+        if self.strategy.name != "measure":  # else chosen on the first train() call
+            self._chunk, self._eval = self._programs(self.strategy.name)
         self.has_batch_stats = bool(jax.tree_util.tree_leaves(shapes.batch_stats))
         sets = _eval_sets(experiment.config, ds, self.has_batch_stats,
                           par.groups if par is not None else 1)
@@ -114,6 +120,9 @@ class Program:
     def _programs(self, name: str) -> tuple[Any, Any]:
         """The jitted train chunk and evaluation of every run under strategy ``name``."""
         exp, out = self.experiment, _replicated_outputs(self.experiment.parallel)
+        if name == "stepwise":  # one step of one run; Program.train loops over both
+            return (jax.jit(self._traced(exp.data_step), donate_argnums=0, **out),
+                    jax.jit(self._traced(exp.evaluate), **out))
         chunk = (scan_interleaved(exp.data_step, self.grid.num_runs)
                  if name == "interleaved" else map_runs(exp.train_chunk, name, 3))
         return (jax.jit(self._traced(chunk), static_argnums=3, donate_argnums=0, **out),
@@ -129,12 +138,12 @@ class Program:
         per_step = {}
         for name in measured_strategies(self.grid.num_runs):
             chunk, _ = self._programs(name)
-            fn = self._compile(("probe", name), chunk, state, self._x, self._y, steps)
             times = []
+            run = self._chunk_runner(("probe", name), chunk, state, steps)
             for _ in range(2):
                 copy = jax.tree.map(jnp.copy, state)
                 start = time.perf_counter()
-                jax.block_until_ready(fn(copy, self._x, self._y))
+                jax.block_until_ready(run(copy))
                 times.append(time.perf_counter() - start)
             per_step[name] = min(times) / steps
         best = min(per_step, key=per_step.__getitem__)
@@ -175,18 +184,45 @@ class Program:
         """
         if self.strategy.name == "measure":
             self._measure(state, num_steps)
-        fn = self._compile(("train", self.strategy.name, num_steps), self._chunk, state,
-                           self._x, self._y, num_steps)
+        run = self._chunk_runner(("train", self.strategy.name), self._chunk, state, num_steps)
         start = time.perf_counter()
-        state, metrics = fn(state, self._x, self._y)
+        state, metrics = run(state)
         metrics = jax.device_get(metrics)
         return state, metrics, time.perf_counter() - start
+
+    def _chunk_runner(self, key: tuple[str, str], chunk: Any, state: TrainState,
+                      num_steps: int) -> Callable[[TrainState], tuple[TrainState, Any]]:
+        """``state -> (state, metrics)`` for ``num_steps`` steps of every run with ``chunk`` (a
+        program of ``_programs``, compiled here): called once, or (``stepwise``) once per step
+        of each run, as a hand-written training loop would."""
+        if key[1] != "stepwise":
+            fn = self._compile((*key, num_steps), chunk, state, self._x, self._y, num_steps)
+            return lambda s: fn(s, self._x, self._y)
+        step = self._compile(key, chunk, take_run(state, 0), self._x, self._y)
+
+        def run(state: TrainState) -> tuple[TrainState, Any]:
+            runs, per_run = [take_run(state, r) for r in range(self.grid.num_runs)], []
+            for r in range(len(runs)):
+                metrics = []
+                for _ in range(num_steps):
+                    runs[r], m = step(runs[r], self._x, self._y)
+                    metrics.append(m)
+                per_run.append(stack_trees(metrics))
+            return stack_trees(runs), stack_trees(per_run)
+
+        return run
 
     def evaluate(self, state: TrainState) -> tuple[dict[str, np.ndarray], float]:
         """Eval metrics of every run (arrays of shape (R,)) and seconds (without compiling)."""
         if self.strategy.name == "measure":
             raise RuntimeError("Program.evaluate before the first train(): with "
                                "run_strategy='measure' the strategy is chosen there.")
+        if self.strategy.name == "stepwise":
+            runs = [take_run(state, r) for r in range(self.grid.num_runs)]
+            fn = self._compile(("eval", "stepwise"), self._eval, runs[0], self._sets)
+            start = time.perf_counter()
+            metrics = jax.device_get(stack_trees([fn(run, self._sets) for run in runs]))
+            return metrics, time.perf_counter() - start
         fn = self._compile(("eval", self.strategy.name), self._eval, state, self._sets)
         start = time.perf_counter()
         metrics = jax.device_get(fn(state, self._sets))

@@ -42,7 +42,28 @@ def test_auto_picks_by_backend_and_model(kind, runs, backend, expected):
     assert choice.reason.startswith("auto")
 
 
-@pytest.mark.parametrize("name", STRATEGIES[:3])
+@pytest.mark.parametrize(("backend", "runs", "expected"), [
+    ("cpu", 3, "stepwise"), ("cpu", 1, "stepwise"), ("gpu", 3, "vmap")])
+def test_auto_steps_models_with_xla_convolutions_on_cpu(backend, runs, expected):
+    config = tiny_config()
+    assert resolve_strategy(config, runs, backend, convolutions=True).name == expected
+    config.run_strategy = "measure"
+    assert resolve_strategy(config, 3, backend, convolutions=True).name == "measure"
+
+
+@pytest.mark.cpu_only
+@pytest.mark.parametrize(("conv_impl", "expected"), [("xla", "stepwise"),
+                                                      ("im2col", "sequential")])
+def test_convolutions_are_found_in_the_traced_step(conv_impl, expected):
+    config = _cnn_config()
+    config.model.conv_impl = conv_impl
+    ds = load_dataset("digits", seed=0)
+    tech = config.techniques.batch
+    program = Program(make_experiment(config, tech, ds), ds, make_grid(config, "batch", tech))
+    assert program.strategy.name == expected
+
+
+@pytest.mark.parametrize("name", STRATEGIES[:4])
 def test_explicit_strategy_is_used_as_given(name):
     config = tiny_config()
     config.run_strategy = name
@@ -70,10 +91,10 @@ def _train(strategy: str, steps: int = MEASURE_STEPS):
 
 
 def test_strategies_compute_the_same_runs():
-    """Two seeds of a BatchNorm + dropout CNN: the three strategies agree step by step."""
+    """Two seeds of a BatchNorm + dropout CNN: the four strategies agree step by step."""
     ref_state, ref_metrics, ref_evals = _train("vmap")
     assert ref_metrics["train/objective"].shape == (2, MEASURE_STEPS)
-    for name in ("sequential", "interleaved"):
+    for name in ("sequential", "interleaved", "stepwise"):
         state, metrics, evals = _train(name)
         for key, value in ref_metrics.items():
             np.testing.assert_allclose(metrics[key], value, rtol=2e-4, atol=1e-5, err_msg=key)
@@ -114,10 +135,10 @@ def test_measure_times_every_strategy_and_keeps_the_fastest():
     with pytest.raises(RuntimeError, match="before the first train"):
         program.evaluate(program.init())
     state, metrics, _ = program.train(program.init(), MEASURE_STEPS)
-    assert program.strategy.name in ("vmap", "sequential", "interleaved")
+    assert program.strategy.name in ("vmap", "sequential", "interleaved", "stepwise")
     reason = program.strategy.reason
     assert reason.startswith("measured:")
-    assert all(name in reason for name in ("vmap", "sequential", "interleaved"))
+    assert all(name in reason for name in ("vmap", "sequential", "interleaved", "stepwise"))
     times = dict(part.rsplit(" ", 1) for part in reason.split(": ", 2)[-1].split(", "))
     # the kept strategy has the smallest printed time (ties after rounding allowed)
     assert float(times[program.strategy.name]) == min(float(v) for v in times.values())
@@ -130,8 +151,9 @@ def test_measure_times_every_strategy_and_keeps_the_fastest():
 def test_measure_skips_interleaved_for_many_runs():
     from experiments.strategy import MAX_MEASURED_INTERLEAVED, measured_strategies
 
-    assert measured_strategies(2) == ("vmap", "sequential", "interleaved")
-    assert measured_strategies(MAX_MEASURED_INTERLEAVED + 1) == ("vmap", "sequential")
+    assert measured_strategies(2) == ("vmap", "sequential", "interleaved", "stepwise")
+    assert measured_strategies(MAX_MEASURED_INTERLEAVED + 1) == ("vmap", "sequential",
+                                                                 "stepwise")
 
 
 def test_measure_with_one_run_is_vmap():
