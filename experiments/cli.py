@@ -3,7 +3,9 @@
 Overrides are parsed by the type of the field they replace: ``true/false`` for booleans,
 integers, floats, strings as given, tuples as Python literals (``"(0.1, 0.01)"``; a single
 value becomes a one-element tuple), and Python literals for fields that are ``None``.  The
-config is locked, so an unknown field is an error naming it (with a close match if any).
+config is locked, so an unknown field is an error naming it (with a close match if any), except
+in ``dataset.options`` and ``model.options``, which hold a user loader's or model factory's
+own keyword arguments: ``--config.model.options.blocks="(2, 2)"`` adds or replaces one.
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ summary.json/csv, figures and report.md into DIR; rerun the same command to resu
   --config.FIELD=VALUE     override a config field, e.g. --config.steps=200
                            --config.techniques.batch.norm_options.momentum=0.99
                            --config.sweep.learning_rate="(0.1, 0.01)"
+                           --config.model.options.width=32 (your factory's own options)
   --max_chunks N           stop after N logged chunks (resume later)
   --quiet                  log warnings only
 """
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+#: Groups whose keys are the options of a user's loader or model factory: new keys are allowed
+#: (values parsed as Python literals, else kept as strings).
+FREE_FORM = ("dataset.options", "model.options")
 
 
 @dataclass
@@ -145,6 +151,10 @@ def apply_overrides(config: ml_collections.ConfigDict,
             if key not in node or not isinstance(node[key], ml_collections.ConfigDict):
                 raise _unknown(".".join(parents[:i + 1]), key, node)
             node = node[key]
+        if last not in node and ".".join(parents) in FREE_FORM:
+            with node.unlocked():
+                node[last] = parse_value(path, None, raw)
+            continue
         if last not in node:
             raise _unknown(path, last, node)
         if isinstance(node[last], ml_collections.ConfigDict):

@@ -7,10 +7,16 @@ an error.  Fields (see :func:`base_config` for the defaults)::
 
     name, notes                      title and free text shown in report.md
     dataset.{name, seed, path, options}
-                                     experiments.data.load_dataset(name, seed=, path=, **options)
+                                     experiments.data.load_dataset(name, seed=, path=, **options);
+                                     name: a registered dataset or 'package.module:loader'
+                                     (experiments.data.register_dataset)
     model.{kind, depth, width, activation, init_scale, kernel_init, kernel_size, stride,
            conv_impl, norm_position} kind 'mlp' | 'cnn'; depth 0 = linear classifier;
                                      conv_impl 'im2col' (matmul) | 'xla' (lax.conv)
+    model.{factory, options}         your own model instead: an import path
+                                     'package.module:function' called with the technique's
+                                     norm and **options (experiments.extensions); the
+                                     fields above then do not apply, but init_scale
     optimizer.{name, learning_rate, momentum, schedule, warmup_steps, grad_clip_norm}
     steps, batch_size, log_every     training length, minibatch size, steps per logged chunk
     eval_batch_size, eval_train_examples
@@ -60,7 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset = {"name": "digits", "seed": 0, "path": "", "options": {}}
     c.model = {"kind": "mlp", "depth": 2, "width": 64, "activation": "relu",
                "init_scale": 1.0, "kernel_init": "lecun_normal", "kernel_size": 3,
-               "stride": 1, "conv_impl": "im2col", "norm_position": "before_activation"}
+               "stride": 1, "conv_impl": "im2col", "norm_position": "before_activation",
+               "factory": "", "options": {}}
     c.optimizer = {"name": "adam", "learning_rate": 1e-3, "momentum": 0.9,
                    "schedule": "constant", "warmup_steps": 0, "grad_clip_norm": 0.0}
     c.steps = 1000

@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from experiments.imports import is_import_path, resolve_object
+
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -241,7 +243,76 @@ _LOADERS: dict[str, tuple[Callable[..., Dataset], str]] = {
     "fashion_mnist": (partial(_load_mnist_like, "fashion_mnist"), "global"),
     "cifar10": (_load_cifar10, "channel"),
 }
-KNOWN_DATASETS: tuple[str, ...] = tuple(_LOADERS)
+STANDARDIZE_MODES = ("feature", "global", "channel", "none")
+
+
+def known_datasets() -> tuple[str, ...]:
+    """Registered dataset names, the shipped ones first."""
+    return tuple(_LOADERS)
+
+
+KNOWN_DATASETS: tuple[str, ...] = known_datasets()  # the shipped ones
+
+
+def register_dataset(name: str, loader: Callable[..., Any], *, standardize: str = "feature",
+                     overwrite: bool = False) -> None:
+    """Make ``loader`` available as ``dataset.name = name`` (and to :func:`load_dataset`).
+
+    ``loader(seed=..., path=..., **options)`` takes the keywords it declares (``seed`` and
+    ``path`` are passed when it declares them; ``dataset.options`` fill the rest, each
+    overridable with ``--config.dataset.options.NAME=VALUE``) and returns a :class:`Dataset`
+    or a mapping with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (inputs ``(N, ...)``,
+    integer labels ``(N,)``) and optionally ``num_classes`` (default: largest label + 1).
+    ``standardize`` is how inputs are standardized with training-split statistics
+    (``feature``, ``global``, ``channel``, or ``none``). Registering the same loader again is
+    a no-op; another loader under a taken name needs ``overwrite=True``. Instead of
+    registering, a config may name the loader by import path,
+    ``dataset.name = "mypkg.data:load"`` (standardized per feature).
+
+    Example::
+
+        def load(seed, *, n=1000):
+            rng = np.random.default_rng(seed)
+            x, y = rng.normal(size=(n, 16)), rng.integers(0, 2, n)
+            return {"x_train": x[100:], "y_train": y[100:], "x_test": x[:100],
+                    "y_test": y[:100]}
+
+        register_dataset("my_data", load)
+    """
+    key = name.lower().replace("-", "_")
+    if not key or not key.replace("_", "").isalnum():
+        raise ValueError(f"dataset name must be an identifier, got {name!r}")
+    if standardize not in STANDARDIZE_MODES:
+        raise ValueError(f"standardize must be one of {STANDARDIZE_MODES}, got {standardize!r}")
+    if key in _LOADERS and not overwrite:
+        old, mode = _LOADERS[key]
+        if _qualified(old) == _qualified(loader) and mode == standardize:
+            return
+        raise ValueError(f"dataset {name!r} is already registered with another loader; pass "
+                         "overwrite=True to replace it")
+    _LOADERS[key] = (loader, standardize)
+
+
+def _qualified(fn: Any) -> tuple[Any, Any]:
+    return getattr(fn, "__module__", None), getattr(fn, "__qualname__", fn)
+
+
+def as_dataset(name: str, result: Any) -> Dataset:
+    """A loader's result (a :class:`Dataset` or a mapping of arrays) as a :class:`Dataset`."""
+    if isinstance(result, Dataset):
+        return result
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    if not isinstance(result, dict) or not set(keys) <= set(result):
+        raise ValueError(f"dataset {name!r}: the loader must return a Dataset or a dict with "
+                         f"{list(keys)} (and optionally num_classes), got "
+                         f"{type(result).__name__}")
+    xtr, ytr, xte, yte = (np.asarray(result[k]) for k in keys)
+    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        if y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"dataset {name!r}: {split} inputs {x.shape} and labels "
+                             f"{y.shape} {y.dtype} must be (N, ...) and integer (N,)")
+    num_classes = int(result.get("num_classes", max(ytr.max(initial=0), yte.max(initial=0)) + 1))
+    return _make(name, xtr, ytr, xte, yte, num_classes)
 
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray,
@@ -258,10 +329,9 @@ def standardize(x_train: np.ndarray, x_test: np.ndarray,
     return (x_train - mean) / std, (x_test - mean) / std
 
 
-def _call_loader(key: str, seed: int, path: str | Path | None, kwargs: dict[str, Any]
-                 ) -> Dataset:
-    """Call the loader of ``key`` with the arguments it accepts, rejecting the rest."""
-    loader = _LOADERS[key][0]
+def _call_loader(key: str, loader: Callable[..., Any], seed: int, path: str | Path | None,
+                 kwargs: dict[str, Any]) -> Any:
+    """Call ``loader`` with the arguments it accepts, rejecting the rest."""
     params = set(inspect.signature(loader).parameters)
     unknown = sorted(set(kwargs) - (params - {"seed", "path"}))
     if unknown:
@@ -277,20 +347,26 @@ def _call_loader(key: str, seed: int, path: str | Path | None, kwargs: dict[str,
 def load_dataset(name: str, *, seed: int = 0, flatten: bool = False,
                  path: str | Path | None = None, standardize_inputs: bool = True,
                  **kwargs: Any) -> Dataset:
-    """Load dataset ``name`` (see ``KNOWN_DATASETS``); loader options go in ``kwargs``.
+    """Load dataset ``name`` (see :func:`known_datasets`, :func:`register_dataset`, or an
+    import path ``"package.module:loader"``); loader options go in ``kwargs``.
 
     digits: ``test_fraction=0.25``; mnist1d: ``num_samples=5000, cache_dir=None``;
     synthetic: ``num_train=1024, num_test=256, dim=32, num_classes=4, noise=1.0``;
     mnist / fashion_mnist / cifar10 need ``path``.  With ``flatten=True`` inputs are
     ``(N, prod(input_shape))`` and ``input_shape`` is ``(prod,)``.
     """
-    key = name.lower().replace("-", "_")
-    if key not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}")
-    ds = _call_loader(key, seed, path, kwargs)
+    if is_import_path(name):
+        loader, mode = resolve_object(name, "dataset.name"), "feature"
+    else:
+        key = name.lower().replace("-", "_")
+        if key not in _LOADERS:
+            raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_LOADERS)}, or an "
+                             "import path 'package.module:loader'")
+        loader, mode = _LOADERS[key]
+    ds = as_dataset(name, _call_loader(name, loader, seed, path, kwargs))
     xtr, xte = ds.x_train, ds.x_test
-    if standardize_inputs:
-        xtr, xte = standardize(xtr, xte, _LOADERS[key][1])
+    if standardize_inputs and mode != "none":
+        xtr, xte = standardize(xtr, xte, mode)
     if flatten:
         xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
     return ds._replace(x_train=xtr, x_test=xte, input_shape=tuple(xtr.shape[1:]))

@@ -80,7 +80,7 @@ def initial_state(config: ml_collections.ConfigDict, label: str, ds: Dataset) ->
 def _model(config: ml_collections.ConfigDict, label: str, ds: Dataset) -> nn.Module:
     """The technique's model without dropout layers (probes are deterministic)."""
     return build_model(config, config.techniques[label], num_classes=ds.num_classes,
-                       use_dropout=False)
+                       use_dropout=False, input_shape=tuple(ds.input_shape))
 
 
 def _variables(state: State) -> dict[str, Any]:

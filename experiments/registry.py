@@ -101,18 +101,40 @@ def register_norm(name: str, factory: Callable[..., nn.Module], *,
                   overwrite: bool = False) -> NormEntry:
     """Register ``factory`` under ``name`` (see the module docstring for the call signatures).
 
-    ``defaults`` lists every option the factory accepts (configs may override only these).
+    ``defaults`` lists every option the factory accepts (configs may override only these, also
+    from the command line: ``--config.techniques.<label>.norm_options.<option>=...``).
+    Registering the same factory again (a module imported twice, e.g. by a config file and by
+    a package) is a no-op; another factory under a taken name needs ``overwrite=True``.
+
+    Example, in a module your config imports::
+
+        def my_norm(ctx, *, name, epsilon):          # ctx: NormContext(ndim, features, ...)
+            return normjax.linen.RMSNorm(epsilon=epsilon, name=name)
+
+        register_norm("my_rms", my_norm, defaults={"epsilon": 1e-6})
     """
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"norm name must be a non-empty identifier, got {name!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(f"norm {name!r} is already registered; pass overwrite=True to replace it")
     entry = NormEntry(name, factory, MappingProxyType(dict(defaults or {})), kind, check,
                       centers)
+    if name in _REGISTRY and not overwrite:
+        if _same_entry(_REGISTRY[name], entry):  # a module imported twice: nothing to do
+            return _REGISTRY[name]
+        raise ValueError(f"norm {name!r} is already registered with another factory or "
+                         "options; pass overwrite=True to replace it")
     _REGISTRY[name] = entry
     return entry
+
+
+def _same_entry(a: NormEntry, b: NormEntry) -> bool:
+    """The same registration, also when its module was imported again (new function objects
+    with the same qualified name)."""
+    def key(f: Any) -> Any:
+        return (getattr(f, "__module__", None), getattr(f, "__qualname__", f)) if f else None
+    return (key(a.factory), dict(a.defaults), a.kind, key(a.check), a.centers) == (
+        key(b.factory), dict(b.defaults), b.kind, key(b.check), b.centers)
 
 
 def known_norms() -> tuple[str, ...]:
@@ -132,15 +154,16 @@ def norm_defaults(name: str) -> dict[str, Any]:
     return dict(get_norm(name).defaults)
 
 
-def check_norm(name: str, options: Mapping[str, Any], *, features: int, ndim: int,
+def check_norm(name: str, options: Mapping[str, Any], *, features: int | None, ndim: int,
                field_name: str) -> None:
-    """Validate ``options`` for ``name`` on activations of rank ``ndim`` with ``features``."""
+    """Validate ``options`` for ``name`` on activations of rank ``ndim`` with ``features``
+    (``None``: unknown, e.g. a ``model.factory`` model; only the option names are checked)."""
     entry = get_norm(name, field_name=f"{field_name}.norm")
     unknown = sorted(set(options) - set(entry.defaults))
     if unknown:
         raise ConfigError(f"{field_name}.norm_options: unknown option(s) {unknown} for norm "
                           f"{name!r}; accepted: {sorted(entry.defaults) or 'none'}")
-    if entry.check is not None:
+    if entry.check is not None and features is not None:
         message = entry.check({**entry.defaults, **options}, features, ndim)
         if message:
             raise ConfigError(f"{field_name}.norm_options: {message}")

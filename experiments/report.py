@@ -101,7 +101,8 @@ def summarize(config: ml_collections.ConfigDict,
                              "compile_s": None, "train_s": None, "eval_s": None,
                              "steps_per_s": None, "run_strategy": None}
     swept = [k for k, v in config.sweep.items() if v]
-    return {"study": config.name, "dataset": config.dataset.name, "model": config.model.kind,
+    return {"study": config.name, "dataset": config.dataset.name,
+            "model": config.model.factory or config.model.kind,
             "optimizer": config.optimizer.name, "steps": config.steps,
             "num_seeds": config.num_seeds, "swept": swept, "results": results}
 
@@ -140,13 +141,31 @@ def _strategy_lines(summary: dict[str, Any]) -> list[str]:
     return [f"- runs executed: {s} for {', '.join(t)}" for s, t in used.items()]
 
 
+def _options(options: ml_collections.ConfigDict) -> str:
+    items = options.to_dict()
+    return f" ({', '.join(f'{k}={v!r}' for k, v in items.items())})" if items else ""
+
+
+def _model_text(m: ml_collections.ConfigDict) -> str:
+    if m.factory:
+        return f"`{m.factory}`{_options(m.options)}, init scale {m.init_scale:g}"
+    return (f"`{m.kind}` depth {m.depth}, width {m.width}, {m.activation}, init scale "
+            f"{m.init_scale:g}")
+
+
+def _cell_name(config: ml_collections.ConfigDict, cell: str, entry: dict[str, Any]) -> str:
+    """The cell's label, with its norm where the label does not say it: ``mine (my_rms)``."""
+    norm = config.techniques[entry["technique"]].norm
+    return cell if norm in ("none", entry["technique"]) else f"{cell} ({norm})"
+
+
 def render_report(config: ml_collections.ConfigDict, summary: dict[str, Any],
                   figures: list[tuple[str, str]], command: str | None = None) -> str:
     """``report.md``: setup, results table, figures, files."""
     m, o = config.model, config.optimizer
     lines = [f"# {config.name}", "", *([config.notes, ""] if config.notes else []),
-             f"- data: `{config.dataset.name}`; model: `{m.kind}` depth {m.depth}, width "
-             f"{m.width}, {m.activation}, init scale {m.init_scale:g}",
+             f"- data: `{config.dataset.name}`{_options(config.dataset.options)}; model: "
+             f"{_model_text(m)}",
              f"- training: {o.name}, learning rate {o.learning_rate:g} ({o.schedule}), "
              f"batch {config.batch_size}, {config.steps} steps, {config.num_seeds} seeds "
              f"(from {config.seed}), logged every {config.log_every} steps",
@@ -158,7 +177,8 @@ def render_report(config: ml_collections.ConfigDict, summary: dict[str, Any],
              "test accuracy, BN batch stats | steps/s | compile s |",
              "|---|---|---|---|---|---|---|---|"]
     for cell, e in summary["results"].items():
-        lines.append(f"| {cell} | {e['status']} | {_fmt(e, 'test/accuracy')} | "
+        lines.append(f"| {_cell_name(config, cell, e)} | {e['status']} | "
+                     f"{_fmt(e, 'test/accuracy')} | "
                      f"{_fmt(e, 'train/accuracy')} | {_fmt(e, 'test/loss')} | "
                      f"{_fmt(e, 'test_batch_stats/accuracy')} | "
                      f"{_num(e['steps_per_s'], '.0f')} | {_num(e['compile_s'], '.1f')} |")
@@ -176,10 +196,12 @@ def render_report(config: ml_collections.ConfigDict, summary: dict[str, Any],
 
 def write_outputs(workdir: str | Path, config: ml_collections.ConfigDict,
                   progress: Mapping[str, Progress | None],
-                  command: str | None = None) -> dict[str, Any]:
-    """Write summary.json, summary.csv, the figures and report.md; return the summary."""
+                  command: str | None = None,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write summary.json (the summary and ``extra``, e.g. the device layout), summary.csv,
+    the figures and report.md; return the summary."""
     workdir = Path(workdir)
-    summary = summarize(config, progress)
+    summary = {**summarize(config, progress), **(extra or {})}
     write_json(workdir / "summary.json", summary)
     write_csv(workdir / "summary.csv", *_csv_rows(summary))
     rows = [row for p in progress.values() if p for row in p.rows]

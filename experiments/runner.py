@@ -115,12 +115,10 @@ def _run_locked(config: ml_collections.ConfigDict, labels: list[str], ds: Datase
         if session.out_of_chunks:
             break
         session.progress[label] = _train_technique(session, label)
-    summary = write_outputs(workdir, config, session.progress, command)
-    summary["parallel"] = parallel.describe()
-    summary["allocator"] = allocator_setting()
-    summary["cpu_kernels"] = cpu_kernels_setting(parallel)
-    write_json(workdir / "summary.json", summary)
-    return summary
+    return write_outputs(workdir, config, session.progress, command,
+                         extra={"parallel": parallel.describe(),
+                                "allocator": allocator_setting(),
+                                "cpu_kernels": cpu_kernels_setting(parallel)})
 
 
 def cpu_kernels_setting(parallel: DataParallel) -> str:

@@ -31,6 +31,8 @@ import optax
 from jax import lax
 
 import normjax
+from experiments.extensions import FactoryModel
+from experiments.imports import resolve_object
 from experiments.models import CNN, MLP
 from experiments.optim import make_optimizer
 from experiments.parallel import DataParallel, apply_per_device
@@ -61,10 +63,16 @@ class EvalSet(NamedTuple):
 
 
 def build_model(config: ml_collections.ConfigDict, tech: ml_collections.ConfigDict, *,
-                num_classes: int, use_dropout: bool) -> nn.Module:
-    """The MLP or CNN of ``config.model`` with the norm of technique ``tech``."""
+                num_classes: int, use_dropout: bool,
+                input_shape: tuple[int, ...] = ()) -> nn.Module:
+    """The MLP or CNN of ``config.model`` (or the model of ``model.factory``, see
+    :mod:`experiments.extensions`) with the norm of technique ``tech``."""
     m = config.model
     options = tech.norm_options.to_dict()
+    if m.factory:
+        return FactoryModel(resolve_object(m.factory, "model.factory"), m.options.to_dict(),
+                            build_norm(tech.norm, options), float(tech.dropout), num_classes,
+                            tuple(input_shape))
     kwargs = {"num_classes": num_classes, "norms": build_norm(tech.norm, options),
               "depth": m.depth, "width": m.width, "activation": m.activation,
               "norm_position": m.norm_position, "use_dropout": use_dropout,

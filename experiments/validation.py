@@ -15,16 +15,17 @@ import ml_collections
 
 from experiments.config import SWEEPABLE, base_config, technique, technique_labels
 from experiments.errors import ConfigError
+from experiments.imports import is_import_path
 from experiments.models import ACTIVATIONS, CONV_IMPLS, KERNEL_INITS, NORM_POSITIONS
 from experiments.optim import OPTIMIZERS, SCHEDULES
 from experiments.parallel import BN_SYNC_MODES
-from experiments.registry import check_norm
+from experiments.registry import check_norm, get_norm
 from experiments.strategy import RUN_STRATEGIES
 
 __all__ = ["validate_config", "validate_with_data"]
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
-_FREE_FORM = ("dataset.options", "techniques")
+_FREE_FORM = ("dataset.options", "model.options", "techniques")
 
 
 def _is_int(value: Any) -> bool:
@@ -88,6 +89,10 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_model(model: ml_collections.ConfigDict) -> None:
+    if not isinstance(model.factory, str) or (model.factory and not is_import_path(
+            model.factory)):
+        raise ConfigError(f"model.factory must be '' (the shipped models) or an import path "
+                          f"'package.module:function', got {model.factory!r}")
     _choice("model.kind", model.kind, ("mlp", "cnn"))
     _int_at_least("model.depth", model.depth, 0)
     _int_at_least("model.width", model.width, 1)
@@ -137,13 +142,16 @@ def _check_technique(label: str, tech: Any, model: ml_collections.ConfigDict) ->
         _number_in(f"{path}.learning_rate", tech.learning_rate, 0.0, low_open=True)
     if not isinstance(tech.norm, str):
         raise ConfigError(f"{path}.norm must be a norm name, got {tech.norm!r}")
-    if model.depth == 0 and (tech.norm != "none" or tech.dropout > 0):
+    if model.depth == 0 and not model.factory and (tech.norm != "none" or tech.dropout > 0):
         raise ConfigError(f"{path}: model.depth=0 has no hidden layers, so norm "
                           f"{tech.norm!r} / dropout {tech.dropout} would have no effect")
     options = tech.norm_options.to_dict() if isinstance(
         tech.norm_options, ml_collections.ConfigDict) else tech.norm_options
-    check_norm(tech.norm, options, features=model.width, field_name=path,
-               ndim=2 if model.kind == "mlp" else 3)
+    if model.factory and get_norm(tech.norm, field_name=f"{path}.norm").kind == "weight":
+        raise ConfigError(f"{path}.norm: {tech.norm!r} reparametrizes the shipped models' "
+                          "linear layers; a model.factory model takes activation norms only")
+    check_norm(tech.norm, options, features=None if model.factory else model.width,
+               field_name=path, ndim=2 if model.kind == "mlp" else 3)
 
 
 _SWEEP_RANGES = {"learning_rate": (0.0, math.inf, True, True), "init_scale":
@@ -174,6 +182,9 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     for label, tech in config.techniques.items():
         _check_technique(label, tech, config.model)
     _check_sweep(config.sweep)
+    if config.model.factory and config.sweep.dropout:
+        raise ConfigError("sweep.dropout: a model.factory model gets its dropout rate as a "
+                          "Python float when it is built; set techniques.<label>.dropout")
     return technique_labels(config)
 
 
@@ -185,7 +196,8 @@ def validate_with_data(config: ml_collections.ConfigDict, input_shape: tuple[int
                           f"of {config.dataset.name!r} ({num_train} examples)")
     if num_test < 1:
         raise ConfigError(f"dataset {config.dataset.name!r} has an empty test split")
-    if config.model.kind == "cnn" and len(input_shape) not in (2, 3):
+    if config.model.kind == "cnn" and not config.model.factory and len(input_shape) not in (
+            2, 3):
         raise ConfigError(f"model.kind='cnn' needs inputs with spatial axes ((L, C) or "
                           f"(H, W, C)); dataset {config.dataset.name!r} has input_shape "
                           f"{input_shape}; use model.kind='mlp'")

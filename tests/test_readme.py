@@ -13,8 +13,25 @@ README = (ROOT / "README.md").read_text()
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
+FILE_LISTING = re.compile(r"^# (\S+\.py)(?::.*)?$", re.M)
+
+
 def _python_blocks(text: str = README) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    """The ```python blocks, except listings of files (each file headed ``# path.py``):
+    tests/experiments/test_extensions.py writes those out and runs them."""
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return [b for b in blocks if not FILE_LISTING.match(b)]
+
+
+def file_listing(text: str = README) -> dict[str, str]:
+    """The files of the README's file-listing block: ``{path: source}``."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+              if FILE_LISTING.match(b)]
+    assert len(blocks) == 1, "expected one file-listing block in the README"
+    heads = list(FILE_LISTING.finditer(blocks[0]))
+    ends = [h.start() for h in heads[1:]] + [len(blocks[0])]
+    return {h.group(1): blocks[0][h.start():end].rstrip() + "\n"
+            for h, end in zip(heads, ends, strict=True)}
 
 
 def test_readme_has_python_examples() -> None:

@@ -1,0 +1,1 @@
+"""Models written the way a researcher writes them, run through ``model.factory``."""
