@@ -19,19 +19,21 @@ Conventions for convolutional activations ``(N, *spatial, C)``: LayerNorm and RM
 all non-batch axes (``(C, *spatial)``, as in Wu & He 2018, "Group Normalization"), GroupNorm over
 channel groups and all spatial axes, InstanceNorm over the spatial axes of each channel.  For
 MLP activations ``(N, C)`` InstanceNorm would normalize each unit alone (constant output), so it
-is rejected.  Research variants add themselves with :func:`register_norm`.
+is rejected.  The research variants are defined in :mod:`experiments.registry_research` and
+registered here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 
 from experiments.errors import ConfigError
+from experiments.norm_types import KINDS, Check, NormContext, NormEntry, NormLayers
+from experiments.registry_research import RESEARCH_ENTRIES
 from normjax import linen as norm_layers
 
 __all__ = [
@@ -45,52 +47,6 @@ __all__ = [
     "norm_defaults",
     "register_norm",
 ]
-
-KINDS = ("activation", "weight")
-
-
-class NormContext(NamedTuple):
-    """What a factory needs to know about the activations it normalizes.
-
-    ``ndim`` is the rank of the activations (2 for an MLP, 3 for a 1-D CNN ``(N, L, C)``, 4 for a
-    2-D CNN ``(N, H, W, C)``), ``features`` the size of the last axis, and
-    ``use_running_average`` the BatchNorm mode of this forward pass.
-    """
-
-    ndim: int
-    features: int
-    use_running_average: bool
-
-
-Check = Callable[[Mapping[str, Any], int, int], str | None]
-
-
-@dataclass(frozen=True)
-class NormEntry:
-    """A registered technique: factory, accepted options with defaults, kind, extra check.
-
-    ``check(options, features, ndim)`` returns an error message (naming the option) or ``None``;
-    ``centers`` says the norm subtracts a mean (see the module docstring).
-    """
-
-    name: str
-    factory: Callable[..., nn.Module]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    kind: str = "activation"
-    check: Check | None = None
-    centers: bool = False
-
-
-class NormLayers(NamedTuple):
-    """What a model receives: an activation-norm factory and/or a linear-layer wrapper.
-
-    ``centers``: the norm subtracts a mean, so a linear layer right before it needs no bias.
-    """
-
-    norm: Callable[..., nn.Module] | None = None
-    wrap_linear: Callable[..., nn.Module] | None = None
-    centers: bool = False
-
 
 _REGISTRY: dict[str, NormEntry] = {}
 
@@ -275,4 +231,6 @@ register_norm("instance", _instance, defaults={"epsilon": 1e-6}, check=_check_in
 register_norm("weight", _weight, defaults={"epsilon": 1e-12}, kind="weight",
               check=_positive_epsilon)
 
-import experiments.registry_research  # noqa: E402, F401  (registers the research variants)
+for _entry in RESEARCH_ENTRIES:  # the research variants
+    register_norm(_entry.name, _entry.factory, defaults=_entry.defaults, kind=_entry.kind,
+                  check=_entry.check, centers=_entry.centers)

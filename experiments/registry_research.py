@@ -58,10 +58,10 @@ import jax
 import jax.numpy as jnp
 
 from experiments.errors import ConfigError
-from experiments.registry import NormContext, register_norm
+from experiments.norm_types import NormContext, NormEntry
 from normjax import linen as norm_layers
 
-__all__ = ["RESEARCH_NORMS"]
+__all__ = ["RESEARCH_ENTRIES", "RESEARCH_NORMS"]
 
 Options = Mapping[str, Any]
 
@@ -251,24 +251,23 @@ def _spectral(layer: nn.Module, *, name: str, n_steps: int, epsilon: float) -> n
 
 _RUNNING = {"momentum": 0.9, "epsilon": 1e-5}
 
-register_norm("ghost_batch", _ghost_batch, defaults={"virtual_batch_size": 16, **_RUNNING},
-              check=_check_ghost, centers=True)
-register_norm("batch_renorm", _batch_renorm, defaults={"r_max": 3.0, "d_max": 5.0, **_RUNNING},
-              check=_check_renorm, centers=True)
-register_norm("decorrelated_batch", _decorrelated_batch,
-              defaults={"group_size": 16, **_RUNNING}, check=_check_decorrelated, centers=True)
-register_norm("frn", _frn, defaults={"epsilon": 1e-6, "learned_epsilon": True},
-              check=_check_frn)
-register_norm("evonorm_b0", _evonorm_b0, defaults=dict(_RUNNING), check=_check_evonorm_b0)
-register_norm("evonorm_s0", _evonorm_s0, defaults={"num_groups": 8, "epsilon": 1e-5},
-              check=_check_evonorm_s0)
-register_norm("switchable", _switchable, defaults=dict(_RUNNING), check=_check_switchable)
-register_norm("weight_standardization", _weight_standardization,
-              defaults={"scaled": False, "gamma": 1.0}, kind="weight", check=_check_ws)
-register_norm("spectral", _spectral, defaults={"n_steps": 1, "epsilon": 1e-12}, kind="weight",
-              check=_check_spectral)
-
-RESEARCH_NORMS: tuple[str, ...] = (
-    "ghost_batch", "batch_renorm", "decorrelated_batch", "frn", "evonorm_b0", "evonorm_s0",
-    "switchable", "weight_standardization", "spectral")
-"""The names registered here, in registration order."""
+#: The research variants, registered by :mod:`experiments.registry` in this order.
+RESEARCH_ENTRIES: tuple[NormEntry, ...] = (
+    NormEntry("ghost_batch", _ghost_batch, {"virtual_batch_size": 16, **_RUNNING},
+              check=_check_ghost, centers=True),
+    NormEntry("batch_renorm", _batch_renorm, {"r_max": 3.0, "d_max": 5.0, **_RUNNING},
+              check=_check_renorm, centers=True),
+    NormEntry("decorrelated_batch", _decorrelated_batch, {"group_size": 16, **_RUNNING},
+              check=_check_decorrelated, centers=True),
+    NormEntry("frn", _frn, {"epsilon": 1e-6, "learned_epsilon": True}, check=_check_frn),
+    NormEntry("evonorm_b0", _evonorm_b0, dict(_RUNNING), check=_check_evonorm_b0),
+    NormEntry("evonorm_s0", _evonorm_s0, {"num_groups": 8, "epsilon": 1e-5},
+              check=_check_evonorm_s0),
+    NormEntry("switchable", _switchable, dict(_RUNNING), check=_check_switchable),
+    NormEntry("weight_standardization", _weight_standardization,
+              {"scaled": False, "gamma": 1.0}, kind="weight", check=_check_ws),
+    NormEntry("spectral", _spectral, {"n_steps": 1, "epsilon": 1e-12}, kind="weight",
+              check=_check_spectral),
+)
+RESEARCH_NORMS: tuple[str, ...] = tuple(entry.name for entry in RESEARCH_ENTRIES)
+"""The research variants' names, in registration order."""
