@@ -11,7 +11,7 @@ import shlex
 import sys
 
 from experiments.allocator import reexec_with_malloc_tuning
-from experiments.cli import USAGE, apply_overrides, parse_args
+from experiments.cli import apply_overrides, parse_args, usage
 from experiments.config import load_config
 from experiments.errors import ConfigError
 from experiments.runner import run
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmd = parse_args(args)
         if cmd.help:
-            print(USAGE)
+            print(usage())
             return 0
         workdir = resolve_workdir(cmd.workdir)
         config = load_config(cmd.config)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import ast
 import difflib
+import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ml_collections
 
 from experiments.errors import ConfigError
 
-__all__ = ["USAGE", "CommandLine", "apply_overrides", "parse_args", "parse_value"]
+__all__ = ["USAGE", "CommandLine", "apply_overrides", "parse_args", "parse_value", "usage"]
 
 USAGE = """usage: python -m experiments --config CONFIG.py[:ARG] --workdir DIR
                              [--config.FIELD=VALUE ...] [--max_chunks N] [--quiet]
@@ -36,6 +38,35 @@ summary.json/csv, figures and report.md into DIR; rerun the same command to resu
   --max_chunks N           stop after N logged chunks (resume later)
   --quiet                  log warnings only
 """
+
+MODEL_FACTORIES = {"examples.resnet:resnet": "a flax ResNet (nn.Conv, skip connections), "
+                                             "configs/resnet_digits.py"}
+
+
+def usage() -> str:
+    """:data:`USAGE` and what is available here: shipped configs, techniques, datasets and
+    model factories (a config may also name its own, see experiments.extensions)."""
+    import configs
+    from experiments.data import known_datasets
+    from experiments.registry import known_norms
+
+    files = sorted(p.name for p in Path(configs.__file__).parent.glob("*.py")
+                   if p.name != "__init__.py")
+    shipped = [f for f in files if not f.startswith("claim_")]
+    claims = [f.removeprefix("claim_").removesuffix(".py") for f in files if f not in shipped]
+    lines = ["available here:",
+             f"  configs (configs/): {', '.join(shipped)}",
+             f"  studies (configs/claim_*.py, run with python -m experiments.studies): "
+             f"{', '.join(claims)}",
+             f"  techniques (technique(norm=...)): {', '.join(known_norms())}",
+             f"  datasets (dataset.name): {', '.join(known_datasets())}, or an import path "
+             "'package.module:loader'",
+             "  model factories (model.factory): '' (model.kind mlp | cnn), "
+             + ", ".join(f"{k} ({v})" for k, v in MODEL_FACTORIES.items())
+             + ", or an import path 'package.module:function'"]
+    return USAGE + "\n" + "\n".join(textwrap.fill(line, 100, subsequent_indent=" " * 6)
+                                      for line in lines)
+
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 #: Groups whose keys are the options of a user's loader or model factory: new keys are allowed

@@ -115,7 +115,10 @@ def test_main_reports_errors(tmp_path, capsys):
     assert main(["--config", study, "--workdir", str(tmp_path / "w"),
                  "--config.steps=0"]) == 2
     assert "steps must be an integer >= 1, got 0" in capsys.readouterr().err
-    assert main(["--help"]) == 0 and "usage:" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out and "quickstart.py" in out and "bn_batch_size" in out
+    assert "ghost_batch" in out and "cifar10" in out and "examples.resnet:resnet" in out
     assert not (tmp_path / "w").exists()
 
 
