@@ -39,6 +39,7 @@ from experiments.data import Dataset, load_dataset
 from experiments.errors import ConfigError
 from experiments.parallel import DataParallel, from_config, initialize_distributed
 from experiments.program import Program, make_experiment
+from experiments.progress_bar import ProgressBar
 from experiments.report import write_outputs
 from experiments.runs import Grid, make_grid
 from experiments.validation import validate_config, validate_with_data
@@ -62,6 +63,7 @@ class _Session:
     parallel: DataParallel
     max_chunks: int | None = None
     on_chunk: ChunkHook | None = None
+    progress_bar: bool | None = None
     chunks: int = 0
     progress: dict[str, Progress | None] = field(default_factory=dict)
 
@@ -81,14 +83,15 @@ def load_data(config: ml_collections.ConfigDict) -> Dataset:
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
         max_chunks: int | None = None, on_chunk: ChunkHook | None = None,
-        command: str | None = None) -> dict[str, Any]:
+        command: str | None = None, progress_bar: bool | None = None) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` in ``workdir``; returns the summary.
 
     ``workdir`` may start with ``~``; an empty one, a file, or a workdir that another live run
     holds (:mod:`experiments.workdir`) is a :class:`ConfigError`.
     ``max_chunks`` stops after that many chunks in this call (the rest can be resumed);
     ``on_chunk(technique, step)`` is called after each chunk is checkpointed (it may raise,
-    e.g. to stop); ``command`` is shown in report.md.
+    e.g. to stop); ``command`` is shown in report.md; ``progress_bar`` draws a bar per
+    technique (:mod:`experiments.progress_bar`; ``None``: when stderr is a terminal).
     """
     labels = validate_config(config)
     if max_chunks is not None and max_chunks < 0:
@@ -99,14 +102,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
     validate_with_data(config, tuple(ds.input_shape), len(ds.x_train), len(ds.x_test))
     config, parallel = _layout(config)
     with WorkdirLock(workdir, command):
-        return _run_locked(config, labels, ds, parallel, workdir, max_chunks, on_chunk, command)
+        return _run_locked(config, labels, ds, parallel, workdir, max_chunks, on_chunk, command,
+                           progress_bar)
 
 
 def _run_locked(config: ml_collections.ConfigDict, labels: list[str], ds: Dataset,
                 parallel: DataParallel, workdir: Path, max_chunks: int | None,
-                on_chunk: ChunkHook | None, command: str | None) -> dict[str, Any]:
+                on_chunk: ChunkHook | None, command: str | None,
+                progress_bar: bool | None) -> dict[str, Any]:
     session = _Session(config, ds, CheckpointStore(workdir), MetricsLog(workdir / "metrics.jsonl"),
-                       parallel, max_chunks, on_chunk)
+                       parallel, max_chunks, on_chunk, progress_bar)
     for label in config.techniques.keys():  # fingerprints are checked before any training
         session.progress[label] = session.store.load_progress(label, fingerprint(config, label))
     write_json(workdir / "config.json", config.to_dict())
@@ -151,7 +156,15 @@ def _train_technique(session: _Session, label: str) -> Progress:
     tech = config.techniques[label]
     grid = make_grid(config, label, tech)
     parallel = session.parallel if session.parallel.num_devices > 1 else None
-    program = Program(make_experiment(config, tech, session.ds, parallel), session.ds, grid)
+    start = progress.step if progress is not None else 0
+    with ProgressBar(label, config.steps, start, enabled=session.progress_bar) as bar:
+        return _train_program(session, label, Program(
+            make_experiment(config, tech, session.ds, parallel), session.ds, grid), bar)
+
+
+def _train_program(session: _Session, label: str, program: Program,
+                   bar: ProgressBar) -> Progress:
+    config, progress, grid = session.config, session.progress[label], program.grid
     state = program.init()
     if progress is None:
         progress = Progress(label, fingerprint(config, label), grid.labels,
@@ -161,7 +174,10 @@ def _train_technique(session: _Session, label: str) -> Progress:
         log.info("[%s] resuming at step %d of %d", label, progress.step, config.steps)
     compiled = 0.0
     while not progress.done and not session.out_of_chunks:
+        before = progress.step
         state, rows = _chunk(session.config, program, progress, state)
+        if rows:
+            bar.chunk(progress.step - before, *_means(rows))
         progress.run_strategy = f"{program.strategy.name} ({program.strategy.reason})"
         progress.compile_s += program.compile_s - compiled
         compiled = program.compile_s
@@ -240,11 +256,16 @@ def _rows(config: ml_collections.ConfigDict, progress: Progress, grid: Grid,
     return rows
 
 
+def _means(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """Mean train loss and test accuracy over the chunk's rows."""
+    return (float(np.mean([row["train/loss"] for row in rows])),
+            float(np.mean([row["test/accuracy"] for row in rows])))
+
+
 def _log_chunk(progress: Progress, steps: int, rows: list[dict[str, Any]],
                steps_per_s: float) -> None:
     if not rows:
         return
-    loss = np.mean([row["train/loss"] for row in rows])
-    acc = np.mean([row["test/accuracy"] for row in rows])
+    loss, acc = _means(rows)
     log.info("[%s] step %d/%d  train/loss %.4f  test/accuracy %.4f  (%d runs, %.0f steps/s)",
              progress.technique, progress.step, steps, loss, acc, len(rows), steps_per_s)

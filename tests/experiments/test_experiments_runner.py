@@ -183,3 +183,14 @@ def test_rerun_of_finished_study_trains_nothing(reference, tmp_path):
     summary = run(_config(name="renamed"), tmp_path, on_chunk=lambda *a: calls.append(a))
     assert calls == [] and summary["study"] == "renamed"
     assert summary["results"] == ref_summary["results"]
+
+
+def test_progress_bar_shows_the_compile_phase_then_steps(tmp_path, capsys):
+    config = tiny_config()
+    config.steps, config.log_every, config.num_seeds = 4, 2, 1
+    run(config, tmp_path / "bar", progress_bar=True)
+    err = capsys.readouterr().err
+    assert "none: compiling" in err and "batch: compiling" in err
+    assert "4/4" in err and "step/s" in err and "test/acc=" in err
+    run(config, tmp_path / "quiet")  # stderr is not a terminal here: no bar
+    assert "compiling" not in capsys.readouterr().err
