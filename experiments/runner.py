@@ -4,7 +4,8 @@ For each technique (in config order) all runs (seeds x sweep points) train toget
 program, batched or looped over the runs (``run_strategy``, :mod:`experiments.strategy`; the one
 used is recorded per cell as ``run_strategy`` in the summary and in report.md). After every chunk
 of ``log_every`` steps the runner evaluates, checks for divergence, writes the checkpoint (state +
-progress) and appends the chunk's rows to ``metrics.jsonl``. Rerunning on the same workdir resumes
+progress) and appends the chunk's rows to ``metrics.jsonl`` and to TensorBoard event files
+(:mod:`experiments.tensorboard`). Rerunning on the same workdir resumes
 from the checkpoints; finished techniques are not redone. A non-finite training loss (or eval loss)
 in any seed of a cell ends that cell with status ``"diverged at step N"``; the technique stops once
 all its cells have diverged, and the other techniques run as usual.
@@ -42,6 +43,7 @@ from experiments.program import Program, make_experiment
 from experiments.progress_bar import ProgressBar
 from experiments.report import write_outputs
 from experiments.runs import Grid, make_grid
+from experiments.tensorboard import TensorBoardLog
 from experiments.validation import validate_config, validate_with_data
 from experiments.workdir import WorkdirLock, resolve_workdir
 from experiments.writer import MetricsLog, write_json
@@ -60,6 +62,7 @@ class _Session:
     ds: Dataset
     store: CheckpointStore
     metrics: MetricsLog
+    tensorboard: TensorBoardLog
     parallel: DataParallel
     max_chunks: int | None = None
     on_chunk: ChunkHook | None = None
@@ -111,11 +114,23 @@ def _run_locked(config: ml_collections.ConfigDict, labels: list[str], ds: Datase
                 on_chunk: ChunkHook | None, command: str | None,
                 progress_bar: bool | None) -> dict[str, Any]:
     session = _Session(config, ds, CheckpointStore(workdir), MetricsLog(workdir / "metrics.jsonl"),
-                       parallel, max_chunks, on_chunk, progress_bar)
+                       TensorBoardLog(workdir / "tensorboard"), parallel, max_chunks, on_chunk,
+                       progress_bar)
+    try:
+        return _run_session(session, labels, workdir, command)
+    finally:
+        session.tensorboard.close()
+
+
+def _run_session(session: _Session, labels: list[str], workdir: Path,
+                 command: str | None) -> dict[str, Any]:
+    config, parallel = session.config, session.parallel
     for label in config.techniques.keys():  # fingerprints are checked before any training
         session.progress[label] = session.store.load_progress(label, fingerprint(config, label))
     write_json(workdir / "config.json", config.to_dict())
-    session.metrics.rewrite(row for p in session.progress.values() if p for row in p.rows)
+    rows = [row for p in session.progress.values() if p for row in p.rows]
+    session.metrics.rewrite(rows)
+    session.tensorboard.rewrite(rows)
     for label in labels:
         if session.out_of_chunks:
             break
@@ -183,6 +198,7 @@ def _train_program(session: _Session, label: str, program: Program,
         compiled = program.compile_s
         session.store.save(progress, state)  # checkpoint first: the rows are in it
         session.metrics.append(rows)
+        session.tensorboard.append(rows)
         session.chunks += 1
         if session.on_chunk is not None:
             session.on_chunk(label, progress.step)

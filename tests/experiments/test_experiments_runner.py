@@ -7,12 +7,14 @@ import json
 import logging
 import math
 import shutil
+import struct
 
 import numpy as np
 import pytest
 
 from experiments.config import technique
 from experiments.errors import ConfigError
+from experiments.progress_bar import ProgressBar
 from experiments.runner import run
 from experiments.testing import tiny_config
 from experiments.writer import read_jsonl
@@ -151,6 +153,9 @@ def test_kill_and_resume_matches_uninterrupted(reference, tmp_path):
     assert len(read_jsonl(tmp_path / "metrics.jsonl")) == SEEDS * (STEPS // EVERY + 1)
     summary = run(_config(only="none,batch"), tmp_path, on_chunk=lambda *a: calls.append(a))
     assert calls == [("batch", 4), ("batch", 6)]  # the finished technique is not redone
+    # TensorBoard, rewritten from the checkpoints on resume: every step once, none lost
+    assert sorted(read_scalars(tmp_path / "tensorboard" / "batch" / "seed_0")["train/loss"]) == [
+        2, 4, 6]
 
     assert (tmp_path / "final_accuracy.png").exists()
     ref_rows = [r for r in read_jsonl(ref_dir / "metrics.jsonl") if r["technique"] != "huge"]
@@ -187,10 +192,37 @@ def test_rerun_of_finished_study_trains_nothing(reference, tmp_path):
 
 def test_progress_bar_shows_the_compile_phase_then_steps(tmp_path, capsys):
     config = tiny_config()
-    config.steps, config.log_every, config.num_seeds = 4, 2, 1
+    config.steps, config.log_every, config.num_seeds, config.only = 4, 2, 1, "batch"
     run(config, tmp_path / "bar", progress_bar=True)
     err = capsys.readouterr().err
-    assert "none: compiling" in err and "batch: compiling" in err
-    assert "4/4" in err and "step/s" in err and "test/acc=" in err
-    run(config, tmp_path / "quiet")  # stderr is not a terminal here: no bar
-    assert "compiling" not in capsys.readouterr().err
+    assert "batch: compiling" in err and "4/4" in err and "step/s" in err and "test/acc=" in err
+    with ProgressBar("x", 4) as bar:  # stderr is not a terminal here: no bar by default
+        assert bar.bar.disable
+
+
+def read_scalars(folder) -> dict[str, dict[int, float]]:
+    """``{tag: {step: value}}`` of every event file in ``folder`` (TFRecord framing: length,
+    its CRC, an ``Event`` proto, its CRC); a step written twice would be a test failure."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    out: dict[str, dict[int, float]] = {}
+    for file in sorted(folder.glob("events.out.tfevents.*")):
+        data, pos = file.read_bytes(), 0
+        while pos < len(data):
+            (size,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + size])
+            pos += 12 + size + 4
+            for value in event.summary.value:
+                steps = out.setdefault(value.tag, {})
+                assert event.step not in steps, (value.tag, event.step)
+                steps[event.step] = value.simple_value
+    return out
+
+
+def test_tensorboard_events_hold_the_metrics(reference):
+    workdir, _, _ = reference
+    rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if r["cell"] == "batch"
+            and r["seed"] == 1]
+    scalars = read_scalars(workdir / "tensorboard" / "batch" / "seed_1")
+    for key in ("train/loss", "test/accuracy", "grad_norm/total", "hp/dropout"):
+        assert scalars[key] == pytest.approx({r["step"]: r[key] for r in rows}, rel=1e-6), key

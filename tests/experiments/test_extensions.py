@@ -32,7 +32,7 @@ def test_readme_package_runs_through_the_command_line(tmp_path):
     command = next(line for line in README.splitlines()
                    if line.startswith("python -m experiments --config my_config.py"))
     args = [*command.split()[3:], "--config.steps=2", "--config.log_every=2",
-            "--config.num_seeds=1", "--quiet"]
+            "--config.num_seeds=1", "--config.only=mine", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-m", "experiments", *args], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -83,17 +83,18 @@ for name, kw in [("LayerNorm", {}), ("GroupNorm", {"num_groups": 2}), ("RMSNorm"
                  ("BatchNorm", {"use_running_average": False})]:
     outs = []
     for lib in (njl, fnn):
-        layer = getattr(lib, name)(**kw)
-        v = layer.init(jax.random.key(0), x)
-        outs.append(layer.apply(v, x, mutable=["batch_stats"])[0])
+        layer = getattr(lib, name)(**kw)  # jitted: a few compilations, not one per op
+        v = jax.jit(layer.init)(jax.random.key(0), x)
+        outs.append(jax.jit(lambda v, x: layer.apply(v, x, mutable=["batch_stats"])[0])(v, x))
     assert outs[0].dtype == outs[1].dtype == jnp.float64, name
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-9, atol=1e-9)
-g = jax.grad(lambda x: jnp.sum(nj.layer_norm(x) * x))(x)
-t = jax.jvp(nj.layer_norm, (x,), (x,))[1]
+grad = jax.jit(jax.grad(lambda x: jnp.sum(nj.layer_norm(x) * x)))
+tangent = jax.jit(lambda x: jax.jvp(nj.layer_norm, (x,), (x,))[1])
+g, t = grad(x), tangent(x)
 assert g.dtype == t.dtype == jnp.float64
 with nj.use_fused_backward(False):  # JAX's autodiff of moments + standardize
-    t_ref = jax.jvp(nj.layer_norm, (x,), (x,))[1]
-    g_ref = jax.grad(lambda x: jnp.sum(nj.layer_norm(x) * x))(x)
+    t_ref = jax.jit(lambda x: jax.jvp(nj.layer_norm, (x,), (x,))[1])(x)
+    g_ref = jax.jit(jax.grad(lambda x: jnp.sum(nj.layer_norm(x) * x)))(x)
 # d/de LN((1 + e) x) at e = 0 is epsilon's share only (~1e-7): float64 keeps its digits
 np.testing.assert_allclose(t, t_ref, rtol=1e-4, atol=1e-10)  # float32 would be off by ~1e-4
 np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-10)
