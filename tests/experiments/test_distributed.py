@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def _free_port() -> int:
 
 def _launch(workdir: Path, port: int, process_id: int, log: Any) -> subprocess.Popen:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "XLA_FLAGS": re.sub(r"--xla_force_host_platform_device_count=\d+",  # conftest's,
+                               "--xla_force_host_platform_device_count=2",  # 2 devices each
+                               os.environ.get("XLA_FLAGS", "")),
            "NORMJAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
            "NORMJAX_NUM_PROCESSES": "2", "NORMJAX_PROCESS_ID": str(process_id)}
     args = [f"--config.{k}={v}" for k, v in OVERRIDES]
