@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -72,15 +73,17 @@ def test_training_updates_state_and_evaluation_uses_it(name):
                                                        **TINY_OPTIONS.get(name, {})}),
                 depth=1, width=8)
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 5, 2))
-    variables = model.init(jax.random.PRNGKey(1), x, train=False)
-    _, mutated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    variables = jax.jit(partial(model.init, train=False))(jax.random.PRNGKey(1), x)
+    _, mutated = jax.jit(partial(model.apply, train=True, mutable=["batch_stats"]))(
+        variables, x)
     changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)),
                                      variables["batch_stats"], mutated["batch_stats"])
     assert any(jax.tree_util.tree_leaves(changed)), name
     trained = {**variables, **mutated}
-    out = model.apply(trained, x, train=False)  # evaluation needs no mutable collection
+    evaluate = jax.jit(partial(model.apply, train=False))  # needs no mutable collection
+    out = evaluate(trained, x)
     assert np.all(np.isfinite(out))
-    np.testing.assert_array_equal(out, model.apply(trained, x, train=False))
+    np.testing.assert_array_equal(out, evaluate(trained, x))
 
 
 @pytest.mark.parametrize(("name", "has_bias"), [("ghost_batch", False), ("batch_renorm", False),
@@ -89,7 +92,8 @@ def test_training_updates_state_and_evaluation_uses_it(name):
 def test_linear_bias_dropped_only_before_centering_norms(name, has_bias):
     opts = {**get_norm(name).defaults, **TINY_OPTIONS.get(name, {})}
     model = CNN(num_classes=3, norms=build_norm(name, opts), depth=1, width=8)
-    params = model.init(jax.random.PRNGKey(0), jnp.ones((2, 4, 1)), train=False)["params"]
+    params = jax.eval_shape(partial(model.init, train=False), jax.random.PRNGKey(0),
+                            jnp.ones((2, 4, 1)))["params"]  # the structure only
     assert ("bias" in params["layer_0"]["linear"]) is has_bias
 
 
