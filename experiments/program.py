@@ -105,8 +105,7 @@ class Program:
         self._init = jax.jit(self._traced(jax.vmap(experiment.init)), **out)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
             shapes = jax.eval_shape(self._init, *self._grid_args())
-            one_run = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), shapes)
-            convolutions = has_convolutions(experiment.data_step, one_run, self._x, self._y)
+            convolutions = self._convolutions(shapes)
         self.strategy = resolve_strategy(experiment.config, grid.num_runs,
                                          convolutions=convolutions)
         if self.strategy.name != "measure":  # else chosen on the first train() call
@@ -116,6 +115,17 @@ class Program:
                           par.groups if par is not None else 1)
         self._sets = sets if par is None else par.place_batches(sets)
         self._compiled: dict[Any, Callable[..., Any]] = {}
+
+    def _convolutions(self, shapes: TrainState) -> bool:
+        """Whether the step has XLA convolutions: known for the shipped models (``conv_impl``),
+        found in the traced step of a ``model.factory`` model (only where ``auto`` asks)."""
+        config = self.experiment.config
+        if not config.model.factory:
+            return config.model.kind == "cnn" and config.model.conv_impl == "xla"
+        if config.run_strategy not in ("auto", "measure") or jax.default_backend() != "cpu":
+            return False
+        one_run = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), shapes)
+        return has_convolutions(self.experiment.data_step, one_run, self._x, self._y)
 
     def _programs(self, name: str) -> tuple[Any, Any]:
         """The jitted train chunk and evaluation of every run under strategy ``name``."""

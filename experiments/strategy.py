@@ -25,9 +25,10 @@ one jitted program, and which is fastest depends on the backend and the model:
 
 ``run_strategy='auto'`` (the default) picks by backend and model, following the measurements of
 ``python -m benchmarks.train_step`` (see ``docs/performance.md``): ``vmap`` on GPU/TPU and for
-MLPs, ``stepwise`` on CPU for any model whose step contains an XLA convolution (found in its
-traced program before anything is compiled, so a user's ``nn.Conv`` model is covered), and
-``sequential`` for the shipped im2col CNNs on CPU.  ``run_strategy='measure'`` compiles a
+MLPs, ``stepwise`` on CPU for any model whose step contains an XLA convolution (a
+``model.factory`` model's traced step is searched before anything is compiled; the shipped CNNs
+have them only with ``conv_impl='xla'``), and ``sequential`` for the shipped im2col CNNs on
+CPU.  ``run_strategy='measure'`` compiles a
 short chunk (:data:`MEASURE_STEPS` steps) under each strategy, times it twice on copies of the
 initial state and keeps the fastest (worth it for long runs; it costs extra compilations).
 The strategy used, and why, is recorded in ``summary.json`` (``run_strategy``) and in

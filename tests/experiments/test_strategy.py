@@ -63,6 +63,17 @@ def test_convolutions_are_found_in_the_traced_step(conv_impl, expected):
     assert program.strategy.name == expected
 
 
+def test_has_convolutions_reads_the_traced_program():
+    import flax.linen as nn
+
+    from experiments.strategy import has_convolutions
+
+    x = jax.ShapeDtypeStruct((2, 8, 8, 3), np.float32)
+    conv, dense = nn.Conv(4, (3, 3)), nn.Dense(4)
+    assert has_convolutions(lambda x: conv.init_with_output(jax.random.key(0), x)[0], x)
+    assert not has_convolutions(lambda x: dense.init_with_output(jax.random.key(0), x)[0], x)
+
+
 @pytest.mark.parametrize("name", STRATEGIES[:4])
 def test_explicit_strategy_is_used_as_given(name):
     config = tiny_config()
