@@ -17,53 +17,23 @@ MNIST-1D data set is generated with ``seed=42``.
 
 from __future__ import annotations
 
-import gzip
 import inspect
 import os
-import pickle
 import random
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from experiments.data_files import load_cifar10, load_mnist_like
+from experiments.dataset import Dataset, as_dataset, make_dataset
 from experiments.imports import is_import_path, resolve_object
 
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-_MNIST_URLS = {"mnist": "https://yann.lecun.com/exdb/mnist/ (or a mirror)",
-               "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist"}
-_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _MNIST1D_CACHE_VERSION = 1
 SeedLike = int | Sequence[int] | np.ndarray | np.random.Generator
-
-
-class Dataset(NamedTuple):
-    """Train/test arrays; ``input_shape`` is the per-example shape (no batch axis)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    name: str
-    input_shape: tuple[int, ...]
-
-
-def _make(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
-          yte: np.ndarray, num_classes: int) -> Dataset:
-    """Build a :class:`Dataset` with canonical dtypes, checking labels are in range."""
-    for labels in (ytr, yte):
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got "
-                             f"[{labels.min()}, {labels.max()}]")
-    return Dataset(np.asarray(xtr, np.float32), np.asarray(ytr, np.int32),
-                   np.asarray(xte, np.float32), np.asarray(yte, np.int32),
-                   num_classes, name, tuple(int(d) for d in xtr.shape[1:]))
 
 
 def _check_positive(**values: float) -> None:
@@ -84,7 +54,7 @@ def _load_digits(seed: int, test_fraction: float = 0.25) -> Dataset:
     x = digits.images[..., None]
     xtr, xte, ytr, yte = train_test_split(x, digits.target, test_size=test_fraction,
                                           random_state=seed, stratify=digits.target)
-    return _make("digits", xtr, ytr, xte, yte, 10)
+    return make_dataset("digits", xtr, ytr, xte, yte, 10)
 
 
 def _generate_mnist1d(seed: int, num_samples: int) -> dict[str, np.ndarray]:
@@ -130,7 +100,7 @@ def _load_mnist1d(seed: int, num_samples: int = 5000,
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
         os.replace(tmp, file)
-    return _make("mnist1d", arrays["x_train"][..., None], arrays["y_train"],
+    return make_dataset("mnist1d", arrays["x_train"][..., None], arrays["y_train"],
                  arrays["x_test"][..., None], arrays["y_test"], 10)
 
 
@@ -146,102 +116,17 @@ def _load_synthetic(seed: int, num_train: int = 1024, num_test: int = 256, dim: 
     means = rng.standard_normal((num_classes, dim))
     y = rng.integers(0, num_classes, num_train + num_test)
     x = means[y] + noise * rng.standard_normal((y.size, dim))
-    return _make("synthetic", x[:num_train], y[:num_train], x[num_train:], y[num_train:],
+    return make_dataset("synthetic", x[:num_train], y[:num_train], x[num_train:], y[num_train:],
                  num_classes)
-
-
-def _require_dir(path: str | Path | None, name: str, hint: str) -> Path:
-    """Return ``path`` as a directory, or raise a helpful error."""
-    if path is None:
-        raise ValueError(f"dataset {name!r} needs path=<directory with the files>; "
-                         f"download it yourself from {hint}")
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"dataset {name!r}: directory {str(path)!r} does not exist; "
-                                f"download the files from {hint}")
-    return Path(path)
-
-
-def read_idx(file: str | Path) -> np.ndarray:
-    """Parse an IDX file (optionally gzip-compressed, detected by magic bytes)."""
-    raw = Path(file).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{file}: bad IDX magic number {raw[:4].hex() or '(empty)'}")
-    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
-    if len(raw) < 4 + 4 * ndim:
-        raise ValueError(f"{file}: truncated IDX header ({len(raw)} bytes)")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, offset=4))
-    expected = 4 + 4 * ndim + int(np.prod(dims)) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(f"{file}: IDX file has {len(raw)} bytes, expected {expected} "
-                         f"for shape {dims} (truncated or corrupt)")
-    data = np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(dims)
-    return data.astype(dtype.newbyteorder("="))
-
-
-def _find_idx(root: Path, base: str, name: str) -> Path:
-    """Locate ``base`` or ``base.gz`` under ``root``."""
-    for candidate in (root / base, root / f"{base}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"dataset {name!r}: expected {base!r} (or {base}.gz) in {root}; "
-                            f"download it yourself from {_MNIST_URLS[name]}")
-
-
-def _load_mnist_like(name: str, path: str | Path | None = None) -> Dataset:
-    """MNIST / Fashion-MNIST from local IDX files, (28, 28, 1), pixels scaled to [0, 1]."""
-    root = _require_dir(path, name, _MNIST_URLS[name])
-    xtr, ytr, xte, yte = (read_idx(_find_idx(root, base, name)) for base in _MNIST_FILES)
-    for images, labels, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"{name} {split}: images {images.shape} / labels {labels.shape} "
-                             "must be (N, H, W) / (N,)")
-    return _make(name, xtr[..., None] / 255.0, ytr, xte[..., None] / 255.0, yte, 10)
-
-
-def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch as NHWC uint8 images and labels (trusted file: pickle)."""
-    try:
-        with open(file, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise ValueError(f"{file}: not a readable CIFAR-10 python batch ({type(e).__name__}: "
-                         f"{e}); the file is truncated or corrupt: extract it again from "
-                         f"{_CIFAR_URL}") from e
-    if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
-        raise ValueError(f"{file}: not a CIFAR-10 batch (dict with b'data', b'labels')")
-    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], np.int64)
-    bad_data = data.dtype != np.uint8 or data.ndim != 2 or data.shape[-1] != 3072
-    if bad_data or len(labels) != len(data):
-        raise ValueError(f"{file}: expected uint8 data (N, 3072) and N labels, got "
-                         f"{data.dtype} {data.shape} and {labels.shape}")
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
-
-
-def _load_cifar10(path: str | Path | None = None) -> Dataset:
-    """CIFAR-10 python batches (in ``path`` or ``path/cifar-10-batches-py``), (32, 32, 3)."""
-    root = _require_dir(path, "cifar10", _CIFAR_URL)
-    if (root / "cifar-10-batches-py").is_dir():
-        root = root / "cifar-10-batches-py"
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for fname in names:
-        if not (root / fname).is_file():
-            raise FileNotFoundError(f"dataset 'cifar10': expected {fname!r} in {root}; "
-                                    f"download and extract {_CIFAR_URL} yourself")
-    batches_ = [_read_cifar_batch(root / fname) for fname in names]
-    xtr = np.concatenate([b[0] for b in batches_[:-1]])
-    ytr = np.concatenate([b[1] for b in batches_[:-1]])
-    return _make("cifar10", xtr / 255.0, ytr, batches_[-1][0] / 255.0, batches_[-1][1], 10)
 
 
 _LOADERS: dict[str, tuple[Callable[..., Dataset], str]] = {
     "digits": (_load_digits, "global"),
     "mnist1d": (_load_mnist1d, "feature"),
     "synthetic": (_load_synthetic, "feature"),
-    "mnist": (partial(_load_mnist_like, "mnist"), "global"),
-    "fashion_mnist": (partial(_load_mnist_like, "fashion_mnist"), "global"),
-    "cifar10": (_load_cifar10, "channel"),
+    "mnist": (partial(load_mnist_like, "mnist"), "global"),
+    "fashion_mnist": (partial(load_mnist_like, "fashion_mnist"), "global"),
+    "cifar10": (load_cifar10, "channel"),
 }
 STANDARDIZE_MODES = ("feature", "global", "channel", "none")
 
@@ -295,24 +180,6 @@ def register_dataset(name: str, loader: Callable[..., Any], *, standardize: str 
 
 def _qualified(fn: Any) -> tuple[Any, Any]:
     return getattr(fn, "__module__", None), getattr(fn, "__qualname__", fn)
-
-
-def as_dataset(name: str, result: Any) -> Dataset:
-    """A loader's result (a :class:`Dataset` or a mapping of arrays) as a :class:`Dataset`."""
-    if isinstance(result, Dataset):
-        return result
-    keys = ("x_train", "y_train", "x_test", "y_test")
-    if not isinstance(result, dict) or not set(keys) <= set(result):
-        raise ValueError(f"dataset {name!r}: the loader must return a Dataset or a dict with "
-                         f"{list(keys)} (and optionally num_classes), got "
-                         f"{type(result).__name__}")
-    xtr, ytr, xte, yte = (np.asarray(result[k]) for k in keys)
-    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
-        if y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"dataset {name!r}: {split} inputs {x.shape} and labels "
-                             f"{y.shape} {y.dtype} must be (N, ...) and integer (N,)")
-    num_classes = int(result.get("num_classes", max(ytr.max(initial=0), yte.max(initial=0)) + 1))
-    return _make(name, xtr, ytr, xte, yte, num_classes)
 
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray,

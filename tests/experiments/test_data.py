@@ -17,9 +17,9 @@ from experiments.data import (
     batches,
     load_dataset,
     num_batches_per_epoch,
-    read_idx,
     standardize,
 )
+from experiments.data_files import read_idx
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
