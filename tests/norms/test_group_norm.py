@@ -13,24 +13,10 @@ from jax.test_util import check_grads
 
 import normjax as nj
 from tests import reference as ref
+from tests.norm_inputs import TOL, data, keep_mask, scale_bias
 
 # (shape, channel axis, groups)
 LAYOUTS = {"nhwc": ((2, 3, 3, 6), -1, 3), "nchw": ((2, 6, 3, 3), 1, 3), "nlc": ((2, 5, 4), -1, 2)}
-TOL = {"rtol": 2e-5, "atol": 2e-5}
-
-
-def _data(shape: tuple[int, ...], seed: int = 0) -> jax.Array:
-    return jnp.asarray(np.random.default_rng(seed).normal(1.0, 2.0, size=shape), jnp.float32)
-
-
-def _mask(shape: tuple[int, ...]) -> np.ndarray:
-    return np.arange(np.prod(shape)).reshape(shape) % 7 != 6
-
-
-def _params(channels: int) -> tuple[jax.Array, jax.Array]:
-    rng = np.random.default_rng(5)
-    return (jnp.asarray(rng.normal(size=channels) + 1, jnp.float32),
-            jnp.asarray(rng.normal(size=channels), jnp.float32))
 
 
 def _flax_group_norm(x, scale, bias, *, groups, channel_axis, mask=None):
@@ -46,9 +32,9 @@ def _flax_group_norm(x, scale, bias, *, groups, channel_axis, mask=None):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_matches_reference_and_flax(layout, masked, use_jit):
     shape, c, groups = LAYOUTS[layout]
-    x = _data(shape)
-    mask = _mask(shape) if masked else None
-    scale, bias = _params(shape[c])
+    x = data(shape)
+    mask = keep_mask(shape, 7) if masked else None
+    scale, bias = scale_bias(shape[c])
     f = functools.partial(nj.group_norm, num_groups=groups, feature_axes=c)
     y = (jax.jit(f) if use_jit else f)(x, scale, bias, mask=mask)
     want = ref.group_norm(x, groups, channel_axis=c, scale=scale, bias=bias, mask=mask)
@@ -58,18 +44,18 @@ def test_matches_reference_and_flax(layout, masked, use_jit):
 
 
 def test_group_size_equals_num_groups():
-    x = _data((2, 3, 3, 6))
+    x = data((2, 3, 3, 6))
     np.testing.assert_array_equal(nj.group_norm(x, group_size=2), nj.group_norm(x, num_groups=3))
 
 
 def test_per_example_under_vmap_equals_batched():
-    x = _data((3, 4, 4, 4))
+    x = data((3, 4, 4, 4))
     per_example = jax.vmap(functools.partial(nj.group_norm, num_groups=2, batch_axes=()))
     np.testing.assert_allclose(per_example(x), nj.group_norm(x, num_groups=2), **TOL)
 
 
 def test_low_precision_keeps_dtype():
-    x = _data((2, 3, 3, 4)).astype(jnp.bfloat16)
+    x = data((2, 3, 3, 4)).astype(jnp.bfloat16)
     y = nj.group_norm(x, num_groups=2)
     assert y.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y, np.float64), ref.group_norm(x, 2), atol=2e-2)
@@ -112,7 +98,7 @@ def test_group_counts_must_be_ints():
         nj.group_norm(jnp.ones((2, 3, 6)), num_groups=2.0)
     with pytest.raises(TypeError, match=r"group_size must be an int, got True"):
         nj.group_norm(jnp.ones((2, 3, 6)), group_size=True)
-    x = _data((2, 3, 6))
+    x = data((2, 3, 6))
     np.testing.assert_array_equal(nj.group_norm(x, num_groups=np.int64(2)),
                                   nj.group_norm(x, num_groups=2))
 
@@ -129,15 +115,15 @@ def test_bad_axes_raise():
 @pytest.mark.parametrize("name", ["scale", "bias"])
 def test_param_shape_mismatch_raises(name):
     with pytest.raises(ValueError, match=rf"{name} has shape \(3,\), expected \(6,\)"):
-        nj.group_norm(_data((2, 3, 6)), num_groups=2, **{name: jnp.ones(3)})
+        nj.group_norm(data((2, 3, 6)), num_groups=2, **{name: jnp.ones(3)})
 
 
 def test_negative_epsilon_raises():
     with pytest.raises(ValueError, match=r"epsilon must be a finite number >= 0"):
-        nj.group_norm(_data((2, 3, 6)), num_groups=2, epsilon=-1.0)
+        nj.group_norm(data((2, 3, 6)), num_groups=2, epsilon=-1.0)
 
 
 def test_mask_not_broadcastable_raises():
     with pytest.raises(ValueError, match=r"mask of shape \(3, 1, 1\) does not broadcast to the "
                                          r"input shape \(2, 3, 6\)"):
-        nj.group_norm(_data((2, 3, 6)), num_groups=2, mask=jnp.ones((3, 1, 1), bool))
+        nj.group_norm(data((2, 3, 6)), num_groups=2, mask=jnp.ones((3, 1, 1), bool))

@@ -13,24 +13,10 @@ from jax.test_util import check_grads
 
 import normjax as nj
 from tests import reference as ref
+from tests.norm_inputs import TOL, data, keep_mask, scale_bias
 
 # (shape, channel axis)
 LAYOUTS = {"nhwc": ((2, 3, 4, 5), -1), "nchw": ((2, 5, 3, 4), 1), "nlc": ((2, 6, 3), -1)}
-TOL = {"rtol": 2e-5, "atol": 2e-5}
-
-
-def _data(shape: tuple[int, ...], seed: int = 0) -> jax.Array:
-    return jnp.asarray(np.random.default_rng(seed).normal(1.0, 2.0, size=shape), jnp.float32)
-
-
-def _mask(shape: tuple[int, ...]) -> np.ndarray:
-    return np.arange(np.prod(shape)).reshape(shape) % 7 != 6
-
-
-def _params(channels: int) -> tuple[jax.Array, jax.Array]:
-    rng = np.random.default_rng(5)
-    return (jnp.asarray(rng.normal(size=channels) + 1, jnp.float32),
-            jnp.asarray(rng.normal(size=channels), jnp.float32))
 
 
 @pytest.mark.parametrize("use_jit", [False, True])
@@ -38,9 +24,9 @@ def _params(channels: int) -> tuple[jax.Array, jax.Array]:
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_matches_reference_and_flax(layout, masked, use_jit):
     shape, c = LAYOUTS[layout]
-    x = _data(shape)
-    mask = _mask(shape) if masked else None
-    scale, bias = _params(shape[c])
+    x = data(shape)
+    mask = keep_mask(shape, 7) if masked else None
+    scale, bias = scale_bias(shape[c])
     f = functools.partial(nj.instance_norm, feature_axes=c)
     y = (jax.jit(f) if use_jit else f)(x, scale, bias, mask=mask)
     want = ref.instance_norm(x, channel_axis=c, scale=scale, bias=bias, mask=mask)
@@ -53,21 +39,21 @@ def test_matches_reference_and_flax(layout, masked, use_jit):
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 def test_equals_group_norm_with_group_size_one(layout):
     shape, c = LAYOUTS[layout]
-    x = _data(shape)
-    scale, bias = _params(shape[c])
+    x = data(shape)
+    scale, bias = scale_bias(shape[c])
     inorm = nj.instance_norm(x, scale, bias, feature_axes=c)
     gn = nj.group_norm(x, scale, bias, group_size=1, feature_axes=c)
     np.testing.assert_allclose(inorm, gn, **TOL)
 
 
 def test_per_example_under_vmap_equals_batched():
-    x = _data((3, 4, 4, 2))
+    x = data((3, 4, 4, 2))
     per_example = jax.vmap(functools.partial(nj.instance_norm, batch_axes=()))
     np.testing.assert_allclose(per_example(x), nj.instance_norm(x), **TOL)
 
 
 def test_low_precision_keeps_dtype():
-    x = _data((2, 3, 3, 4)).astype(jnp.bfloat16)
+    x = data((2, 3, 3, 4)).astype(jnp.bfloat16)
     y = nj.instance_norm(x)
     assert y.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y, np.float64), ref.instance_norm(x), atol=2e-2)
@@ -98,7 +84,7 @@ def test_bad_axes_raise():
 
 def test_no_spatial_axes_returns_the_bias_as_flax_does():
     """Nothing left to reduce: each element is its own group, normalized to 0 (flax)."""
-    x, bias = _data((4, 3)), jnp.asarray([0.5, -1.0, 2.0])
+    x, bias = data((4, 3)), jnp.asarray([0.5, -1.0, 2.0])
     np.testing.assert_array_equal(nj.instance_norm(x, bias=bias), np.broadcast_to(bias, (4, 3)))
     grad = jax.grad(lambda a: jnp.sum(nj.instance_norm(a, bias=bias) * a))(x)
     np.testing.assert_array_equal(grad, np.broadcast_to(bias, (4, 3)))
@@ -107,14 +93,14 @@ def test_no_spatial_axes_returns_the_bias_as_flax_does():
 @pytest.mark.parametrize("name", ["scale", "bias"])
 def test_param_shape_mismatch_raises(name):
     with pytest.raises(ValueError, match=rf"{name} has shape \(3,\), expected \(5,\)"):
-        nj.instance_norm(_data((2, 3, 5)), **{name: jnp.ones(3)})
+        nj.instance_norm(data((2, 3, 5)), **{name: jnp.ones(3)})
 
 
 def test_negative_epsilon_raises():
     with pytest.raises(ValueError, match=r"epsilon must be a finite number >= 0"):
-        nj.instance_norm(_data((2, 3, 5)), epsilon=-1.0)
+        nj.instance_norm(data((2, 3, 5)), epsilon=-1.0)
 
 
 def test_mask_not_broadcastable_raises():
     with pytest.raises(ValueError, match=r"mask of shape \(4, 1, 1\) does not broadcast"):
-        nj.instance_norm(_data((2, 3, 5)), mask=jnp.ones((4, 1, 1), bool))
+        nj.instance_norm(data((2, 3, 5)), mask=jnp.ones((4, 1, 1), bool))

@@ -13,6 +13,7 @@ from jax.test_util import check_grads
 
 import normjax as nj
 from tests import reference as ref
+from tests.norm_inputs import TOL, data, feature_shape, keep_mask, scale_bias
 
 # (shape, reduction_axes, feature_axes)
 LAYOUTS = {
@@ -20,23 +21,10 @@ LAYOUTS = {
     "nhwc": ((2, 3, 3, 4), (1, 2, 3), -1),
     "nchw": ((2, 4, 3, 3), (1, 2, 3), 1),
 }
-TOL = {"rtol": 2e-5, "atol": 2e-5}
-
-
-def _data(shape: tuple[int, ...], seed: int = 0) -> jax.Array:
-    return jnp.asarray(np.random.default_rng(seed).normal(1.0, 2.0, size=shape), jnp.float32)
-
-
-def _mask(shape: tuple[int, ...]) -> np.ndarray:
-    """Every third element masked out: each reduction group keeps most of its elements."""
-    return np.arange(np.prod(shape)).reshape(shape) % 3 != 2
 
 
 def _params(shape: tuple[int, ...], feature_axes) -> tuple[jax.Array, jax.Array]:
-    feat = tuple(shape[a] for a in np.atleast_1d(feature_axes))
-    rng = np.random.default_rng(5)
-    return (jnp.asarray(rng.normal(size=feat) + 1, jnp.float32),
-            jnp.asarray(rng.normal(size=feat), jnp.float32))
+    return scale_bias(feature_shape(shape, feature_axes))
 
 
 @pytest.mark.parametrize("use_jit", [False, True])
@@ -44,8 +32,8 @@ def _params(shape: tuple[int, ...], feature_axes) -> tuple[jax.Array, jax.Array]
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_matches_reference_and_flax(layout, masked, use_jit):
     shape, red, feat = LAYOUTS[layout]
-    x = _data(shape)
-    mask = _mask(shape) if masked else None
+    x = data(shape)
+    mask = keep_mask(shape, 3) if masked else None
     scale, bias = _params(shape, feat)
     f = functools.partial(nj.layer_norm, reduction_axes=red, feature_axes=feat)
     y = (jax.jit(f) if use_jit else f)(x, scale, bias, mask=mask)
@@ -59,7 +47,7 @@ def test_matches_reference_and_flax(layout, masked, use_jit):
 
 @pytest.mark.parametrize(("shape", "channel_axis"), [((2, 3, 3, 4), -1), ((2, 4, 3, 3), 1)])
 def test_equals_group_norm_with_one_group(shape, channel_axis):
-    x = _data(shape)
+    x = data(shape)
     scale, bias = _params(shape, channel_axis)
     ln = nj.layer_norm(x, scale, bias, reduction_axes=(1, 2, 3), feature_axes=channel_axis)
     gn = nj.group_norm(x, scale, bias, num_groups=1, feature_axes=channel_axis)
@@ -67,13 +55,13 @@ def test_equals_group_norm_with_one_group(shape, channel_axis):
 
 
 def test_statistics_do_not_depend_on_the_batch():
-    x = _data((5, 6))
+    x = data((5, 6))
     np.testing.assert_allclose(nj.layer_norm(x)[:2], nj.layer_norm(x[:2]), **TOL)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_low_precision_keeps_dtype_and_matches_flax(dtype):
-    x = _data((3, 8)).astype(dtype)
+    x = data((3, 8)).astype(dtype)
     y = nj.layer_norm(x)
     assert y.dtype == dtype
     module = nn.LayerNorm(use_fast_variance=False, dtype=dtype)
@@ -96,7 +84,7 @@ def test_check_grads():
     with jax.enable_x64(True):
         x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 4)))
         scale, bias = jnp.linspace(0.5, 1.5, 4), jnp.linspace(-1.0, 1.0, 4)
-        mask = jnp.asarray(_mask((2, 3, 4)))
+        mask = jnp.asarray(keep_mask((2, 3, 4), 3))
         f = lambda x, s, b: nj.layer_norm(x, s, b, reduction_axes=(1, 2), mask=mask)  # noqa: E731
         check_grads(jax.jit(f), (x, scale, bias), order=2, modes=["rev"])
 
@@ -117,14 +105,14 @@ def test_bad_axes_raise(name):
 @pytest.mark.parametrize("name", ["scale", "bias"])
 def test_param_shape_mismatch_raises(name):
     with pytest.raises(ValueError, match=rf"{name} has shape \(4,\), expected \(6,\)"):
-        nj.layer_norm(_data((2, 6)), **{name: jnp.ones(4)})
+        nj.layer_norm(data((2, 6)), **{name: jnp.ones(4)})
 
 
 def test_negative_epsilon_raises():
     with pytest.raises(ValueError, match=r"epsilon must be a finite number >= 0, got -0.1"):
-        nj.layer_norm(_data((2, 6)), epsilon=-0.1)
+        nj.layer_norm(data((2, 6)), epsilon=-0.1)
 
 
 def test_mask_not_broadcastable_raises():
     with pytest.raises(ValueError, match=r"mask of shape \(3, 1\) does not broadcast"):
-        nj.layer_norm(_data((2, 6)), mask=jnp.ones((3, 1), bool))
+        nj.layer_norm(data((2, 6)), mask=jnp.ones((3, 1), bool))

@@ -13,6 +13,7 @@ from jax.test_util import check_grads
 
 import normjax as nj
 from tests import reference as ref
+from tests.norm_inputs import TOL, data, feature_shape, keep_mask, scale_bias
 
 # (shape, reduction_axes, feature_axes)
 LAYOUTS = {
@@ -20,20 +21,10 @@ LAYOUTS = {
     "nhwc": ((2, 3, 3, 4), (1, 2, 3), -1),
     "nchw": ((2, 4, 3, 3), (1, 2, 3), 1),
 }
-TOL = {"rtol": 2e-5, "atol": 2e-5}
-
-
-def _data(shape: tuple[int, ...], seed: int = 0) -> jax.Array:
-    return jnp.asarray(np.random.default_rng(seed).normal(1.0, 2.0, size=shape), jnp.float32)
-
-
-def _mask(shape: tuple[int, ...]) -> np.ndarray:
-    return np.arange(np.prod(shape)).reshape(shape) % 3 != 2
 
 
 def _scale(shape: tuple[int, ...], feature_axes) -> jax.Array:
-    feat = tuple(shape[a] for a in np.atleast_1d(feature_axes))
-    return jnp.asarray(np.random.default_rng(5).normal(size=feat) + 1, jnp.float32)
+    return scale_bias(feature_shape(shape, feature_axes))[0]
 
 
 @pytest.mark.parametrize("use_jit", [False, True])
@@ -41,8 +32,8 @@ def _scale(shape: tuple[int, ...], feature_axes) -> jax.Array:
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_matches_reference_and_flax(layout, masked, use_jit):
     shape, red, feat = LAYOUTS[layout]
-    x = _data(shape)
-    mask = _mask(shape) if masked else None
+    x = data(shape)
+    mask = keep_mask(shape, 3) if masked else None
     scale = _scale(shape, feat)
     f = functools.partial(nj.rms_norm, reduction_axes=red, feature_axes=feat)
     y = (jax.jit(f) if use_jit else f)(x, scale, mask=mask)
@@ -54,7 +45,7 @@ def test_matches_reference_and_flax(layout, masked, use_jit):
 
 
 def test_is_not_recentered():
-    x = _data((4, 8)) + 10.0
+    x = data((4, 8)) + 10.0
     y = np.asarray(nj.rms_norm(x))
     np.testing.assert_allclose(np.mean(y**2, -1), 1.0, rtol=1e-4)
     assert np.all(np.mean(y, -1) > 0.9)  # the mean is kept, unlike layer_norm
@@ -62,7 +53,7 @@ def test_is_not_recentered():
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_low_precision_keeps_dtype(dtype):
-    x = _data((3, 8)).astype(dtype)
+    x = data((3, 8)).astype(dtype)
     y = nj.rms_norm(x)
     assert y.dtype == dtype
     np.testing.assert_allclose(np.asarray(y, np.float64), ref.rms_norm(x), atol=2e-2)
@@ -104,14 +95,14 @@ def test_bad_axes_raise(name):
 
 def test_scale_shape_mismatch_raises():
     with pytest.raises(ValueError, match=r"scale has shape \(4,\), expected \(6,\)"):
-        nj.rms_norm(_data((2, 6)), jnp.ones(4))
+        nj.rms_norm(data((2, 6)), jnp.ones(4))
 
 
 def test_negative_epsilon_raises():
     with pytest.raises(ValueError, match=r"epsilon must be a finite number >= 0"):
-        nj.rms_norm(_data((2, 6)), epsilon=-1e-6)
+        nj.rms_norm(data((2, 6)), epsilon=-1e-6)
 
 
 def test_mask_not_broadcastable_raises():
     with pytest.raises(ValueError, match=r"mask of shape \(2, 5\) does not broadcast"):
-        nj.rms_norm(_data((2, 6)), mask=jnp.ones((2, 5), bool))
+        nj.rms_norm(data((2, 6)), mask=jnp.ones((2, 5), bool))
