@@ -21,8 +21,8 @@ from jax.experimental import checkify
 from normjax._typing import Array, ArrayLike, Axes, AxisName
 
 __all__ = ["broadcast_mask", "canonicalize_axes", "channel_axes", "check_axis_name",
-           "check_epsilon", "check_reduction", "check_train", "complement_axes", "feature_shape",
-           "is_traced", "poison", "poison_epsilon"]
+           "check_epsilon", "check_reduction", "check_train", "complement_axes",
+           "deprecated_name", "feature_shape", "is_traced", "poison", "poison_epsilon"]
 
 
 def canonicalize_axes(axes: Axes, ndim: int, *, name: str = "axes") -> tuple[int, ...]:
@@ -97,20 +97,25 @@ def renamed_arguments(**old_to_new: str) -> Callable[[Callable[..., Any]], Calla
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             for old, new in old_to_new.items():
-                if old not in kwargs:
-                    continue
-                if new in kwargs:
-                    raise TypeError(f"{name}() got {old}= and {new}=; pass {new}= only "
-                                    f"({old}= is its deprecated name).")
-                warnings.warn(f"{name}({old}=...) is deprecated: use {new}=... (the "
-                              "same axes; one axis vocabulary across normjax's norms).",
-                              DeprecationWarning, stacklevel=2)
-                kwargs[new] = kwargs.pop(old)
+                if old in kwargs:
+                    deprecated_name(name, old, new, both=new in kwargs, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
             return fn(*args, **kwargs)
 
         return call
 
     return wrap
+
+
+def deprecated_name(owner: str, old: str, new: str, *, both: bool, stacklevel: int) -> None:
+    """``owner(old=...)`` was given: a ``TypeError`` if ``new=`` was given too, else a
+    ``DeprecationWarning`` (``stacklevel`` counted from the caller of this function)."""
+    if both:
+        raise TypeError(f"{owner}() got {old}= and {new}=; pass {new}= only ({old}= is its "
+                        "deprecated name).")
+    warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=... (the same axes; one axis "
+                  "vocabulary across normjax's norms).", DeprecationWarning,
+                  stacklevel=stacklevel + 1)
 
 
 def complement_axes(axes: Sequence[int], ndim: int) -> tuple[int, ...]:

@@ -4,12 +4,13 @@ after a training call) with flax's initialization rules."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 from flax import linen as nn
+
+from normjax._checks import deprecated_name
 
 __all__ = ["COLLECTION", "axis_name_of", "linen_scale_bias", "running_state", "store",
            "take_channel_axis", "training"]
@@ -91,11 +92,7 @@ def take_channel_axis(module: nn.Module) -> None:
     old = module.channel_axis
     if old is None:
         return
-    name = type(module).__name__
-    if module.feature_axes != -1:
-        raise TypeError(f"{name}() got channel_axis= and feature_axes=; pass feature_axes= only "
-                        "(channel_axis= is its deprecated name).")
-    warnings.warn(f"{name}(channel_axis=...) is deprecated: use feature_axes=... (the same axis; "
-                  "one axis vocabulary across normjax's norms).", DeprecationWarning, stacklevel=4)
+    deprecated_name(type(module).__name__, "channel_axis", "feature_axes",
+                    both=module.feature_axes != -1, stacklevel=4)
     object.__setattr__(module, "feature_axes", old)
     object.__setattr__(module, "channel_axis", None)
