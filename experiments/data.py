@@ -30,7 +30,7 @@ import numpy as np
 
 from experiments.data_files import load_cifar10, load_mnist_like
 from experiments.dataset import Dataset, as_dataset, make_dataset
-from experiments.imports import is_import_path, resolve_object
+from experiments.imports import is_import_path, qualified_name, resolve_object
 
 _MNIST1D_CACHE_VERSION = 1
 SeedLike = int | Sequence[int] | np.ndarray | np.random.Generator
@@ -171,15 +171,11 @@ def register_dataset(name: str, loader: Callable[..., Any], *, standardize: str 
         raise ValueError(f"standardize must be one of {STANDARDIZE_MODES}, got {standardize!r}")
     if key in _LOADERS and not overwrite:
         old, mode = _LOADERS[key]
-        if _qualified(old) == _qualified(loader) and mode == standardize:
+        if qualified_name(old) == qualified_name(loader) and mode == standardize:
             return
         raise ValueError(f"dataset {name!r} is already registered with another loader; pass "
                          "overwrite=True to replace it")
     _LOADERS[key] = (loader, standardize)
-
-
-def _qualified(fn: Any) -> tuple[Any, Any]:
-    return getattr(fn, "__module__", None), getattr(fn, "__qualname__", fn)
 
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray,

@@ -9,7 +9,7 @@ from typing import Any
 
 from experiments.errors import ConfigError
 
-__all__ = ["is_import_path", "resolve_object"]
+__all__ = ["is_import_path", "qualified_name", "resolve_object"]
 
 
 def is_import_path(spec: str) -> bool:
@@ -38,3 +38,11 @@ def resolve_object(spec: str, field: str) -> Any:
             raise ConfigError(f"{field}: {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
+
+
+def qualified_name(obj: Any) -> tuple[Any, Any]:
+    """``(module, qualified name)`` of a function: the same for a registration repeated by a
+    module imported twice (new function objects), unlike the objects themselves."""
+    if obj is None:
+        return None, None
+    return getattr(obj, "__module__", None), getattr(obj, "__qualname__", obj)

@@ -32,6 +32,7 @@ from typing import Any
 import flax.linen as nn
 
 from experiments.errors import ConfigError
+from experiments.imports import qualified_name
 from experiments.norm_types import KINDS, Check, NormContext, NormEntry, NormLayers
 from experiments.registry_research import RESEARCH_ENTRIES
 from normjax import linen as norm_layers
@@ -87,10 +88,11 @@ def register_norm(name: str, factory: Callable[..., nn.Module], *,
 def _same_entry(a: NormEntry, b: NormEntry) -> bool:
     """The same registration, also when its module was imported again (new function objects
     with the same qualified name)."""
-    def key(f: Any) -> Any:
-        return (getattr(f, "__module__", None), getattr(f, "__qualname__", f)) if f else None
-    return (key(a.factory), dict(a.defaults), a.kind, key(a.check), a.centers) == (
-        key(b.factory), dict(b.defaults), b.kind, key(b.check), b.centers)
+    def key(e: NormEntry) -> tuple[Any, ...]:
+        return (qualified_name(e.factory), dict(e.defaults), e.kind, qualified_name(e.check),
+                e.centers)
+
+    return key(a) == key(b)
 
 
 def known_norms() -> tuple[str, ...]:
