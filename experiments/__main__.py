@@ -11,8 +11,7 @@ import shlex
 import sys
 
 from experiments.allocator import reexec_with_malloc_tuning
-from experiments.cli import apply_overrides, parse_args, usage
-from experiments.config import load_config
+from experiments.cli import parse_command_line, usage
 from experiments.errors import ConfigError
 from experiments.runner import run
 from experiments.workdir import resolve_workdir
@@ -24,17 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cmd = parse_args(args)
+        cmd = parse_command_line(args)
         if cmd.help:
             print(usage())
             return 0
         workdir = resolve_workdir(cmd.workdir)
-        config = load_config(cmd.config)
-        apply_overrides(config, cmd.overrides)
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
         logging.getLogger("experiments").setLevel(logging.WARNING if cmd.quiet else logging.INFO)
         command = shlex.join(["python", "-m", "experiments", *args])
-        run(config, workdir, max_chunks=cmd.max_chunks, command=command)
+        run(cmd.config, workdir, max_chunks=cmd.max_chunks, command=command)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,27 +1,30 @@
-"""Command line: ``--config file.py[:arg] --workdir DIR [--config.<field>=value ...]``.
+"""Command line: absl flags with ``ml_collections.config_flags``, as in flax's examples.
 
-Overrides are parsed by the type of the field they replace: ``true/false`` for booleans,
-integers, floats, strings as given, tuples as Python literals (``"(0.1, 0.01)"``; a single
-value becomes a one-element tuple), and Python literals for fields that are ``None``.  The
-config is locked, so an unknown field is an error naming it (with a close match if any), except
-in ``dataset.options`` and ``model.options``, which hold a user loader's or model factory's
-own keyword arguments: ``--config.model.options.blocks="(2, 2)"`` adds or replaces one.
+``--config file.py[:arg]`` loads ``get_config([arg])`` (locked: an unknown field is an error
+naming it, with a close match if any); ``--config.<field>=value`` overrides one field, parsed by
+the type of the field it replaces (``true/false``, integers, floats, strings, tuples as
+``"(0.1, 0.01)"`` or a single value).  ``dataset.options`` and ``model.options`` hold a user
+loader's or model factory's own keyword arguments, so they take new keys too:
+``--config.model.options.blocks="(2, 2)"`` adds or replaces one (a Python literal, else a
+string).  The flags are defined on a fresh ``FlagValues`` per call, so :func:`parse_command_line`
+can run many times in one process (tests, notebooks).
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
+import re
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 from experiments.errors import ConfigError
 
-__all__ = ["USAGE", "CommandLine", "apply_overrides", "parse_args", "parse_value", "usage"]
+__all__ = ["FREE_FORM", "USAGE", "CommandLine", "parse_command_line", "usage"]
 
 USAGE = """usage: python -m experiments --config CONFIG.py[:ARG] --workdir DIR
                              [--config.FIELD=VALUE ...] [--max_chunks N] [--quiet]
@@ -41,6 +44,11 @@ summary.json/csv, figures and report.md into DIR; rerun the same command to resu
 
 MODEL_FACTORIES = {"examples.resnet:resnet": "a flax ResNet (nn.Conv, skip connections), "
                                              "configs/resnet_digits.py"}
+
+#: Groups whose keys are the options of a user's loader or model factory: new keys are allowed.
+FREE_FORM = ("dataset.options", "model.options")
+_GROUPS = "|".join(re.escape(g) for g in FREE_FORM)
+_FREE_FORM_FLAG = re.compile(rf"^--?config\.({_GROUPS})\.(\w+)(?:=(.*))?$")
 
 
 def usage() -> str:
@@ -68,131 +76,104 @@ def usage() -> str:
                                       for line in lines)
 
 
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-#: Groups whose keys are the options of a user's loader or model factory: new keys are allowed
-#: (values parsed as Python literals, else kept as strings).
-FREE_FORM = ("dataset.options", "model.options")
-
-
 @dataclass
 class CommandLine:
-    """Parsed arguments."""
+    """Parsed arguments; ``config`` is loaded, overridden and locked."""
 
-    config: str | None = None
+    config: ml_collections.ConfigDict | None = None
     workdir: str | None = None
-    overrides: list[tuple[str, str]] = field(default_factory=list)
     max_chunks: int | None = None
     quiet: bool = False
     help: bool = False
 
 
-def _split(args: list[str], i: int) -> tuple[str, str | None, int]:
-    """Flag name, its value (``--a=b`` or ``--a b``) and the next index."""
-    arg = args[i]
-    if "=" in arg:
-        name, value = arg.split("=", 1)
-        return name, value, i + 1
-    if i + 1 < len(args) and not args[i + 1].startswith("--"):
-        return arg, args[i + 1], i + 2
-    return arg, None, i + 1
+def _flag_values(argv: list[str]) -> flags.FlagValues:
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Python config file with get_config(arg)",
+                                    flag_values=values, lock_config=True, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "output directory", flag_values=values)
+    flags.DEFINE_integer("max_chunks", None, "stop after N logged chunks", lower_bound=1,
+                         flag_values=values)
+    flags.DEFINE_bool("quiet", False, "log warnings only", flag_values=values)
+    return values
 
 
-def parse_args(args: list[str]) -> CommandLine:
-    """Parse ``args`` (without the program name)."""
-    out, i = CommandLine(), 0
+def _take_free_form(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``args`` without the ``--config.{dataset,model}.options.KEY[=VALUE]`` flags, and those."""
+    rest, taken, i = [], [], 0
     while i < len(args):
-        if args[i] in ("-h", "--help"):
-            out.help, i = True, i + 1
+        match = _FREE_FORM_FLAG.match(args[i])
+        if match is None:
+            rest.append(args[i])
+            i += 1
             continue
-        if args[i] == "--quiet":
-            out.quiet, i = True, i + 1
-            continue
-        name, value, i = _split(args, i)
+        value, i = match[3], i + 1
         if value is None:
-            raise ConfigError(f"{name} needs a value\n{USAGE}")
-        if name.startswith("--config."):
-            out.overrides.append((name.removeprefix("--config."), value))
-        elif name in ("--config", "--workdir"):
-            setattr(out, name[2:], value)
-        elif name == "--max_chunks":
-            out.max_chunks = _parse_int("--max_chunks", value)
-        else:
-            raise ConfigError(f"unknown argument {name!r}\n{USAGE}")
-    if not out.help and (out.config is None or out.workdir is None):
-        raise ConfigError(f"--config and --workdir are required\n{USAGE}")
-    return out
+            if i == len(args):
+                raise ConfigError(f"--config.{match[1]}.{match[2]} needs a value")
+            value, i = args[i], i + 1
+        taken.append((f"{match[1]}.{match[2]}", value))
+    return rest, taken
 
 
-def _parse_int(path: str, raw: str) -> int:
-    try:
-        value = float(raw) if any(c in raw for c in ".eE") else int(raw)
-    except ValueError:
-        raise ConfigError(f"{path}: expected an integer, got {raw!r}") from None
-    if value != int(value):
-        raise ConfigError(f"{path}: expected an integer, got {raw!r}")
-    return int(value)
-
-
-def _literal(path: str, raw: str) -> Any:
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        raise ConfigError(f"{path}: cannot parse {raw!r} as a Python literal") from None
-
-
-def parse_value(path: str, current: Any, raw: str) -> Any:
-    """``raw`` (command-line text) as a value of the type of ``current``."""
-    if isinstance(current, bool):
-        if raw.lower() not in _TRUE + _FALSE:
-            raise ConfigError(f"{path}: expected true or false, got {raw!r}")
-        return raw.lower() in _TRUE
-    if isinstance(current, int):
-        return _parse_int(path, raw)
-    if isinstance(current, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{path}: expected a number, got {raw!r}") from None
-    if isinstance(current, str):
-        return raw
-    if isinstance(current, tuple | list):
-        value = _literal(path, raw)
-        return tuple(value) if isinstance(value, tuple | list) else (value,)
-    if current is None:
-        try:
-            return ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            return raw
-    raise ConfigError(f"{path}: cannot override a field of type {type(current).__name__}")
-
-
-def _unknown(path: str, key: str, node: ml_collections.ConfigDict) -> ConfigError:
-    close = difflib.get_close_matches(key, list(node.keys()), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"unknown config key {path!r}{hint}; known here: {sorted(node.keys())}")
-
-
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: list[tuple[str, str]]) -> None:
-    """Set each dotted ``(field, raw value)`` on ``config``; unknown fields are errors."""
-    for path, raw in overrides:
-        *parents, last = path.split(".")
+def _set_free_form(config: ml_collections.ConfigDict, items: list[tuple[str, str]]) -> None:
+    for path, raw in items:
+        group, _, key = path.rpartition(".")
         node = config
-        for i, key in enumerate(parents):
-            if key not in node or not isinstance(node[key], ml_collections.ConfigDict):
-                raise _unknown(".".join(parents[:i + 1]), key, node)
-            node = node[key]
-        if last not in node and ".".join(parents) in FREE_FORM:
-            with node.unlocked():
-                node[last] = parse_value(path, None, raw)
-            continue
-        if last not in node:
-            raise _unknown(path, last, node)
-        if isinstance(node[last], ml_collections.ConfigDict):
-            raise ConfigError(f"{path} is a group; set one of its fields: "
-                              f"{', '.join(sorted(node[last].keys()))}")
-        value = parse_value(path, node[last], raw)
+        for part in group.split("."):
+            node = node[part]
         try:
-            node[last] = value
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{path}: {e}") from None
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        with node.unlocked():
+            node[key] = value
+
+
+def _overrides(args: list[str]) -> list[str]:
+    return [a.split("=", 1)[0].lstrip("-").removeprefix("config.")
+            for a in args if re.match(r"^--?config\.", a)]
+
+
+def _message(error: Exception, args: list[str]) -> str:
+    """``error`` from absl / config_flags as one line naming the flag and the fix."""
+    while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError(..))
+        error = error.args[0]
+    if isinstance(error, AttributeError | KeyError) and error.args:
+        key, _, hint = str(error.args[0]).partition("\n")
+        key = key.strip("'\"")
+        path = next((p for p in _overrides(args) if key in p.split(".")), key)
+        close = re.search(r'Did you mean "([^"]+)"', hint)
+        return (f"unknown config key {path!r}"
+                + (f" (did you mean {close[1]!r}?)" if close else "")
+                + "; run with --help for the fields")
+    text = str(error)
+    if "Error whilst parsing config file" in text:  # config_flags wraps errors of get_config
+        text = "--config: " + text.strip().splitlines()[-1]
+    return text
+
+
+def parse_command_line(args: list[str]) -> CommandLine:
+    """Parse ``args`` (without the program name): load the config, apply the overrides."""
+    if any(a in ("-h", "--help", "--helpfull") for a in args):
+        return CommandLine(help=True)
+    rest, free_form = _take_free_form(args)
+    spec = next((a.split("=", 1)[1] if "=" in a else rest[i + 1] if i + 1 < len(rest) else ""
+                 for i, a in enumerate(rest) if re.match(r"^--?config(=|$)", a)), None)
+    if spec is not None and not Path(spec.partition(":")[0]).is_file():
+        raise ConfigError(f"--config: config file {spec.partition(':')[0]!r} does not exist")
+    values = _flag_values(["experiments", *rest])
+    try:
+        leftover = values(["experiments", *rest])
+        config = values.config
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        raise ConfigError(_message(e, rest)) from None
+    if leftover[1:]:
+        raise ConfigError(f"unexpected argument(s) {leftover[1:]}\n{USAGE}")
+    if config is None or values.workdir is None:
+        raise ConfigError(f"--config and --workdir are required\n{USAGE}")
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"--config: get_config() in {spec!r} must return a ConfigDict")
+    _set_free_form(config, free_form)
+    return CommandLine(config=config, workdir=values.workdir, max_chunks=values.max_chunks,
+                       quiet=values.quiet)

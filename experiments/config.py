@@ -108,7 +108,10 @@ def technique(norm: str = "none", *, dropout: float = 0.0, dropout_kind: str = "
     return ml_collections.ConfigDict({
         "norm": norm, "norm_options": {**entry.defaults, **norm_options}, "dropout": dropout,
         "dropout_kind": dropout_kind,
-        "l1": l1, "l2": l2, "weight_decay": weight_decay, "learning_rate": learning_rate})
+        "l1": l1, "l2": l2, "weight_decay": weight_decay,
+        # a typed None, so --config.techniques.<label>.learning_rate=0.1 can set it
+        "learning_rate": (ml_collections.config_dict.placeholder(float)
+                          if learning_rate is None else learning_rate)})
 
 
 def technique_labels(config: ml_collections.ConfigDict) -> list[str]:

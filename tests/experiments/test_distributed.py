@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from experiments.cli import apply_overrides
-from experiments.config import load_config
+from experiments.cli import parse_command_line
 from experiments.runner import run
 from experiments.writer import read_jsonl
 
@@ -84,8 +83,9 @@ def test_two_processes_equal_one_device(tmp_path):
         pairs = enumerate(zip(workdirs, logs, strict=True))
         procs = [_launch(w, port, i, log) for i, (w, log) in pairs]
         try:
-            config = load_config(str(ROOT / CONFIG))
-            apply_overrides(config, [*OVERRIDES, ("devices", "1")])
+            args = [f"--config.{k}={v}" for k, v in [*OVERRIDES, ("devices", "1")]]
+            config = parse_command_line(["--config", str(ROOT / CONFIG), "--workdir", "unused",
+                                         *args]).config
             reference = run(config, tmp_path / "single")  # meanwhile, on one device
         finally:
             _wait(procs, workdirs)

@@ -11,69 +11,69 @@ from pathlib import Path
 import pytest
 
 from experiments.__main__ import main
-from experiments.cli import apply_overrides, parse_args, parse_value
+from experiments.cli import parse_command_line
 from experiments.config import load_config
 from experiments.errors import ConfigError
-from experiments.testing import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_parse_args_forms():
-    cmd = parse_args(["--config", "c.py:tiny", "--workdir=w", "--config.steps=3",
-                      "--config.model.width", "16", "--max_chunks", "2", "--quiet"])
-    assert (cmd.config, cmd.workdir, cmd.max_chunks, cmd.quiet) == ("c.py:tiny", "w", 2, True)
-    assert cmd.overrides == [("steps", "3"), ("model.width", "16")]
-    assert parse_args(["-h"]).help
+QUICKSTART = str(ROOT / "configs" / "quickstart.py")
+
+
+def test_command_line_forms_and_typed_overrides():
+    cmd = parse_command_line([
+        "--config", QUICKSTART, "--workdir=w", "--config.steps=3", "--config.model.width", "16",
+        "--config.techniques.batch.norm_options.momentum=0.5", "--config.figures=false",
+        "--config.sweep.learning_rate=(0.1, 0.01)", "--config.sweep.l2=0.1",
+        "--config.techniques.none.learning_rate=0.2", "--config.model.options.blocks=(2, 2)",
+        "--config.dataset.options.kind", "tiny", "--max_chunks", "2", "--quiet"])
+    config = cmd.config
+    assert (cmd.workdir, cmd.max_chunks, cmd.quiet) == ("w", 2, True)
+    assert (config.steps, config.model.width, config.figures) == (3, 16, False)
+    assert config.techniques.batch.norm_options.momentum == 0.5
+    assert config.sweep.learning_rate == (0.1, 0.01) and config.sweep.l2 == (0.1,)
+    assert config.techniques.none.learning_rate == 0.2
+    assert config.techniques.layer.learning_rate is None  # untouched placeholders stay None
+    assert config.model.options.to_dict() == {"blocks": (2, 2)}
+    assert config.dataset.options.to_dict() == {"kind": "tiny"}
+    assert parse_command_line(["-h"]).help
+    with pytest.raises(AttributeError):  # the result is locked: no new fields
+        config.stepz = 1
 
 
 @pytest.mark.parametrize(("args", "match"), [
     (["--workdir", "w"], "--config and --workdir are required"),
-    (["--config", "c.py", "--workdir", "w", "--bogus", "1"], "unknown argument '--bogus'"),
-    (["--config", "c.py", "--workdir"], "--workdir needs a value"),
-    (["--config", "c.py", "--workdir", "w", "--max_chunks", "x"], "--max_chunks: expected an"),
+    (["--config", QUICKSTART], "--config and --workdir are required"),
+    (["--config", "missing.py", "--workdir", "w"], "config file 'missing.py' does not exist"),
+    (["--config", QUICKSTART, "--workdir", "w", "--bogus", "1"], "flag 'bogus'"),
+    (["--config", QUICKSTART, "--workdir", "w", "stray"], r"unexpected argument\(s\) \['stray'\]"),
+    (["--config", QUICKSTART, "--workdir", "w", "--max_chunks", "x"], "--max_chunks=x"),
+    (["--config", QUICKSTART, "--workdir", "w", "--max_chunks", "0"], "--max_chunks=0"),
+    (["--config", QUICKSTART, "--workdir", "w", "--config.steps=2.5"], "--config.steps=2.5"),
+    (["--config", QUICKSTART, "--workdir", "w", "--config.figures=maybe"], "figures=maybe"),
+    (["--config", QUICKSTART, "--workdir", "w", "--config.stepz=3"],
+     r"unknown config key 'stepz' \(did you mean 'steps'"),
+    (["--config", QUICKSTART, "--workdir", "w", "--config.modle.width=3"],
+     r"unknown config key 'modle.width' \(did you mean 'model'"),
+    (["--config", QUICKSTART, "--workdir", "w", "--config.model.widht=3"],
+     r"unknown config key 'model.widht' \(did you mean 'width'"),
+    (["--config", QUICKSTART, "--workdir", "w", "--config.model.options.width"], "needs a value"),
 ])
-def test_parse_args_errors(args, match):
+def test_command_line_errors(args, match):
     with pytest.raises(ConfigError, match=match):
-        parse_args(args)
+        parse_command_line(args)
 
 
-@pytest.mark.parametrize(("current", "raw", "expected"), [
-    (True, "false", False), (False, "1", True), (3, "7", 7), (3, "1e3", 1000),
-    (0.5, "1e-3", 1e-3), (0.5, "2", 2.0), ("a", "b c", "b c"), ((), "(0.1, 0.01)", (0.1, 0.01)),
-    ((), "0.1", (0.1,)), (None, "0.05", 0.05), (None, "None", None), (None, "abc", "abc"),
-])
-def test_parse_value(current, raw, expected):
-    assert parse_value("f", current, raw) == expected
-
-
-@pytest.mark.parametrize(("current", "raw", "match"), [
-    (True, "maybe", "expected true or false"), (3, "2.5", "expected an integer"),
-    (3, "x", "expected an integer"), (0.5, "fast", "expected a number"),
-    ((), "(1,", "cannot parse"),
-])
-def test_parse_value_errors(current, raw, match):
-    with pytest.raises(ConfigError, match=rf"f: {match}"):
-        parse_value("f", current, raw)
-
-
-def test_overrides_apply_and_typos_name_the_key():
-    config = tiny_config()
-    config.lock()
-    apply_overrides(config, [("steps", "3"), ("techniques.batch.norm_options.momentum", "0.5"),
-                             ("sweep.learning_rate", "(0.1, 0.01)"),
-                             ("techniques.none.learning_rate", "0.2")])
-    assert config.steps == 3 and config.techniques.batch.norm_options.momentum == 0.5
-    assert config.sweep.learning_rate == (0.1, 0.01)
-    assert config.techniques.none.learning_rate == 0.2
-    with pytest.raises(ConfigError, match=r"unknown config key 'stepz' \(did you mean 'steps'"):
-        apply_overrides(config, [("stepz", "3")])
-    with pytest.raises(ConfigError, match=r"unknown config key 'modle' \(did you mean 'model'"):
-        apply_overrides(config, [("modle.width", "3")])
-    with pytest.raises(ConfigError, match=r"unknown config key 'model.widht'"):
-        apply_overrides(config, [("model.widht", "3")])
-    with pytest.raises(ConfigError, match=r"model is a group; set one of its fields"):
-        apply_overrides(config, [("model", "3")])
+def test_errors_of_get_config_name_the_config(tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text("from experiments.config import base_config, technique\n"
+                    "def get_config():\n"
+                    "    config = base_config()\n"
+                    "    config.techniques.x = technique('batchh')\n"
+                    "    return config\n")
+    with pytest.raises(ConfigError, match=r"^--config: .*unknown norm 'batchh'"):
+        parse_command_line(["--config", str(path), "--workdir", "w"])
 
 
 def _study(tmp_path: Path) -> Path:
