@@ -22,8 +22,8 @@ from experiments import metrics
 from experiments import study_figures as fig
 from experiments.config import base_config, technique
 from experiments.data import Dataset
+from experiments.hooks import Hook
 from experiments.probes import ProbeHook, precise_bn_probe
-from experiments.runner import ChunkHook
 from experiments.studies import Section, Study, markdown_table
 
 TITLE = "Train/eval discrepancy of BatchNorm: EMA decay, steps and Precise BN"
@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def prepare(part: str, config: ml_collections.ConfigDict, ds: Dataset,
-            workdir: Path) -> ChunkHook:
+            workdir: Path) -> Hook:
     return ProbeHook(config, ds, workdir, precise_bn_probe(num_batches=20))
 
 

@@ -22,8 +22,8 @@ from experiments import metrics
 from experiments import study_figures as fig
 from experiments.config import base_config, technique
 from experiments.data import Dataset
+from experiments.hooks import Hook
 from experiments.probes import ProbeHook, input_quantile_probe
-from experiments.runner import ChunkHook
 from experiments.studies import Section, Study, markdown_table
 
 TITLE = "Internal covariate shift with and without BatchNorm"
@@ -52,9 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def prepare(part: str, config: ml_collections.ConfigDict, ds: Dataset,
-            workdir: Path) -> ChunkHook:
+            workdir: Path) -> Hook:
     hook = ProbeHook(config, ds, workdir, input_quantile_probe(num_examples=512, num_units=16))
-    hook.record_initial()
     return hook
 
 

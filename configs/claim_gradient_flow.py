@@ -22,8 +22,8 @@ from experiments import metrics
 from experiments import study_figures as fig
 from experiments.config import base_config, technique
 from experiments.data import Dataset
+from experiments.hooks import Hook
 from experiments.probes import ProbeHook, grad_norm_probe
-from experiments.runner import ChunkHook
 from experiments.studies import Section, Study, markdown_table
 
 TITLE = "Gradient flow through deep networks with and without BatchNorm"
@@ -58,9 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def prepare(part: str, config: ml_collections.ConfigDict, ds: Dataset,
-            workdir: Path) -> ChunkHook:
+            workdir: Path) -> Hook:
     hook = ProbeHook(config, ds, workdir, grad_norm_probe(), every=10**9)  # init + end
-    hook.record_initial()
     return hook
 
 

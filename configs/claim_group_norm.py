@@ -25,9 +25,9 @@ from experiments import metrics
 from experiments import study_figures as fig
 from experiments.config import base_config, technique
 from experiments.data import Dataset
-from experiments.data_init import seed_checkpoint, weight_norm_data_init
+from experiments.data_init import DataInit, weight_norm_data_init
+from experiments.hooks import Hook
 from experiments.registry import known_norms
-from experiments.runner import ChunkHook
 from experiments.studies import Section, Study, markdown_table
 
 TITLE = "GroupNorm's group count, Ghost BatchNorm and WeightNorm"
@@ -79,9 +79,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def prepare(part: str, config: ml_collections.ConfigDict, ds: Dataset,
-            workdir: Path) -> ChunkHook | None:
+            workdir: Path) -> Hook | None:
+    del workdir
     if part == "weight":
-        seed_checkpoint(config, "weight_ddi", ds, workdir, weight_norm_data_init)
+        return DataInit(config, ds, ["weight_ddi"], weight_norm_data_init)
     return None
 
 

@@ -31,6 +31,9 @@ an error.  Fields (see :func:`base_config` for the defaults)::
                                      (by backend and model), 'vmap', 'sequential',
                                      'interleaved' or 'measure' (time each, keep the fastest;
                                      see experiments.strategy)
+    checkpoint_every_s               save a technique's checkpoint at most this often (seconds;
+                                     0 = after every chunk), and always when it ends or the
+                                     run stops; a killed run redoes the chunks since
     techniques.<label>               technique(norm, dropout=, l1=, l2=, weight_decay=,
                                      learning_rate=, **norm_options); add them one by one
                                      (``config.techniques.none = technique()``) to keep their
@@ -80,6 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.devices = 0
     c.bn_sync = "global"
     c.run_strategy = "auto"
+    c.checkpoint_every_s = 30.0
     c.techniques = ml_collections.ConfigDict(sort_keys=False)  # keeps the order they are added
     c.only = ""
     c.sweep = {name: () for name in SWEEPABLE}

@@ -9,15 +9,14 @@ so every layer starts with zero-mean, unit-variance pre-activations on that batc
 layers see the already re-initialized earlier ones).  ``mu`` and ``sigma`` are computed with
 :func:`normjax.moments` over every axis but the features (batch and, for a CNN, positions).
 
-:func:`seed_checkpoint` writes the re-initialized parameters as a step-0 checkpoint of a
-technique, which :func:`experiments.runner.run` then resumes from, so training, metrics and
-reports are the runner's own.
+:class:`DataInit` is a runner hook (:mod:`experiments.hooks`) that applies such a transform to
+the initial parameters of chosen techniques, in memory, before their first step, so training,
+metrics and reports are the runner's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -27,12 +26,11 @@ import ml_collections
 import numpy as np
 
 import normjax
-from experiments.checkpoint import CheckpointStore, Progress, fingerprint
 from experiments.data import Dataset
-from experiments.program import make_experiment
-from experiments.runs import make_grid
+from experiments.hooks import Hook
+from experiments.train import TrainState, build_model
 
-__all__ = ["SCALE_KEY", "seed_checkpoint", "weight_norm_data_init"]
+__all__ = ["SCALE_KEY", "DataInit", "weight_norm_data_init"]
 
 SCALE_KEY = "linear/kernel/scale"  # the WeightNorm scale of a block's linear layer
 PyTree = Any
@@ -66,28 +64,25 @@ def weight_norm_data_init(model: nn.Module, params: PyTree, x: jax.Array, *,
     return params
 
 
-def seed_checkpoint(config: ml_collections.ConfigDict, label: str, ds: Dataset,
-                    workdir: str | Path,
-                    transform: Callable[[nn.Module, PyTree, jax.Array], PyTree], *,
-                    num_examples: int = 512) -> None:
-    """Write a step-0 checkpoint of ``label`` whose params are ``transform(model, params, x)``.
+class DataInit(Hook):
+    """Hook: re-initialize the params of the techniques ``labels`` as
+    ``transform(model, params, x)`` on every run, where ``x`` is a fixed batch of
+    ``num_examples`` training inputs (the same for every run and every invocation)."""
 
-    ``x`` is a fixed batch of ``num_examples`` training inputs; the transform runs on every
-    run (seed, sweep point).  The runner resumes from it.  If ``label`` already has a
-    checkpoint in ``workdir`` (a run being resumed) nothing is written.
-    """
-    store = CheckpointStore(workdir)
-    if store.path(label).exists():
-        return
-    tech = config.techniques[label]
-    grid = make_grid(config, label, tech)
-    experiment = make_experiment(config, tech, ds)
-    hparams = {k: jnp.asarray(v, jnp.float32) for k, v in grid.hparams.items()}
-    idx = np.random.default_rng(0).permutation(len(ds.x_train))[:num_examples]
-    x = jnp.asarray(ds.x_train[idx])
-    with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
-        state = jax.jit(jax.vmap(experiment.init))(jnp.asarray(grid.seeds), hparams)
-        params = jax.jit(jax.vmap(lambda p: transform(experiment.model, p, x)))(state.params)
-    progress = Progress(label, fingerprint(config, label), grid.labels,
-                        ["running"] * len(grid.labels))
-    store.save(progress, state._replace(params=params))
+    def __init__(self, config: ml_collections.ConfigDict, ds: Dataset, labels: Sequence[str],
+                 transform: Callable[[nn.Module, PyTree, jax.Array], PyTree], *,
+                 num_examples: int = 512) -> None:
+        self.config, self.labels, self.transform = config, tuple(labels), transform
+        idx = np.random.default_rng(0).permutation(len(ds.x_train))[:num_examples]
+        self.x = jnp.asarray(ds.x_train[idx])
+        self.num_classes, self.input_shape = ds.num_classes, tuple(ds.input_shape)
+
+    def init(self, technique: str, state: TrainState) -> TrainState:
+        if technique not in self.labels:
+            return state
+        model = build_model(self.config, self.config.techniques[technique],
+                            num_classes=self.num_classes, use_dropout=False,
+                            input_shape=self.input_shape)
+        with jax.numpy_dtype_promotion("standard"):
+            params = jax.jit(jax.vmap(lambda p: self.transform(model, p, self.x)))(state.params)
+        return state._replace(params=params)

@@ -1,16 +1,15 @@
-"""Extra measurements on saved train states; training itself is never changed.
+"""Extra measurements on train states; training itself is never changed.
 
 A *probe* is a factory ``probe(model, config, ds) -> fn`` where ``fn(state) -> {name: array}``
 measures one run: ``state`` is the run's state dict (``params``, ``batch_stats``, ``hparams``,
-``seed``, ``step``, as stored in the runner's checkpoints).  :class:`ProbeHook` is an
-``on_chunk`` hook for :func:`experiments.runner.run`: after every chunk it reads the
-technique's checkpoint (``checkpoints/<technique>.msgpack``, leading axis = runs), applies the
-probe to every run with one ``jit(vmap(fn))`` and appends one row per run to
-``probes.jsonl``::
+``seed``, ``step``; ``flax.serialization.to_state_dict`` of a TrainState).  :class:`ProbeHook`
+is a hook for :func:`experiments.runner.run` (:mod:`experiments.hooks`): with the state in
+memory (leading axis = runs), at init (step 0) and after every chunk, it applies the probe to
+every run with one ``jit(vmap(fn))`` and appends one row per run to ``probes.jsonl``::
 
     {"technique", "cell", "seed", "step", <name>: value or nested list, ...}
 
-:meth:`ProbeHook.record_initial` adds the rows of step 0 (the initial parameters).
+Steps already in ``probes.jsonl`` (a resumed run redoing chunks) are not recorded twice.
 
 Probes here:
 
@@ -40,41 +39,19 @@ import numpy as np
 import optax
 
 import normjax
-from experiments.config import technique_labels
 from experiments.data import Dataset
-from experiments.program import make_experiment
+from experiments.hooks import Hook
 from experiments.runs import make_grid
-from experiments.train import build_model
+from experiments.train import TrainState, build_model
 from experiments.writer import MetricsLog, read_jsonl
 from normjax.linen import BatchNorm
 
-__all__ = ["Probe", "ProbeHook", "grad_norm_probe", "initial_state", "input_quantile_probe",
-           "landscape_probe", "preactivations", "precise_batch_stats", "precise_bn_probe",
-           "read_state"]
+__all__ = ["Probe", "ProbeHook", "grad_norm_probe", "input_quantile_probe", "landscape_probe",
+           "preactivations", "precise_batch_stats", "precise_bn_probe"]
 
 State = dict[str, Any]
 Probe = Callable[[nn.Module, ml_collections.ConfigDict, Dataset],
                  Callable[[State], dict[str, jax.Array]]]
-
-
-def read_state(workdir: str | Path, label: str) -> State:
-    """The train state of every run of ``label`` from its checkpoint (leading axis = runs)."""
-    path = Path(workdir) / "checkpoints" / f"{label}.msgpack"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint for technique {label!r} at {path}; run the "
-                                f"study first")
-    return flax.serialization.msgpack_restore(path.read_bytes())["state"]
-
-
-def initial_state(config: ml_collections.ConfigDict, label: str, ds: Dataset) -> State:
-    """The step-0 state dict of every run of ``label``, as the runner initializes it."""
-    tech = config.techniques[label]
-    grid = make_grid(config, label, tech)
-    experiment = make_experiment(config, tech, ds)
-    hparams = {k: jnp.asarray(v, jnp.float32) for k, v in grid.hparams.items()}
-    with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
-        state = jax.jit(jax.vmap(experiment.init))(jnp.asarray(grid.seeds), hparams)
-    return flax.serialization.to_state_dict(state)
 
 
 def _model(config: ml_collections.ConfigDict, label: str, ds: Dataset) -> nn.Module:
@@ -253,10 +230,12 @@ def precise_bn_probe(num_batches: int = 20) -> Probe:
     return factory
 
 
-class ProbeHook:
-    """Runs ``probe`` on every run's state after each chunk; rows go to ``probes.jsonl``.
+class ProbeHook(Hook):
+    """Runs ``probe`` on every run's state at init and after each chunk; rows go to
+    ``probes.jsonl`` in ``workdir``.
 
-    ``every`` probes every ``every``-th chunk only (the last chunk is always probed).
+    ``every`` probes every ``every``-th chunk only (step 0 and the last chunk are always
+    probed).
     """
 
     def __init__(self, config: ml_collections.ConfigDict, ds: Dataset, workdir: str | Path,
@@ -267,6 +246,8 @@ class ProbeHook:
         self.probe, self.every = probe, every
         self.log = MetricsLog(self.workdir / "probes.jsonl")
         self._fns: dict[str, Callable[[State], dict[str, jax.Array]]] = {}
+        rows = read_jsonl(self.log.path) if self.log.path.exists() else []
+        self._recorded = {(r["technique"], r["step"]) for r in rows}
 
     def _fn(self, label: str) -> Callable[[State], dict[str, jax.Array]]:
         if label not in self._fns:
@@ -274,10 +255,13 @@ class ProbeHook:
             self._fns[label] = jax.jit(jax.vmap(fn))
         return self._fns[label]
 
-    def record(self, label: str, state: State, step: int) -> None:
-        """Probe every run of ``label`` in ``state`` and append the rows of ``step``."""
+    def record(self, label: str, state: Any, step: int) -> None:
+        """Probe every run of ``label`` in ``state`` (a TrainState or its state dict) and
+        append the rows of ``step``, unless that step is recorded already."""
+        if (label, step) in self._recorded:
+            return
         with jax.numpy_dtype_promotion("standard"):
-            values = jax.device_get(self._fn(label)(state))
+            values = jax.device_get(self._fn(label)(flax.serialization.to_state_dict(state)))
         grid = make_grid(self.config, label, self.config.techniques[label])
         rows = []
         for r in range(grid.num_runs):
@@ -286,17 +270,13 @@ class ProbeHook:
             row.update({k: np.asarray(v[r]).tolist() for k, v in values.items()})
             rows.append(row)
         self.log.append(rows)
+        self._recorded.add((label, step))
 
-    def record_initial(self) -> None:
-        """Rows of step 0 for every technique that will run (and has none yet: resuming)."""
-        done = {r["technique"] for r in read_jsonl(self.log.path) if r["step"] == 0} \
-            if self.log.path.exists() else set()
-        for label in technique_labels(self.config):
-            if label not in done:
-                self.record(label, initial_state(self.config, label, self.ds), 0)
+    def init(self, technique: str, state: TrainState) -> TrainState:
+        self.record(technique, state, 0)
+        return state
 
-    def __call__(self, label: str, step: int) -> None:
+    def chunk(self, technique: str, step: int, state: TrainState) -> None:
         chunk = -(-step // self.config.log_every)
-        if chunk % self.every and step < self.config.steps:
-            return
-        self.record(label, read_state(self.workdir, label), step)
+        if chunk % self.every == 0 or step >= self.config.steps:
+            self.record(technique, state, step)

@@ -3,10 +3,13 @@
 For each technique (in config order) all runs (seeds x sweep points) train together in one compiled
 program, batched or looped over the runs (``run_strategy``, :mod:`experiments.strategy`; the one
 used is recorded per cell as ``run_strategy`` in the summary and in report.md). After every chunk
-of ``log_every`` steps the runner evaluates, checks for divergence, writes the checkpoint (state +
-progress) and appends the chunk's rows to ``metrics.jsonl`` and to TensorBoard event files
-(:mod:`experiments.tensorboard`). Rerunning on the same workdir resumes
-from the checkpoints; finished techniques are not redone. A non-finite training loss (or eval loss)
+of ``log_every`` steps the runner evaluates, checks for divergence, appends the chunk's rows to
+``metrics.jsonl`` and to TensorBoard event files (:mod:`experiments.tensorboard`), and calls the
+hooks (:mod:`experiments.hooks`).  It checkpoints (state + progress, with orbax,
+:mod:`experiments.checkpoint`) at most every ``checkpoint_every_s`` seconds, when a technique
+ends and when the run stops.  Rerunning on the same workdir resumes from the checkpoints
+(bit-identically: a killed run loses at most the chunks since its last checkpoint, which are
+redone); finished techniques are not redone. A non-finite training loss (or eval loss)
 in any seed of a cell ends that cell with status ``"diverged at step N"``; the technique stops once
 all its cells have diverged, and the other techniques run as usual.
 
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ from experiments.allocator import allocator_setting
 from experiments.checkpoint import CheckpointStore, Progress, fingerprint
 from experiments.data import Dataset, load_dataset
 from experiments.errors import ConfigError
+from experiments.hooks import Hook
 from experiments.parallel import DataParallel, from_config, initialize_distributed
 from experiments.program import Program, make_experiment
 from experiments.progress_bar import ProgressBar
@@ -48,10 +53,9 @@ from experiments.validation import validate_config, validate_with_data
 from experiments.workdir import WorkdirLock, resolve_workdir
 from experiments.writer import MetricsLog, write_json
 
-__all__ = ["ChunkHook", "load_data", "run"]
+__all__ = ["Hook", "load_data", "run"]
 
 log = logging.getLogger("experiments")
-ChunkHook = Callable[[str, int], None]
 
 
 @dataclass
@@ -65,7 +69,7 @@ class _Session:
     tensorboard: TensorBoardLog
     parallel: DataParallel
     max_chunks: int | None = None
-    on_chunk: ChunkHook | None = None
+    hooks: Sequence[Hook] = ()
     progress_bar: bool | None = None
     chunks: int = 0
     progress: dict[str, Progress | None] = field(default_factory=dict)
@@ -85,16 +89,17 @@ def load_data(config: ml_collections.ConfigDict) -> Dataset:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
-        max_chunks: int | None = None, on_chunk: ChunkHook | None = None,
+        max_chunks: int | None = None, hooks: Sequence[Hook] = (),
         command: str | None = None, progress_bar: bool | None = None) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` in ``workdir``; returns the summary.
 
     ``workdir`` may start with ``~``; an empty one, a file, or a workdir that another live run
     holds (:mod:`experiments.workdir`) is a :class:`ConfigError`.
     ``max_chunks`` stops after that many chunks in this call (the rest can be resumed);
-    ``on_chunk(technique, step)`` is called after each chunk is checkpointed (it may raise,
-    e.g. to stop); ``command`` is shown in report.md; ``progress_bar`` draws a bar per
-    technique (:mod:`experiments.progress_bar`; ``None``: when stderr is a terminal).
+    ``hooks`` see each technique's state in memory after init and after every chunk
+    (:mod:`experiments.hooks`; one may raise to stop the run); ``command`` is shown in
+    report.md; ``progress_bar`` draws a bar per technique (:mod:`experiments.progress_bar`;
+    ``None``: when stderr is a terminal).
     """
     labels = validate_config(config)
     if max_chunks is not None and max_chunks < 0:
@@ -105,21 +110,22 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
     validate_with_data(config, tuple(ds.input_shape), len(ds.x_train), len(ds.x_test))
     config, parallel = _layout(config)
     with WorkdirLock(workdir, command):
-        return _run_locked(config, labels, ds, parallel, workdir, max_chunks, on_chunk, command,
-                           progress_bar)
+        return _run_locked(config, labels, ds, parallel, workdir, max_chunks, tuple(hooks),
+                           command, progress_bar)
 
 
 def _run_locked(config: ml_collections.ConfigDict, labels: list[str], ds: Dataset,
                 parallel: DataParallel, workdir: Path, max_chunks: int | None,
-                on_chunk: ChunkHook | None, command: str | None,
+                hooks: tuple[Hook, ...], command: str | None,
                 progress_bar: bool | None) -> dict[str, Any]:
     session = _Session(config, ds, CheckpointStore(workdir), MetricsLog(workdir / "metrics.jsonl"),
-                       TensorBoardLog(workdir / "tensorboard"), parallel, max_chunks, on_chunk,
+                       TensorBoardLog(workdir / "tensorboard"), parallel, max_chunks, hooks,
                        progress_bar)
     try:
         return _run_session(session, labels, workdir, command)
     finally:
         session.tensorboard.close()
+        session.store.close()
 
 
 def _run_session(session: _Session, labels: list[str], workdir: Path,
@@ -182,26 +188,35 @@ def _train_program(session: _Session, label: str, program: Program,
     config, progress, grid = session.config, session.progress[label], program.grid
     state = program.init()
     if progress is None:
+        for hook in session.hooks:
+            state = hook.init(label, state)
         progress = Progress(label, fingerprint(config, label), grid.labels,
                             ["running"] * len(grid.labels))
     else:
         state = program.place_state(session.store.load_state(label, state))
         log.info("[%s] resuming at step %d of %d", label, progress.step, config.steps)
-    compiled = 0.0
-    while not progress.done and not session.out_of_chunks:
-        before = progress.step
-        state, rows = _chunk(session.config, program, progress, state)
-        if rows:
-            bar.chunk(progress.step - before, *_means(rows))
-        progress.run_strategy = f"{program.strategy.name} ({program.strategy.reason})"
-        progress.compile_s += program.compile_s - compiled
-        compiled = program.compile_s
-        session.store.save(progress, state)  # checkpoint first: the rows are in it
-        session.metrics.append(rows)
-        session.tensorboard.append(rows)
-        session.chunks += 1
-        if session.on_chunk is not None:
-            session.on_chunk(label, progress.step)
+    compiled, saved_at, unsaved = 0.0, time.monotonic(), False
+    try:
+        while not progress.done and not session.out_of_chunks:
+            before, unsaved = progress.step, False  # the chunk takes (donates) the state
+            state, rows = _chunk(session.config, program, progress, state)
+            unsaved = True
+            if rows:
+                bar.chunk(progress.step - before, *_means(rows))
+            progress.run_strategy = f"{program.strategy.name} ({program.strategy.reason})"
+            progress.compile_s += program.compile_s - compiled
+            compiled = program.compile_s
+            if progress.done or time.monotonic() - saved_at >= config.checkpoint_every_s:
+                session.store.save(progress, state)  # before the rows: they are in it
+                saved_at, unsaved = time.monotonic(), False
+            session.metrics.append(rows)
+            session.tensorboard.append(rows)
+            session.chunks += 1
+            for hook in session.hooks:
+                hook.chunk(label, progress.step, state)
+    finally:  # stopped (max_chunks) or a hook raised: keep the chunks done
+        if unsaved:
+            session.store.save(progress, state)
     return progress
 
 

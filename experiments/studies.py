@@ -11,8 +11,8 @@ are judged:
   optional ``TINY_TECHNIQUES = {part: labels}``: what ``--tiny`` keeps of a part;
 * ``get_config(part) -> ConfigDict``: the runner config of one part (also usable directly:
   ``python -m experiments --config configs/claim_<name>.py:<part> --workdir ...``);
-* optional ``prepare(part, config, ds, workdir) -> on_chunk hook | None``: extra probes
-  (:mod:`experiments.probes`) or a seeded initial checkpoint (:mod:`experiments.data_init`);
+* optional ``prepare(part, config, ds, workdir) -> Hook | None``: extra probes
+  (:mod:`experiments.probes`) or a data-dependent init (:mod:`experiments.data_init`);
 * ``analyze(study: Study) -> Section``: figures, a table of medians over seeds with their
   interquartile range, and :class:`~experiments.metrics.Check` s that the verdict is computed
   from (:func:`experiments.metrics.verdict`; nothing is hard-coded, so a rerun can change it).
@@ -208,7 +208,8 @@ def _run_part(name: str, module: ModuleType, part: str, *, tiny: bool, workdir: 
     hook = prepare(part, config, load_data(config), workdir) if prepare else None
     command = (f"python -m experiments --config configs/claim_{name}.py:{part} "
                f"--workdir {workdir}")
-    summary = run(config, workdir, on_chunk=hook, command=None if tiny else command)
+    summary = run(config, workdir, hooks=[hook] if hook else [],
+                  command=None if tiny else command)
     timing = workdir / "seconds.json"  # wall time summed over the invocations that trained
     before = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
     seconds = before if finished and timing.exists() else before + time.perf_counter() - start

@@ -3,18 +3,24 @@
 ``tiny_config()`` trains a 2-hidden-layer MLP of width 8 on a 3-class synthetic Gaussian
 mixture (64 training, 40 test examples) for 4 steps, logged every 2, with 2 seeds.
 ``shrink(config)`` cuts a study config down to ``steps`` steps, one seed, little data and at
-most two hidden layers, keeping its techniques.
+most two hidden layers, keeping its techniques.  ``initial_state(config, label, ds)`` is the
+step-0 state of a technique's runs as the runner initializes it.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
+import flax.serialization
 import ml_collections
 
 from experiments.config import base_config, technique
+from experiments.data import Dataset
+from experiments.program import Program, make_experiment
+from experiments.runs import make_grid
 
-__all__ = ["shrink", "tiny_config"]
+__all__ = ["initial_state", "shrink", "tiny_config"]
 
 
 def tiny_config(**techniques: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -53,3 +59,11 @@ def shrink(config: ml_collections.ConfigDict, *, steps: int = 2) -> ml_collectio
         if config.dataset.name == "synthetic":
             config.dataset.options.update(num_train=64, num_test=32)
     return config
+
+
+def initial_state(config: ml_collections.ConfigDict, label: str, ds: Dataset) -> dict[str, Any]:
+    """The step-0 state dict of every run of ``label`` (leading axis = runs), from the
+    runner's own :class:`~experiments.program.Program`."""
+    tech = config.techniques[label]
+    program = Program(make_experiment(config, tech, ds), ds, make_grid(config, label, tech))
+    return flax.serialization.to_state_dict(program.init())

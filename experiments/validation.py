@@ -82,6 +82,7 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
     _int_at_least("devices", config.devices, 0)
     _choice("bn_sync", config.bn_sync, BN_SYNC_MODES)
     _choice("run_strategy", config.run_strategy, RUN_STRATEGIES)
+    _number_in("checkpoint_every_s", config.checkpoint_every_s, 0.0)
     _int_at_least("eval_train_examples", config.eval_train_examples, 0)
     _int_at_least("dataset.seed", config.dataset.seed, 0)
     if not isinstance(config.dataset.name, str) or not config.dataset.name:

@@ -1,4 +1,4 @@
-"""WeightNorm's data-dependent init and seeded checkpoints (experiments/data_init.py)."""
+"""WeightNorm's data-dependent init and its runner hook (experiments/data_init.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.checkpoint import read_state
 from experiments.config import technique
-from experiments.data_init import SCALE_KEY, seed_checkpoint, weight_norm_data_init
-from experiments.probes import preactivations, read_state
+from experiments.data_init import SCALE_KEY, DataInit, weight_norm_data_init
+from experiments.hooks import Hook
+from experiments.probes import preactivations
 from experiments.runner import load_data, run
-from experiments.testing import tiny_config
+from experiments.testing import initial_state, tiny_config
 from experiments.train import build_model
 
 
@@ -50,16 +52,29 @@ def test_rejects_models_without_weight_norm():
         weight_norm_data_init(model, params, jnp.asarray(ds.x_train))
 
 
-def test_seeded_checkpoint_is_resumed_by_the_runner_and_not_overwritten(tmp_path):
+def test_data_init_hook_sets_the_params_the_runner_trains_from(tmp_path):
     config, ds, _, _ = _setup()
-    seed_checkpoint(config, "wn", ds, tmp_path, weight_norm_data_init, num_examples=64)
-    seeded = read_state(tmp_path, "wn")
-    assert np.all(np.asarray(seeded["step"]) == 0)
-    scales = np.asarray(seeded["params"]["layer_0"]["weight_norm"][SCALE_KEY])
-    assert scales.shape == (config.num_seeds, config.model.width) and not np.allclose(scales, 1)
-    summary = run(config, tmp_path)
+    hook = DataInit(config, ds, ["wn"], weight_norm_data_init, num_examples=64)
+    initial = initial_state(config, "wn", ds)
+    seen = []
+
+    class Record(Hook):  # sees the state after DataInit, in memory
+        def init(self, technique, state):
+            seen.append(jax.tree.map(np.asarray, state.params))
+            return state
+
+    summary = run(config, tmp_path, hooks=[hook, Record()])
     assert summary["results"]["wn"]["status"] == "ok"
+    scales = seen[0]["layer_0"]["weight_norm"][SCALE_KEY]
+    assert scales.shape == (config.num_seeds, config.model.width) and not np.allclose(scales, 1)
+    x = jnp.asarray(ds.x_train[np.random.default_rng(0).permutation(len(ds.x_train))[:64]])
+    model = build_model(config, config.techniques.wn, num_classes=ds.num_classes,
+                        use_dropout=False)
+    for r in range(config.num_seeds):  # each run: the transform of its own initial params
+        run_params = jax.tree.map(lambda a, r=r: a[r], initial["params"])
+        want = weight_norm_data_init(model, run_params, x)
+        np.testing.assert_allclose(seen[0]["layer_0"]["weight_norm"][SCALE_KEY][r],
+                                   want["layer_0"]["weight_norm"][SCALE_KEY], rtol=1e-5)
     trained = read_state(tmp_path, "wn")
     assert np.all(np.asarray(trained["step"]) == config.steps)
-    seed_checkpoint(config, "wn", ds, tmp_path, weight_norm_data_init)  # resuming: kept
-    assert np.all(np.asarray(read_state(tmp_path, "wn")["step"]) == config.steps)
+    assert DataInit(config, ds, ["other"], weight_norm_data_init).init("wn", "s") == "s"

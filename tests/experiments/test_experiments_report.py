@@ -6,7 +6,6 @@ import csv
 import json
 import math
 
-import flax.serialization
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -143,12 +142,3 @@ def test_fingerprint_ignores_presentation_fields():
     b.techniques.none.dropout = 0.1
     assert fingerprint(a, "none") != fingerprint(b, "none")
     assert fingerprint(a, "batch") == fingerprint(b, "batch")
-
-
-def test_checkpoint_version_is_checked(tmp_path):
-    store = CheckpointStore(tmp_path)
-    store.dir.mkdir()
-    store.path("none").write_bytes(flax.serialization.msgpack_serialize({"version": 99}))
-    with pytest.raises(ValueError, match=r"none.msgpack: unsupported format \(version 99\); "
-                                         "delete it to retrain technique 'none'"):
-        store.load_progress("none", {})

@@ -14,6 +14,7 @@ import pytest
 
 from experiments.config import technique
 from experiments.errors import ConfigError
+from experiments.hooks import Hook
 from experiments.progress_bar import ProgressBar
 from experiments.runner import run
 from experiments.testing import tiny_config
@@ -130,18 +131,27 @@ class _Crash(Exception):
     pass
 
 
+class _Record(Hook):
+    def __init__(self, calls):
+        self.calls = calls
+
+    def chunk(self, technique, step, state):
+        self.calls.append((technique, step))
+
+
 def test_kill_and_resume_matches_uninterrupted(reference, tmp_path):
     ref_dir, ref_summary, _ = reference
     config = _config(only="none,batch", figures=False)  # figures do not change the numbers
     calls = []
 
-    def crash_after_first_batch_chunk(label, step):
-        calls.append((label, step))
-        if label == "batch":
-            raise _Crash
+    class CrashAfterFirstBatchChunk(Hook):
+        def chunk(self, technique, step, state):
+            calls.append((technique, step))
+            if technique == "batch":
+                raise _Crash
 
     with pytest.raises(_Crash):
-        run(config, tmp_path, on_chunk=crash_after_first_batch_chunk)
+        run(config, tmp_path, hooks=[CrashAfterFirstBatchChunk()])
     assert calls == [("none", 2), ("none", 4), ("none", 6), ("batch", 2)]
     with open(tmp_path / "metrics.jsonl", "a") as fh:  # as if killed before the checkpoint
         fh.write('{"technique": "batch", "cell": "batch", "seed": 0, "step": 4}\n')
@@ -151,7 +161,7 @@ def test_kill_and_resume_matches_uninterrupted(reference, tmp_path):
     assert partial["results"]["batch"]["status"] == f"incomplete (step 2 of {STEPS})"
     assert partial["results"]["huge"]["status"] == "not run"
     assert len(read_jsonl(tmp_path / "metrics.jsonl")) == SEEDS * (STEPS // EVERY + 1)
-    summary = run(_config(only="none,batch"), tmp_path, on_chunk=lambda *a: calls.append(a))
+    summary = run(_config(only="none,batch"), tmp_path, hooks=[_Record(calls)])
     assert calls == [("batch", 4), ("batch", 6)]  # the finished technique is not redone
     # TensorBoard, rewritten from the checkpoints on resume: every step once, none lost
     assert sorted(read_scalars(tmp_path / "tensorboard" / "batch" / "seed_0")["train/loss"]) == [
@@ -185,7 +195,7 @@ def test_rerun_of_finished_study_trains_nothing(reference, tmp_path):
     ref_dir, ref_summary, _ = reference
     shutil.copytree(ref_dir, tmp_path, dirs_exist_ok=True)
     calls = []
-    summary = run(_config(name="renamed"), tmp_path, on_chunk=lambda *a: calls.append(a))
+    summary = run(_config(name="renamed"), tmp_path, hooks=[_Record(calls)])
     assert calls == [] and summary["study"] == "renamed"
     assert summary["results"] == ref_summary["results"]
 

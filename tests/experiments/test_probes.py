@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from experiments import probes
+from experiments.checkpoint import read_state
 from experiments.config import technique
 from experiments.runner import load_data, run
-from experiments.testing import tiny_config
+from experiments.testing import initial_state, tiny_config
 from experiments.writer import read_jsonl
 
 
@@ -31,8 +32,7 @@ def test_grad_norms_at_init_match_the_runners_first_step(tmp_path):
         config.steps, config.log_every, config.batch_size = 1, 1, 64
     ds = load_data(config)
     hook = probes.ProbeHook(config, ds, tmp_path, probes.grad_norm_probe(batch_size=64))
-    hook.record_initial()
-    run(config, tmp_path)
+    run(config, tmp_path, hooks=[hook])
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     probed = [r for r in read_jsonl(tmp_path / "probes.jsonl") if r["step"] == 0]
     assert len(probed) == config.num_seeds
@@ -44,13 +44,16 @@ def test_grad_norms_at_init_match_the_runners_first_step(tmp_path):
 def test_hook_probes_every_chunk_and_resumes_without_duplicates(tmp_path):
     config = _config(none=technique())
     ds = load_data(config)
-    hook = probes.ProbeHook(config, ds, tmp_path, probes.input_quantile_probe(64, 4))
-    hook.record_initial()
-    run(config, tmp_path, on_chunk=hook)
-    hook.record_initial()  # resuming: step 0 is already there
+    with config.unlocked():
+        config.checkpoint_every_s = 1e9  # saved when the run stops or ends only
+    probe = probes.input_quantile_probe(64, 4)
+    run(config, tmp_path, max_chunks=1, hooks=[probes.ProbeHook(config, ds, tmp_path, probe)])
+    run(config, tmp_path, hooks=[probes.ProbeHook(config, ds, tmp_path, probe)])
     rows = read_jsonl(tmp_path / "probes.jsonl")
-    assert sorted({r["step"] for r in rows}) == [0, 2, 4]
-    assert len(rows) == 3 * config.num_seeds
+    assert [r["step"] for r in rows] == [0, 0, 2, 2, 4, 4]
+    hook = probes.ProbeHook(config, ds, tmp_path, probe)  # a chunk redone after a crash
+    hook.chunk("none", 2, read_state(tmp_path, "none"))
+    assert len(read_jsonl(tmp_path / "probes.jsonl")) == len(rows)
     q = np.asarray(rows[0]["input_q/layer_0"])
     assert q.shape == (4, 3) and np.all(np.diff(q, axis=1) >= 0)
 
@@ -58,7 +61,7 @@ def test_hook_probes_every_chunk_and_resumes_without_duplicates(tmp_path):
 def test_input_quantiles_are_those_of_the_preactivations(tmp_path):
     config = _config(none=technique())
     ds = load_data(config)
-    state = _one_run(probes.initial_state(config, "none", ds))
+    state = _one_run(initial_state(config, "none", ds))
     fn = probes.input_quantile_probe(num_examples=64, num_units=8)(
         probes._model(config, "none", ds), config, ds)
     x = ds.x_train[np.random.default_rng(0).permutation(len(ds.x_train))]
@@ -72,7 +75,7 @@ def test_input_quantiles_are_those_of_the_preactivations(tmp_path):
 def test_precise_batch_stats_of_the_first_layer_are_the_population_stats():
     config = _config(batch=technique("batch"))
     ds = load_data(config)
-    state = _one_run(probes.initial_state(config, "batch", ds))
+    state = _one_run(initial_state(config, "batch", ds))
     model = probes._model(config, "batch", ds)
     x = jnp.asarray(ds.x_train)
     stats = probes.precise_batch_stats(model, probes._variables(state), x.reshape(4, 16, -1))
@@ -90,8 +93,9 @@ def test_precise_bn_probe_beats_an_untouched_ema_after_training(tmp_path):
         config.optimizer.learning_rate = 0.05
     ds = load_data(config)
     hook = probes.ProbeHook(config, ds, tmp_path, probes.precise_bn_probe(num_batches=4))
-    summary = run(config, tmp_path, on_chunk=hook)
-    precise = np.mean([r["precise/test_accuracy"] for r in read_jsonl(tmp_path / "probes.jsonl")])
+    summary = run(config, tmp_path, hooks=[hook])
+    precise = np.mean([r["precise/test_accuracy"] for r in read_jsonl(tmp_path / "probes.jsonl")
+                       if r["step"] == config.steps])
     ema = summary["results"]["batch"]["final"]["test/accuracy"]["mean"]
     assert precise > ema  # the EMA with decay 0.999 still holds mostly its init after 40 steps
 
@@ -100,7 +104,7 @@ def test_landscape_probe_first_order():
     """For tiny steps, L(theta - eta g) - L(theta - 2 eta g) ~ eta ||g||^2 and dg ~ 0."""
     config = _config(none=technique(learning_rate=1e-4))
     ds = load_data(config)
-    state = _one_run(probes.initial_state(config, "none", ds))
+    state = _one_run(initial_state(config, "none", ds))
     fn = probes.landscape_probe(factors=(1.0, 2.0))(probes._model(config, "none", ds), config,
                                                    ds)
     with jax.numpy_dtype_promotion("standard"):
@@ -115,6 +119,6 @@ def test_landscape_probe_first_order():
 def test_errors(tmp_path):
     config = _config()
     with pytest.raises(FileNotFoundError, match="no checkpoint for technique 'none'"):
-        probes.read_state(tmp_path, "none")
+        read_state(tmp_path, "none")
     with pytest.raises(ValueError, match="every must be >= 1"):
         probes.ProbeHook(config, load_data(config), tmp_path, probes.grad_norm_probe(), every=0)
