@@ -106,15 +106,17 @@ class Program:
         with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
             shapes = jax.eval_shape(self._init, *self._grid_args())
             convolutions = self._convolutions(shapes)
+        self._compiled: dict[Any, Callable[..., Any]] = {}
         self.strategy = resolve_strategy(experiment.config, grid.num_runs,
                                          convolutions=convolutions)
-        if self.strategy.name != "measure":  # else chosen on the first train() call
-            self._chunk, self._eval = self._programs(self.strategy.name)
+        if self.strategy.name == "measure":  # chosen now, before any program is used
+            config = experiment.config
+            self.strategy = self._measured(self.init(), min(config.log_every, config.steps))
+        self._chunk, self._eval = self._programs(self.strategy.name)
         self.has_batch_stats = bool(jax.tree_util.tree_leaves(shapes.batch_stats))
         sets = _eval_sets(experiment.config, ds, self.has_batch_stats,
                           par.groups if par is not None else 1)
         self._sets = sets if par is None else par.place_batches(sets)
-        self._compiled: dict[Any, Callable[..., Any]] = {}
 
     def _convolutions(self, shapes: TrainState) -> bool:
         """Whether the step has XLA convolutions: known for the shipped models (``conv_impl``),
@@ -142,8 +144,8 @@ class Program:
         par = self.experiment.parallel
         return fn if par is None else par.traced(fn)
 
-    def _measure(self, state: TrainState, num_steps: int) -> None:
-        """Times a short chunk of every strategy on copies of ``state``; keeps the fastest."""
+    def _measured(self, state: TrainState, num_steps: int) -> Strategy:
+        """Times a short chunk of every strategy on copies of ``state``: the fastest."""
         steps = min(num_steps, MEASURE_STEPS)
         per_step = {}
         for name in measured_strategies(self.grid.num_runs):
@@ -158,8 +160,7 @@ class Program:
             per_step[name] = min(times) / steps
         best = min(per_step, key=per_step.__getitem__)
         timings = ", ".join(f"{k} {v * 1e3:.3g}" for k, v in per_step.items())
-        self.strategy = Strategy(best, f"measured: ms per step of all runs: {timings}")
-        self._chunk, self._eval = self._programs(best)
+        return Strategy(best, f"measured: ms per step of all runs: {timings}")
 
     def place_state(self, tree: Any) -> Any:
         """Host values (e.g. a restored checkpoint) as device arrays in the programs' layout:
@@ -192,8 +193,6 @@ class Program:
 
         ``state`` is donated: do not use it afterwards.
         """
-        if self.strategy.name == "measure":
-            self._measure(state, num_steps)
         run = self._chunk_runner(("train", self.strategy.name), self._chunk, state, num_steps)
         start = time.perf_counter()
         state, metrics = run(state)
@@ -224,9 +223,6 @@ class Program:
 
     def evaluate(self, state: TrainState) -> tuple[dict[str, np.ndarray], float]:
         """Eval metrics of every run (arrays of shape (R,)) and seconds (without compiling)."""
-        if self.strategy.name == "measure":
-            raise RuntimeError("Program.evaluate before the first train(): with "
-                               "run_strategy='measure' the strategy is chosen there.")
         if self.strategy.name == "stepwise":
             runs = [take_run(state, r) for r in range(self.grid.num_runs)]
             fn = self._compile(("eval", "stepwise"), self._eval, runs[0], self._sets)
