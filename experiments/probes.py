@@ -144,7 +144,7 @@ def landscape_probe(factors: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
     Returns ``landscape/eta``, ``landscape/loss`` and ``landscape/grad_change`` (one entry per
     factor: ``L(theta - eta g)``, ``||grad L(theta - eta g) - g||``) and ``landscape/grad_norm``
     (``||g||``), on one fixed training batch (BatchNorm in training mode); summarize them with
-    :func:`experiments.metrics.landscape_summary`.
+    :func:`experiments.studies.metrics.landscape_summary`.
     """
     f = jnp.asarray(factors, jnp.float32)
 

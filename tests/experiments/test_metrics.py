@@ -1,4 +1,4 @@
-"""Study metrics and verdict logic (experiments/metrics.py), against hand-computed values."""
+"""Study metrics and verdict logic (experiments/studies/metrics.py), against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments import metrics
+from experiments.studies import metrics
 
 
 def _rows():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import studies
-from experiments.metrics import Check
+from experiments.studies.metrics import Check
 
 VERDICTS = ("holds", "holds in part", "mixed", "contradicted", "does not hold at this scale")
 
@@ -35,7 +35,7 @@ def test_study_runs_tiny_and_writes_its_section(name, tmp_path):
     assert section.figures
     info = json.loads((runs / name / "section.json").read_text())
     assert info["verdict"] == section.verdict and info["tiny"] is True
-    assert set(info["part_seconds"]) == set(studies.load_claim(name).parts(True))
+    assert set(info["part_seconds"]) == set(studies.load_study(name).parts(True))
 
 
 def test_command_writes_the_report_and_keeps_other_sections(tmp_path, capsys):
@@ -48,7 +48,7 @@ def test_command_writes_the_report_and_keeps_other_sections(tmp_path, capsys):
     assert studies.main(["--only", "bn_init_scale", "--tiny", "--runs", str(runs),
                          "--out", str(out)]) == 0
     report = (out / "studies.md").read_text()
-    title = studies.load_claim("bn_init_scale").TITLE
+    title = studies.load_study("bn_init_scale").TITLE
     assert f"## {title}" in report and f"[{title}]" in report and "(tiny run)" in report
     assert "## Earlier section" in report and "| 2 | [Earlier section]" in report
     assert report.index(f"## {title}") < report.index("## Earlier section")  # study order
@@ -61,20 +61,20 @@ def test_command_rejects_unknown_study(capsys):
     assert "unknown study name(s) ['bn_magic']" in capsys.readouterr().err
 
 
-def test_load_claim_errors(tmp_path):
+def test_load_study_errors(monkeypatch):
     with pytest.raises(ValueError, match="unknown study 'nope'"):
-        studies.load_claim("nope")
-    (tmp_path / "claim_half.py").write_text("TITLE = 'x'\n")
-    with pytest.raises(ValueError, match=r"lacks \['CLAIM', 'parts', 'get_config', 'analyze'\]"):
-        studies.load_claim("half", tmp_path)
+        studies.load_study("nope")
+    monkeypatch.delattr(studies.load_study("landscape"), "analyze")
+    with pytest.raises(ValueError, match=r"landscape.py lacks \['analyze'\]"):
+        studies.load_study("landscape")
 
 
 def test_every_claim_config_is_complete():
     for name in studies.STUDIES:
-        module = studies.load_claim(name)
+        module = studies.load_study(name)
         assert module.parts(False) and set(module.parts(True)) <= set(module.parts(False))
         for part in module.parts(False):
-            config = module.get_config(part)
+            config = studies.study_config(name, part)
             assert config.num_seeds >= 3 and config.steps % config.log_every == 0, (name, part)
             if config.steps < 2000:
                 assert config.num_seeds >= 5, (name, part)
@@ -86,11 +86,11 @@ def test_every_claim_config_is_complete():
                                            ("mnist1d", "resnet"), ("group_norm", "spectral")])
 def test_claim_configs_reject_bad_parts(name, arg):
     with pytest.raises(ValueError, match=f"configs/claim_{name}.py: argument"):
-        studies.load_claim(name).get_config(arg)
+        studies.study_config(name, arg)
 
 
 def test_tiny_config_shrinks():
-    config = studies.load_claim("gradient_flow").get_config("relu")
+    config = studies.study_config("gradient_flow", "relu")
     tiny = studies.tiny_config(config)
     assert (tiny.steps, tiny.log_every, tiny.num_seeds, tiny.model.depth) == (3, 1, 2, 2)
     assert config.steps == 300 and config.model.depth == 16  # the original is untouched
@@ -106,7 +106,7 @@ def test_markdown_table():
 
 
 def test_part_final_marks_diverged_cells(tmp_path):
-    config = studies.load_claim("bn_learning_rate").get_config()
+    config = studies.study_config("bn_learning_rate", None)
     summary = {"results": {"none": {"technique": "none", "status": "diverged at step 3",
                                     "hparams": {}},
                            "batch": {"technique": "batch", "status": "ok", "hparams": {}}}}

@@ -1,4 +1,4 @@
-"""Figure helpers of the studies (experiments/study_figures.py): bands, NaN-safety, output."""
+"""Figure helpers of the studies (experiments/studies/figures.py): bands, NaN-safety, output."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from experiments import study_figures as fig
+from experiments.studies import figures as fig
 
 
 def test_panels_curves_and_save(tmp_path):

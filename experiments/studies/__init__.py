@@ -4,18 +4,19 @@
     python -m experiments.studies --only bn_batch_size,landscape
     python -m experiments.studies --tiny --out /tmp/docs   # a smoke test: seconds per study
 
-Each study is one file ``configs/claim_<name>.py`` that holds the claim, its runs and how they
-are judged:
+Each study is two files: ``configs/claim_<name>.py`` is data, the runner configs
+(``get_config(part) -> ConfigDict``, also usable directly: ``python -m experiments --config
+configs/claim_<name>.py:<part> --workdir ...``) and the grids they use; the module
+``experiments/studies/<name>.py`` says what is claimed and how it is judged:
 
 * ``TITLE``, ``CLAIM`` (text); ``parts(tiny: bool) -> tuple[str, ...]`` the runs it needs;
   optional ``TINY_TECHNIQUES = {part: labels}``: what ``--tiny`` keeps of a part;
-* ``get_config(part) -> ConfigDict``: the runner config of one part (also usable directly:
-  ``python -m experiments --config configs/claim_<name>.py:<part> --workdir ...``);
 * optional ``prepare(part, config, ds, workdir) -> Hook | None``: extra probes
   (:mod:`experiments.probes`) or a data-dependent init (:mod:`experiments.data_init`);
 * ``analyze(study: Study) -> Section``: figures, a table of medians over seeds with their
-  interquartile range, and :class:`~experiments.metrics.Check` s that the verdict is computed
-  from (:func:`experiments.metrics.verdict`; nothing is hard-coded, so a rerun can change it).
+  interquartile range, and :class:`~experiments.studies.metrics.Check` s that the verdict is
+  computed from (:func:`experiments.studies.metrics.verdict`; nothing is hard-coded, so a
+  rerun can change it).
 
 Each part runs with :func:`experiments.runner.run` into ``<runs>/<name>/<part>`` (deleted
 first unless ``--resume``).  Each study writes ``<runs>/<name>/section.md`` and
@@ -28,174 +29,52 @@ first unless ``--resume``).  Each study writes ``<runs>/<name>/section.md`` and
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib.util
+import importlib
 import json
 import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import ml_collections
-import numpy as np
 
-from experiments import metrics
 from experiments.runner import load_data, run
+from experiments.studies import metrics
+from experiments.studies.base import Part, Section, Study, markdown_table, tiny_config
 from experiments.writer import atomic_write, read_jsonl, write_json
 
-__all__ = ["STUDIES", "Part", "Section", "Study", "load_claim", "main", "markdown_table",
-           "render_report", "run_study", "tiny_config"]
+__all__ = ["STUDIES", "Part", "Section", "Study", "load_study", "main", "markdown_table",
+           "render_report", "run_study", "study_config", "tiny_config"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ("bn_convergence", "bn_learning_rate", "bn_init_scale", "bn_batch_size",
            "bn_train_eval", "dropout_gap", "gradient_flow", "covariate_shift", "landscape",
            "mnist1d", "group_norm")
+REQUIRED = ("TITLE", "CLAIM", "parts", "analyze")
 log = logging.getLogger("experiments.studies")
 
 
-@dataclass
-class Part:
-    """One finished run of a study: its config, outputs and wall time."""
-
-    name: str
-    config: ml_collections.ConfigDict
-    workdir: Path
-    summary: dict[str, Any]
-    rows: list[dict[str, Any]]
-    probes: list[dict[str, Any]]
-    seconds: float
-
-    def cells(self, technique: str) -> list[str]:
-        """The cells (sweep points) of ``technique``, in grid order."""
-        return [c for c, e in self.summary["results"].items() if e["technique"] == technique]
-
-    def ok(self, cell: str) -> bool:
-        return self.summary["results"][cell]["status"] == "ok"
-
-    def final(self, cell: str, key: str, *, failed: float = np.nan) -> np.ndarray:
-        """Per-seed final ``key`` of ``cell``; every seed is ``failed`` if it diverged."""
-        if not self.ok(cell):
-            return np.full(self.config.num_seeds, failed)
-        return metrics.final_values(self.rows, cell, key)
-
-    def sweep(self, technique: str, key: str, hparam: str, *,
-              failed: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
-        """Swept values ``(X,)`` of ``hparam`` and per-seed final ``key`` ``(X, seeds)``."""
-        cells = self.cells(technique)
-        xs = np.asarray([self.summary["results"][c]["hparams"][hparam] for c in cells])
-        return xs, np.stack([self.final(c, key, failed=failed) for c in cells])
-
-    def curves(self, cell: str, key: str, *,
-               probes: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Steps and per-seed values ``(seeds, steps)`` of ``key`` (from probes.jsonl)."""
-        steps, _, values = metrics.seed_curves(self.probes if probes else self.rows, cell, key)
-        return steps, values
-
-    def probe_array(self, cell: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Steps ``(T,)`` and a probe's array values ``(seeds, T, ...)``."""
-        rows = sorted((r for r in self.probes if r["cell"] == cell and key in r),
-                      key=lambda r: (r["seed"], r["step"]))
-        if not rows:
-            raise KeyError(f"no probe {key!r} for cell {cell!r}")
-        steps = np.asarray(sorted({r["step"] for r in rows}))
-        seeds = sorted({r["seed"] for r in rows})
-        table = {(r["seed"], r["step"]): r[key] for r in rows}
-        return steps, np.asarray([[table[s, t] for t in steps] for s in seeds], np.float64)
-
-
-@dataclass
-class Study:
-    """What ``analyze`` gets: the parts, where to put figures, whether this is a tiny run."""
-
-    name: str
-    tiny: bool
-    parts: dict[str, Part]
-    figures_dir: Path
-
-    def figure(self, stem: str) -> Path:
-        """Where to save figure ``stem`` (``<out>/figures/<study>_<stem>.png``)."""
-        return self.figures_dir / f"{self.name}_{stem}.png"
-
-    @property
-    def num_seeds(self) -> int:
-        return min(p.config.num_seeds for p in self.parts.values())
-
-
-@dataclass
-class Section:
-    """One claim's part of the report; the verdict is computed from ``checks``."""
-
-    title: str
-    claim: str
-    setup: tuple[str, str]
-    figures: list[tuple[str, Path]]
-    table: list[str]
-    checks: list[metrics.Check]
-    notes: list[str] = field(default_factory=list)
-    criterion: str = metrics.CRITERION
-
-    @property
-    def verdict(self) -> str:
-        return metrics.verdict(self.checks)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table; every row must have one entry per header."""
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(f"table row {row} has {len(row)} entries, header has {len(header)}")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def load_claim(name: str, configs_dir: Path = ROOT / "configs") -> ModuleType:
-    """The module ``configs/claim_<name>.py``."""
-    path = configs_dir / f"claim_{name}.py"
-    if not path.is_file():
-        raise ValueError(f"unknown study {name!r}: {path} does not exist; known: "
-                         f"{', '.join(STUDIES)}")
-    spec = importlib.util.spec_from_file_location(f"_normjax_claim_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    missing = [a for a in ("TITLE", "CLAIM", "parts", "get_config", "analyze")
-               if not hasattr(module, a)]
+def load_study(name: str) -> ModuleType:
+    """The module ``experiments.studies.<name>``."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
+    module = importlib.import_module(f"experiments.studies.{name}")
+    missing = [a for a in REQUIRED if not hasattr(module, a)]
     if missing:
-        raise ValueError(f"{path} lacks {missing}; see experiments/studies.py")
+        raise ValueError(f"{module.__file__} lacks {missing}; see experiments/studies/__init__.py")
     return module
 
 
-def tiny_config(config: ml_collections.ConfigDict,
-                keep: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
-    """``config`` cut to 3 steps logged every step, 2 seeds, little data, depth <= 2, and
-    only the techniques in ``keep`` (``None``: all)."""
-    order = [label for label in config.techniques if keep is None or label in keep]
-    config = copy.deepcopy(config)
-    with config.unlocked():
-        kept = ml_collections.ConfigDict(sort_keys=False)  # deepcopy loses the order
-        for label in order:
-            kept[label] = config.techniques[label]
-        config.techniques = kept
-        config.steps, config.log_every, config.num_seeds = 3, 1, 2
-        config.model.depth = min(config.model.depth, 2)
-        config.optimizer.warmup_steps = 0
-        config.eval_train_examples = min(config.eval_train_examples or 128, 128)
-        config.eval_batch_size = min(config.eval_batch_size, 256)
-        config.figures = False
-        if "devices" in config:  # one device: the smoke test compiles the least
-            config.devices = 1
-        if config.dataset.name == "mnist1d":
-            config.dataset.options.num_samples = 500  # test split = one batch of 100
-    return config
+def study_config(name: str, part: str) -> ml_collections.ConfigDict:
+    """The runner config of ``part`` of study ``name`` (``configs/claim_<name>.py``)."""
+    return importlib.import_module(f"configs.claim_{name}").get_config(part)
 
 
 def _run_part(name: str, module: ModuleType, part: str, *, tiny: bool, workdir: Path,
               resume: bool) -> Part:
-    config = module.get_config(part)
+    config = study_config(name, part)
     keep = getattr(module, "TINY_TECHNIQUES", {}).get(part)
     config = tiny_config(config, keep) if tiny else config
     config.lock()
@@ -235,7 +114,7 @@ def run_study(name: str, *, tiny: bool = False, runs_dir: Path = ROOT / "runs" /
     Returns the section and the wall time: the parts' (summed over resumed invocations) plus
     the analysis.
     """
-    module = load_claim(name)
+    module = load_study(name)
     parts = {}
     for part in module.parts(tiny):
         log.info("study %s: part %s", name, part)
@@ -264,7 +143,8 @@ def _render_section(section: Section, study: Study, seconds: float, out: Path) -
     details = "; ".join(c.detail for c in section.checks)
     lines += ["", f"**Verdict: {section.verdict}.** Criterion: {section.criterion}. "
               f"{details}.", "", f"*Wall time: {seconds:.0f} s ({parts}); "
-              f"config: `configs/claim_{study.name}.py`.*", ""]
+              f"config: `configs/claim_{study.name}.py`, analysis: "
+              f"`experiments/studies/{study.name}.py`.*", ""]
     return "\n".join(lines)
 
 
@@ -324,7 +204,3 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write(out / "studies.md", render_report(runs_dir))
     print(f"done: see {out / 'studies.md'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

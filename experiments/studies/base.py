@@ -1,0 +1,135 @@
+"""What a study is made of: its runs (:class:`Part`), what ``analyze`` gets (:class:`Study`),
+the report section it returns (:class:`Section`), and :func:`tiny_config` for smoke runs."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments.studies import metrics
+
+__all__ = ["Part", "Section", "Study", "markdown_table", "tiny_config"]
+
+
+@dataclass
+class Part:
+    """One finished run of a study: its config, outputs and wall time."""
+
+    name: str
+    config: ml_collections.ConfigDict
+    workdir: Path
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    probes: list[dict[str, Any]]
+    seconds: float
+
+    def cells(self, technique: str) -> list[str]:
+        """The cells (sweep points) of ``technique``, in grid order."""
+        return [c for c, e in self.summary["results"].items() if e["technique"] == technique]
+
+    def ok(self, cell: str) -> bool:
+        return self.summary["results"][cell]["status"] == "ok"
+
+    def final(self, cell: str, key: str, *, failed: float = np.nan) -> np.ndarray:
+        """Per-seed final ``key`` of ``cell``; every seed is ``failed`` if it diverged."""
+        if not self.ok(cell):
+            return np.full(self.config.num_seeds, failed)
+        return metrics.final_values(self.rows, cell, key)
+
+    def sweep(self, technique: str, key: str, hparam: str, *,
+              failed: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
+        """Swept values ``(X,)`` of ``hparam`` and per-seed final ``key`` ``(X, seeds)``."""
+        cells = self.cells(technique)
+        xs = np.asarray([self.summary["results"][c]["hparams"][hparam] for c in cells])
+        return xs, np.stack([self.final(c, key, failed=failed) for c in cells])
+
+    def curves(self, cell: str, key: str, *,
+               probes: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Steps and per-seed values ``(seeds, steps)`` of ``key`` (from probes.jsonl)."""
+        steps, _, values = metrics.seed_curves(self.probes if probes else self.rows, cell, key)
+        return steps, values
+
+    def probe_array(self, cell: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Steps ``(T,)`` and a probe's array values ``(seeds, T, ...)``."""
+        rows = sorted((r for r in self.probes if r["cell"] == cell and key in r),
+                      key=lambda r: (r["seed"], r["step"]))
+        if not rows:
+            raise KeyError(f"no probe {key!r} for cell {cell!r}")
+        steps = np.asarray(sorted({r["step"] for r in rows}))
+        seeds = sorted({r["seed"] for r in rows})
+        table = {(r["seed"], r["step"]): r[key] for r in rows}
+        return steps, np.asarray([[table[s, t] for t in steps] for s in seeds], np.float64)
+
+
+@dataclass
+class Study:
+    """What ``analyze`` gets: the parts, where to put figures, whether this is a tiny run."""
+
+    name: str
+    tiny: bool
+    parts: dict[str, Part]
+    figures_dir: Path
+
+    def figure(self, stem: str) -> Path:
+        """Where to save figure ``stem`` (``<out>/figures/<study>_<stem>.png``)."""
+        return self.figures_dir / f"{self.name}_{stem}.png"
+
+    @property
+    def num_seeds(self) -> int:
+        return min(p.config.num_seeds for p in self.parts.values())
+
+
+@dataclass
+class Section:
+    """One claim's part of the report; the verdict is computed from ``checks``."""
+
+    title: str
+    claim: str
+    setup: tuple[str, str]
+    figures: list[tuple[str, Path]]
+    table: list[str]
+    checks: list[metrics.Check]
+    notes: list[str] = field(default_factory=list)
+    criterion: str = metrics.CRITERION
+
+    @property
+    def verdict(self) -> str:
+        return metrics.verdict(self.checks)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table; every row must have one entry per header."""
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"table row {row} has {len(row)} entries, header has {len(header)}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def tiny_config(config: ml_collections.ConfigDict,
+                keep: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
+    """``config`` cut to 3 steps logged every step, 2 seeds, little data, depth <= 2, and
+    only the techniques in ``keep`` (``None``: all)."""
+    order = [label for label in config.techniques if keep is None or label in keep]
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        kept = ml_collections.ConfigDict(sort_keys=False)  # deepcopy loses the order
+        for label in order:
+            kept[label] = config.techniques[label]
+        config.techniques = kept
+        config.steps, config.log_every, config.num_seeds = 3, 1, 2
+        config.model.depth = min(config.model.depth, 2)
+        config.optimizer.warmup_steps = 0
+        config.eval_train_examples = min(config.eval_train_examples or 128, 128)
+        config.eval_batch_size = min(config.eval_batch_size, 256)
+        config.figures = False
+        if "devices" in config:  # one device: the smoke test compiles the least
+            config.devices = 1
+        if config.dataset.name == "mnist1d":
+            config.dataset.options.num_samples = 500  # test split = one batch of 100
+    return config
