@@ -57,6 +57,7 @@ from experiments.data import Dataset
 from experiments.program import Program, make_experiment
 from experiments.runs import make_grid
 from experiments.strategy import RUN_STRATEGIES, resolve_strategy
+from experiments.typed_config import typed_config
 
 __all__ = ["main", "runner_config"]
 
@@ -90,8 +91,8 @@ def runner_config(norm: str, num_seeds: int, strategy: str = "auto", steps: int 
 
 def _runner_call(config: ml_collections.ConfigDict, ds: Dataset, steps: int
                  ) -> tuple[Callable[[], Any], Program]:
-    tech = config.techniques.bench
-    program = Program(make_experiment(config, tech, ds), ds, make_grid(config, "bench", tech))
+    typed = typed_config(config)
+    program = Program(make_experiment(typed, "bench", ds), ds, make_grid(typed, "bench"))
     holder = {"state": program.init()}
 
     def call() -> Any:

@@ -31,11 +31,11 @@ from typing import Any
 
 import flax.serialization
 import jax
-import ml_collections
 import numpy as np
 
 from experiments.errors import ConfigError
 from experiments.train import TrainState
+from experiments.typed_config import StudyConfig
 from experiments.writer import jsonable
 
 __all__ = ["CheckpointStore", "Progress", "fingerprint", "read_state"]
@@ -47,7 +47,7 @@ _NOT_FINGERPRINTED = ("name", "notes", "figures", "only", "techniques", "run_str
                       "checkpoint_every_s")
 
 
-def fingerprint(config: ml_collections.ConfigDict, label: str) -> dict[str, Any]:
+def fingerprint(config: StudyConfig, label: str) -> dict[str, Any]:
     """The config a technique's results depend on, as plain JSON data."""
     shared = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
     data = {"config": shared, "technique": config.techniques[label].to_dict()}

@@ -29,6 +29,7 @@ import normjax
 from experiments.data import Dataset
 from experiments.hooks import Hook
 from experiments.train import TrainState, build_model
+from experiments.typed_config import StudyConfig, typed_config
 
 __all__ = ["SCALE_KEY", "DataInit", "weight_norm_data_init"]
 
@@ -69,10 +70,11 @@ class DataInit(Hook):
     ``transform(model, params, x)`` on every run, where ``x`` is a fixed batch of
     ``num_examples`` training inputs (the same for every run and every invocation)."""
 
-    def __init__(self, config: ml_collections.ConfigDict, ds: Dataset, labels: Sequence[str],
+    def __init__(self, config: ml_collections.ConfigDict | StudyConfig, ds: Dataset,
+                 labels: Sequence[str],
                  transform: Callable[[nn.Module, PyTree, jax.Array], PyTree], *,
                  num_examples: int = 512) -> None:
-        self.config, self.labels, self.transform = config, tuple(labels), transform
+        self.config, self.labels, self.transform = typed_config(config), tuple(labels), transform
         idx = np.random.default_rng(0).permutation(len(ds.x_train))[:num_examples]
         self.x = jnp.asarray(ds.x_train[idx])
         self.num_classes, self.input_shape = ds.num_classes, tuple(ds.input_shape)

@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import ml_collections
 import optax
 
+from experiments.typed_config import OptimizerConfig
 from normjax import default_penalty_mask
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "lr_factor", "make_optimizer"]
@@ -46,7 +46,7 @@ def lr_factor(schedule: str, *, steps: int, warmup_steps: int = 0) -> optax.Sche
     return optax.join_schedules([warmup, main[schedule]()], [warmup_steps])
 
 
-def _direction(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def _direction(opt: OptimizerConfig) -> optax.GradientTransformation:
     if opt.name in ("adam", "adamw"):
         return optax.scale_by_adam()
     if opt.name == "momentum":
@@ -56,7 +56,7 @@ def _direction(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
     raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {opt.name!r}")
 
 
-def make_optimizer(opt: ml_collections.ConfigDict, *, steps: int,
+def make_optimizer(opt: OptimizerConfig, *, steps: int,
                    learning_rate: float | jax.Array,
                    weight_decay: float | jax.Array) -> optax.GradientTransformation:
     """The optimizer of ``opt`` (fields name, momentum, schedule, warmup_steps, grad_clip_norm).

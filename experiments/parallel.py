@@ -46,6 +46,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments.errors import ConfigError
+from experiments.typed_config import StudyConfig
 
 __all__ = ["BN_SYNC_MODES", "DATA_AXIS", "DataParallel", "ENV_VARS", "apply_per_device",
            "check_batch_split", "data_parallel", "from_config", "initialize_distributed",
@@ -246,7 +247,7 @@ def initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
     return True
 
 
-def from_config(config: Any) -> DataParallel:
+def from_config(config: StudyConfig) -> DataParallel:
     """The :class:`DataParallel` of ``config.devices`` / ``config.bn_sync``, after checking that
     the batch splits evenly (a :class:`ConfigError` naming batch_size and devices if not)."""
     n = resolve_devices(config.devices, jax.device_count(), config.batch_size)

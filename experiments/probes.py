@@ -43,6 +43,7 @@ from experiments.data import Dataset
 from experiments.hooks import Hook
 from experiments.runs import make_grid
 from experiments.train import TrainState, build_model
+from experiments.typed_config import StudyConfig, typed_config
 from experiments.writer import MetricsLog, read_jsonl
 from normjax.linen import BatchNorm
 
@@ -50,11 +51,11 @@ __all__ = ["Probe", "ProbeHook", "grad_norm_probe", "input_quantile_probe", "lan
            "preactivations", "precise_batch_stats", "precise_bn_probe"]
 
 State = dict[str, Any]
-Probe = Callable[[nn.Module, ml_collections.ConfigDict, Dataset],
+Probe = Callable[[nn.Module, StudyConfig, Dataset],
                  Callable[[State], dict[str, jax.Array]]]
 
 
-def _model(config: ml_collections.ConfigDict, label: str, ds: Dataset) -> nn.Module:
+def _model(config: StudyConfig, label: str, ds: Dataset) -> nn.Module:
     """The technique's model without dropout layers (probes are deterministic)."""
     return build_model(config, config.techniques[label], num_classes=ds.num_classes,
                        use_dropout=False, input_shape=tuple(ds.input_shape))
@@ -82,7 +83,7 @@ def _batch(ds: Dataset, size: int, *, split: str = "train") -> tuple[jax.Array, 
 
 def grad_norm_probe(batch_size: int | None = None) -> Probe:
     """``grad_norm/<top-level module>`` on one training batch (default: the batch size)."""
-    def factory(model: nn.Module, config: ml_collections.ConfigDict,
+    def factory(model: nn.Module, config: StudyConfig,
                 ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
         x, y = _batch(ds, batch_size or config.batch_size)
 
@@ -123,7 +124,7 @@ def input_quantile_probe(num_examples: int = 512, num_units: int = 16,
     """
     qs = jnp.asarray(quantiles, jnp.float32)
 
-    def factory(model: nn.Module, config: ml_collections.ConfigDict,
+    def factory(model: nn.Module, config: StudyConfig,
                 ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
         x, _ = _batch(ds, num_examples)
 
@@ -148,7 +149,7 @@ def landscape_probe(factors: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
     """
     f = jnp.asarray(factors, jnp.float32)
 
-    def factory(model: nn.Module, config: ml_collections.ConfigDict,
+    def factory(model: nn.Module, config: StudyConfig,
                 ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
         x, y = _batch(ds, batch_size or config.batch_size)
 
@@ -211,7 +212,7 @@ def precise_bn_probe(num_batches: int = 20) -> Probe:
     exactly over ``num_batches`` training batches of the training batch size, run in training
     mode with the weights frozen; then the whole test set is evaluated in eval mode.
     """
-    def factory(model: nn.Module, config: ml_collections.ConfigDict,
+    def factory(model: nn.Module, config: StudyConfig,
                 ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
         b = config.batch_size
         k = max(1, min(num_batches, len(ds.x_train) // b))
@@ -238,11 +239,11 @@ class ProbeHook(Hook):
     probed).
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, ds: Dataset, workdir: str | Path,
-                 probe: Probe, *, every: int = 1) -> None:
+    def __init__(self, config: ml_collections.ConfigDict | StudyConfig, ds: Dataset,
+                 workdir: str | Path, probe: Probe, *, every: int = 1) -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every!r}")
-        self.config, self.ds, self.workdir = config, ds, Path(workdir)
+        self.config, self.ds, self.workdir = typed_config(config), ds, Path(workdir)
         self.probe, self.every = probe, every
         self.log = MetricsLog(self.workdir / "probes.jsonl")
         self._fns: dict[str, Callable[[State], dict[str, jax.Array]]] = {}
@@ -262,7 +263,7 @@ class ProbeHook(Hook):
             return
         with jax.numpy_dtype_promotion("standard"):
             values = jax.device_get(self._fn(label)(flax.serialization.to_state_dict(state)))
-        grid = make_grid(self.config, label, self.config.techniques[label])
+        grid = make_grid(self.config, label)
         rows = []
         for r in range(grid.num_runs):
             row = {"technique": label, "cell": grid.labels[int(grid.cell[r])],

@@ -18,7 +18,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from experiments.data import Dataset
@@ -36,6 +35,7 @@ from experiments.strategy import (
     take_run,
 )
 from experiments.train import EvalSet, Experiment, TrainState, build_model
+from experiments.typed_config import StudyConfig
 
 __all__ = ["Program", "make_eval_set", "make_experiment"]
 
@@ -48,10 +48,12 @@ def _run_once_options() -> dict[str, Any] | None:
     return {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def make_experiment(config: ml_collections.ConfigDict, tech: ml_collections.ConfigDict,
-                    ds: Dataset, parallel: DataParallel | None = None) -> Experiment:
-    """The :class:`Experiment` of technique ``tech`` on dataset ``ds`` (on ``parallel``'s
-    devices; ``None``: one device)."""
+def make_experiment(config: StudyConfig, label: str, ds: Dataset,
+                    parallel: DataParallel | None = None) -> Experiment:
+    """The :class:`Experiment` of technique ``label`` on dataset ``ds`` (on ``parallel``'s
+    devices; ``None``: one device): its pure single-run ``init``, ``train_chunk``, ``data_step``
+    and ``evaluate``."""
+    tech = config.techniques[label]
     flags = structure_flags(config, tech)
     model = build_model(config, tech, num_classes=ds.num_classes,
                         use_dropout=flags["use_dropout"], input_shape=tuple(ds.input_shape))
@@ -76,7 +78,7 @@ def make_eval_set(x: np.ndarray, y: np.ndarray, batch_size: int, *,
                    jnp.asarray(ys.reshape(num, b)), jnp.asarray(weight.reshape(num, b)))
 
 
-def _eval_sets(config: ml_collections.ConfigDict, ds: Dataset,
+def _eval_sets(config: StudyConfig, ds: Dataset,
                batch_stats: bool, bn_groups: int = 1) -> dict[str, EvalSet]:
     k = config.eval_train_examples or len(ds.x_train)
     sets = {"train": make_eval_set(ds.x_train[:k], ds.y_train[:k], config.eval_batch_size),

@@ -24,12 +24,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from experiments.checkpoint import Progress
 from experiments.figures import make_figures
 from experiments.runs import make_grid
+from experiments.typed_config import ModelConfig, StudyConfig
 from experiments.writer import atomic_write, write_csv, write_json
 
 __all__ = ["MAIN_METRICS", "render_report", "summarize", "write_outputs"]
@@ -68,8 +68,8 @@ def _status(progress: Progress, c: int, steps: int) -> str:
     return status
 
 
-def _cell_entries(config: ml_collections.ConfigDict, progress: Progress) -> dict[str, Any]:
-    grid = make_grid(config, progress.technique, config.techniques[progress.technique])
+def _cell_entries(config: StudyConfig, progress: Progress) -> dict[str, Any]:
+    grid = make_grid(config, progress.technique)
     entries = {}
     for c, cell in enumerate(progress.cell_labels):
         status = _status(progress, c, config.steps)
@@ -85,7 +85,7 @@ def _cell_entries(config: ml_collections.ConfigDict, progress: Progress) -> dict
     return entries
 
 
-def summarize(config: ml_collections.ConfigDict,
+def summarize(config: StudyConfig,
               progress: Mapping[str, Progress | None]) -> dict[str, Any]:
     """The summary of every technique of ``config`` (see the module docstring)."""
     results: dict[str, Any] = {}
@@ -94,7 +94,7 @@ def summarize(config: ml_collections.ConfigDict,
         if p is not None:
             results.update(_cell_entries(config, p))
             continue
-        grid = make_grid(config, label, config.techniques[label])
+        grid = make_grid(config, label)
         for cell, swept in zip(grid.labels, grid.swept, strict=True):
             results[cell] = {"technique": label, "hparams": swept, "status": "not run",
                              "step": 0, "num_seeds": config.num_seeds, "final": None,
@@ -141,25 +141,25 @@ def _strategy_lines(summary: dict[str, Any]) -> list[str]:
     return [f"- runs executed: {s} for {', '.join(t)}" for s, t in used.items()]
 
 
-def _options(options: ml_collections.ConfigDict) -> str:
-    items = options.to_dict()
+def _options(options: Mapping[str, Any]) -> str:
+    items = dict(options)
     return f" ({', '.join(f'{k}={v!r}' for k, v in items.items())})" if items else ""
 
 
-def _model_text(m: ml_collections.ConfigDict) -> str:
+def _model_text(m: ModelConfig) -> str:
     if m.factory:
         return f"`{m.factory}`{_options(m.options)}, init scale {m.init_scale:g}"
     return (f"`{m.kind}` depth {m.depth}, width {m.width}, {m.activation}, init scale "
             f"{m.init_scale:g}")
 
 
-def _cell_name(config: ml_collections.ConfigDict, cell: str, entry: dict[str, Any]) -> str:
+def _cell_name(config: StudyConfig, cell: str, entry: dict[str, Any]) -> str:
     """The cell's label, with its norm where the label does not say it: ``mine (my_rms)``."""
     norm = config.techniques[entry["technique"]].norm
     return cell if norm in ("none", entry["technique"]) else f"{cell} ({norm})"
 
 
-def render_report(config: ml_collections.ConfigDict, summary: dict[str, Any],
+def render_report(config: StudyConfig, summary: dict[str, Any],
                   figures: list[tuple[str, str]], command: str | None = None) -> str:
     """``report.md``: setup, results table, figures, files."""
     m, o = config.model, config.optimizer
@@ -194,7 +194,7 @@ def render_report(config: ml_collections.ConfigDict, summary: dict[str, Any],
     return "\n".join(lines)
 
 
-def write_outputs(workdir: str | Path, config: ml_collections.ConfigDict,
+def write_outputs(workdir: str | Path, config: StudyConfig,
                   progress: Mapping[str, Progress | None],
                   command: str | None = None,
                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

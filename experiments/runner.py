@@ -25,7 +25,6 @@ initialize_distributed`) when :func:`run` starts.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from experiments.progress_bar import ProgressBar
 from experiments.report import write_outputs
 from experiments.runs import Grid, make_grid
 from experiments.tensorboard import TensorBoardLog
+from experiments.typed_config import StudyConfig, typed_config
 from experiments.validation import validate_config, validate_with_data
 from experiments.workdir import WorkdirLock, resolve_workdir
 from experiments.writer import MetricsLog, write_json
@@ -62,7 +62,7 @@ log = logging.getLogger("experiments")
 class _Session:
     """What the chunks of one invocation share."""
 
-    config: ml_collections.ConfigDict
+    config: StudyConfig
     ds: Dataset
     store: CheckpointStore
     metrics: MetricsLog
@@ -79,11 +79,11 @@ class _Session:
         return self.max_chunks is not None and self.chunks >= self.max_chunks
 
 
-def load_data(config: ml_collections.ConfigDict) -> Dataset:
+def load_data(config: ml_collections.ConfigDict | StudyConfig) -> Dataset:
     """``load_dataset`` of ``config.dataset``, with loader errors as :class:`ConfigError`."""
     d = config.dataset
     try:
-        return load_dataset(d.name, seed=d.seed, path=d.path or None, **d.options.to_dict())
+        return load_dataset(d.name, seed=d.seed, path=d.path or None, **dict(d.options))
     except (TypeError, ValueError, FileNotFoundError) as e:
         raise ConfigError(f"dataset ({d.name!r}): {e}") from e
 
@@ -102,6 +102,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
     ``None``: when stderr is a terminal).
     """
     labels = validate_config(config)
+    config = typed_config(config)  # from here on a frozen, typed value
     if max_chunks is not None and max_chunks < 0:
         raise ConfigError(f"max_chunks must be >= 0, got {max_chunks!r}")
     workdir = resolve_workdir(workdir)
@@ -114,7 +115,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
                            command, progress_bar)
 
 
-def _run_locked(config: ml_collections.ConfigDict, labels: list[str], ds: Dataset,
+def _run_locked(config: StudyConfig, labels: list[str], ds: Dataset,
                 parallel: DataParallel, workdir: Path, max_chunks: int | None,
                 hooks: tuple[Hook, ...], command: str | None,
                 progress_bar: bool | None) -> dict[str, Any]:
@@ -158,14 +159,12 @@ def cpu_kernels_setting(parallel: DataParallel) -> str:
     return normjax.native_status()
 
 
-def _layout(config: ml_collections.ConfigDict
-            ) -> tuple[ml_collections.ConfigDict, DataParallel]:
+def _layout(config: StudyConfig) -> tuple[StudyConfig, DataParallel]:
     """The device layout of ``config``.  With ``bn_sync='local'`` the results depend on the
     device count, so a copy of the config records the resolved count in ``devices``."""
     parallel = from_config(config)
     if config.bn_sync == "local" and config.devices != parallel.num_devices:
-        config = copy.deepcopy(config)
-        config.devices = parallel.num_devices
+        config = config.replace(devices=parallel.num_devices)
     return config, parallel
 
 
@@ -174,13 +173,12 @@ def _train_technique(session: _Session, label: str) -> Progress:
     if progress is not None and progress.done:
         log.info("[%s] already done (%s); not redone", label, ", ".join(progress.cell_status))
         return progress
-    tech = config.techniques[label]
-    grid = make_grid(config, label, tech)
+    grid = make_grid(config, label)
     parallel = session.parallel if session.parallel.num_devices > 1 else None
     start = progress.step if progress is not None else 0
     with ProgressBar(label, config.steps, start, enabled=session.progress_bar) as bar:
         return _train_program(session, label, Program(
-            make_experiment(config, tech, session.ds, parallel), session.ds, grid), bar)
+            make_experiment(config, label, session.ds, parallel), session.ds, grid), bar)
 
 
 def _train_program(session: _Session, label: str, program: Program,
@@ -220,7 +218,7 @@ def _train_program(session: _Session, label: str, program: Program,
     return progress
 
 
-def _chunk(config: ml_collections.ConfigDict, program: Program, progress: Progress,
+def _chunk(config: StudyConfig, program: Program, progress: Progress,
            state: Any) -> tuple[Any, list[dict[str, Any]]]:
     """Train and evaluate one chunk; updates ``progress`` (rows, statuses, timings)."""
     grid, start = program.grid, progress.step
@@ -267,7 +265,7 @@ def _update_status(progress: Progress, grid: Grid, objective: np.ndarray,
                     "s" if len(seeds) > 1 else "", ", ".join(map(str, seeds)))
 
 
-def _rows(config: ml_collections.ConfigDict, progress: Progress, grid: Grid,
+def _rows(config: StudyConfig, progress: Progress, grid: Grid,
           per_step: dict[str, np.ndarray], evals: dict[str, np.ndarray], *, epoch: float,
           steps_per_s: float) -> list[dict[str, Any]]:
     """One row per run of every still-running cell: metrics averaged over the chunk's steps

@@ -13,10 +13,10 @@ from __future__ import annotations
 import itertools
 from typing import NamedTuple
 
-import ml_collections
 import numpy as np
 
 from experiments.config import SWEEPABLE
+from experiments.typed_config import StudyConfig, TechniqueConfig
 
 __all__ = ["Grid", "base_hparams", "make_grid", "structure_flags"]
 
@@ -35,8 +35,7 @@ class Grid(NamedTuple):
         return len(self.seeds)
 
 
-def base_hparams(config: ml_collections.ConfigDict,
-                 tech: ml_collections.ConfigDict) -> dict[str, float]:
+def base_hparams(config: StudyConfig, tech: TechniqueConfig) -> dict[str, float]:
     """The technique's scalar hyperparameters before any sweep override."""
     lr = tech.learning_rate if tech.learning_rate is not None else config.optimizer.learning_rate
     return {"learning_rate": float(lr), "weight_decay": float(tech.weight_decay),
@@ -44,8 +43,7 @@ def base_hparams(config: ml_collections.ConfigDict,
             "init_scale": float(config.model.init_scale)}
 
 
-def structure_flags(config: ml_collections.ConfigDict,
-                    tech: ml_collections.ConfigDict) -> dict[str, bool]:
+def structure_flags(config: StudyConfig, tech: TechniqueConfig) -> dict[str, bool]:
     """Static model/loss structure: dropout layers and penalties exist if used by any run."""
     return {"use_dropout": tech.dropout > 0 or bool(config.sweep.dropout),
             "use_l1": tech.l1 > 0 or bool(config.sweep.l1),
@@ -58,9 +56,9 @@ def _cell_label(label: str, swept: dict[str, float]) -> str:
     return f"{label}[{','.join(f'{k}={v:g}' for k, v in swept.items())}]"
 
 
-def make_grid(config: ml_collections.ConfigDict, label: str,
-              tech: ml_collections.ConfigDict) -> Grid:
+def make_grid(config: StudyConfig, label: str) -> Grid:
     """All runs of technique ``label`` (see the module docstring for the order)."""
+    tech = config.techniques[label]
     names = [name for name in SWEEPABLE if config.sweep[name]]
     base = base_hparams(config, tech)
     seeds, cells, swept, rows = [], [], [], {name: [] for name in SWEEPABLE}

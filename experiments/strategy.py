@@ -43,8 +43,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from jax import lax
+
+from experiments.typed_config import StudyConfig
 
 __all__ = ["RUN_STRATEGIES", "Strategy", "has_convolutions", "map_runs", "measured_strategies",
            "resolve_strategy", "scan_interleaved", "stack_trees", "take_run"]
@@ -71,7 +72,7 @@ class Strategy(NamedTuple):
     reason: str
 
 
-def resolve_strategy(config: ml_collections.ConfigDict, num_runs: int,
+def resolve_strategy(config: StudyConfig, num_runs: int,
                      backend: str | None = None, *, convolutions: bool = False) -> Strategy:
     """The strategy for ``num_runs`` runs of ``config`` on ``backend`` (default: JAX's).
 

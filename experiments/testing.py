@@ -19,6 +19,7 @@ from experiments.config import base_config, technique
 from experiments.data import Dataset
 from experiments.program import Program, make_experiment
 from experiments.runs import make_grid
+from experiments.typed_config import StudyConfig, typed_config
 
 __all__ = ["initial_state", "shrink", "tiny_config"]
 
@@ -61,9 +62,10 @@ def shrink(config: ml_collections.ConfigDict, *, steps: int = 2) -> ml_collectio
     return config
 
 
-def initial_state(config: ml_collections.ConfigDict, label: str, ds: Dataset) -> dict[str, Any]:
+def initial_state(config: ml_collections.ConfigDict | StudyConfig, label: str,
+                  ds: Dataset) -> dict[str, Any]:
     """The step-0 state dict of every run of ``label`` (leading axis = runs), from the
     runner's own :class:`~experiments.program.Program`."""
-    tech = config.techniques[label]
-    program = Program(make_experiment(config, tech, ds), ds, make_grid(config, label, tech))
+    config = typed_config(config)
+    program = Program(make_experiment(config, label, ds), ds, make_grid(config, label))
     return flax.serialization.to_state_dict(program.init())

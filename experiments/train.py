@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from jax import lax
 
@@ -37,6 +36,7 @@ from experiments.models import CNN, MLP
 from experiments.optim import make_optimizer
 from experiments.parallel import DataParallel, apply_per_device
 from experiments.registry import build_norm
+from experiments.typed_config import StudyConfig, TechniqueConfig
 
 __all__ = ["EvalSet", "Experiment", "TrainState", "batch_indices", "build_model"]
 
@@ -62,15 +62,15 @@ class EvalSet(NamedTuple):
     weight: jax.Array
 
 
-def build_model(config: ml_collections.ConfigDict, tech: ml_collections.ConfigDict, *,
+def build_model(config: StudyConfig, tech: TechniqueConfig, *,
                 num_classes: int, use_dropout: bool,
                 input_shape: tuple[int, ...] = ()) -> nn.Module:
     """The MLP or CNN of ``config.model`` (or the model of ``model.factory``, see
     :mod:`experiments.extensions`) with the norm of technique ``tech``."""
     m = config.model
-    options = tech.norm_options.to_dict()
+    options = dict(tech.norm_options)
     if m.factory:
-        return FactoryModel(resolve_object(m.factory, "model.factory"), m.options.to_dict(),
+        return FactoryModel(resolve_object(m.factory, "model.factory"), dict(m.options),
                             build_norm(tech.norm, options), float(tech.dropout), num_classes,
                             tuple(input_shape))
     kwargs = {"num_classes": num_classes, "norms": build_norm(tech.norm, options),
@@ -116,7 +116,7 @@ def _scale_kernels(params: PyTree, scale: jax.Array) -> PyTree:
 class Experiment:
     """One technique's model, optimizer and data sizes; its methods are pure, single-run."""
 
-    config: ml_collections.ConfigDict
+    config: StudyConfig
     model: nn.Module
     input_shape: tuple[int, ...]
     num_train: int

@@ -21,6 +21,7 @@ from experiments.optim import OPTIMIZERS, SCHEDULES
 from experiments.parallel import BN_SYNC_MODES
 from experiments.registry import check_norm, get_norm
 from experiments.strategy import RUN_STRATEGIES
+from experiments.typed_config import StudyConfig
 
 __all__ = ["validate_config", "validate_with_data"]
 
@@ -189,7 +190,7 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     return technique_labels(config)
 
 
-def validate_with_data(config: ml_collections.ConfigDict, input_shape: tuple[int, ...],
+def validate_with_data(config: StudyConfig, input_shape: tuple[int, ...],
                        num_train: int, num_test: int) -> None:
     """Checks that need the dataset: batch size vs. its size, CNN input rank."""
     if config.batch_size > num_train:

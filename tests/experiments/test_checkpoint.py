@@ -20,6 +20,7 @@ from experiments.cli import parse_command_line
 from experiments.errors import ConfigError
 from experiments.runner import run
 from experiments.testing import tiny_config
+from experiments.typed_config import typed_config
 from experiments.writer import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def test_legacy_msgpack_checkpoint_is_resumed_then_replaced(tmp_path):
     workdir = tmp_path / "legacy"
     run(_config(), workdir, max_chunks=1)
     store = CheckpointStore(workdir)  # rewrite the checkpoint as the pre-orbax runner did
-    progress = store.load_progress("batch", fingerprint(_config(), "batch"))
+    progress = store.load_progress("batch", fingerprint(typed_config(_config()), "batch"))
     state = store.read_state("batch")  # in flax.serialization's state-dict form
     store.close()
     shutil.rmtree(store.path("batch"))

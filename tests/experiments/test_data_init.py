@@ -15,6 +15,7 @@ from experiments.probes import preactivations
 from experiments.runner import load_data, run
 from experiments.testing import initial_state, tiny_config
 from experiments.train import build_model
+from experiments.typed_config import typed_config
 
 
 def _setup(norm: str = "weight"):
@@ -22,7 +23,8 @@ def _setup(norm: str = "weight"):
     with config.unlocked():
         config.figures = False
     ds = load_data(config)
-    model = build_model(config, config.techniques.wn, num_classes=ds.num_classes,
+    typed = typed_config(config)
+    model = build_model(typed, typed.techniques["wn"], num_classes=ds.num_classes,
                         use_dropout=False)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8)), train=False)["params"]
     return config, ds, model, params
@@ -68,7 +70,8 @@ def test_data_init_hook_sets_the_params_the_runner_trains_from(tmp_path):
     scales = seen[0]["layer_0"]["weight_norm"][SCALE_KEY]
     assert scales.shape == (config.num_seeds, config.model.width) and not np.allclose(scales, 1)
     x = jnp.asarray(ds.x_train[np.random.default_rng(0).permutation(len(ds.x_train))[:64]])
-    model = build_model(config, config.techniques.wn, num_classes=ds.num_classes,
+    typed = typed_config(config)
+    model = build_model(typed, typed.techniques["wn"], num_classes=ds.num_classes,
                         use_dropout=False)
     for r in range(config.num_seeds):  # each run: the transform of its own initial params
         run_params = jax.tree.map(lambda a, r=r: a[r], initial["params"])

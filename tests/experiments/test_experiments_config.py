@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import ml_collections
 import pytest
 
-from experiments.config import base_config, load_config, technique, technique_labels
+from experiments.config import (
+    SWEEPABLE,
+    base_config,
+    load_config,
+    technique,
+    technique_labels,
+)
 from experiments.errors import ConfigError
 from experiments.runner import load_data, run
 from experiments.testing import tiny_config
+from experiments.typed_config import typed_config
 from experiments.validation import validate_config, validate_with_data
 
 
@@ -138,12 +146,12 @@ def test_validate_with_data():
     config = tiny_config()
     config.batch_size = 65
     with pytest.raises(ConfigError, match=r"batch_size \(65\) is larger than the training set"):
-        validate_with_data(config, (8,), 64, 40)
+        validate_with_data(typed_config(config), (8,), 64, 40)
     config = tiny_config()
     config.model.kind = "cnn"
     with pytest.raises(ConfigError, match=r"model.kind='cnn' needs inputs with spatial axes"):
-        validate_with_data(config, (8,), 64, 40)
-    validate_with_data(config, (8, 1), 64, 40)
+        validate_with_data(typed_config(config), (8,), 64, 40)
+    validate_with_data(typed_config(config), (8, 1), 64, 40)
 
 
 def test_dataset_errors_name_the_dataset():
@@ -210,3 +218,19 @@ def test_base_config_is_valid_once_it_has_a_technique():
     config = base_config()
     config.techniques.none = technique()
     assert validate_config(config) == ["none"]
+
+
+def test_typed_config_is_frozen_and_keeps_the_data():
+    config = tiny_config(b=technique("batch", momentum=0.5), a=technique(learning_rate=0.1))
+    config.sweep.l2 = (0.0, 0.1)
+    typed = typed_config(config)
+    assert typed.to_dict() == config.to_dict() and typed_config(typed) is typed
+    assert list(typed.techniques) == ["b", "a"]  # config order
+    assert typed.techniques["b"].norm_options["momentum"] == 0.5
+    assert typed.sweep["l2"] == typed.sweep.l2 == (0.0, 0.1)
+    assert [name for name, _ in typed.sweep.items()] == list(SWEEPABLE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.steps = 3
+    with pytest.raises(TypeError):
+        typed.techniques["b"].norm_options["momentum"] = 0.9
+    assert typed.replace(devices=4).devices == 4 and typed.devices == 1

@@ -35,6 +35,7 @@ from experiments.runner import load_data, run
 from experiments.runs import make_grid
 from experiments.testing import shrink, tiny_config
 from experiments.train import batch_indices
+from experiments.typed_config import typed_config
 from experiments.validation import validate_config
 from experiments.writer import read_jsonl
 
@@ -125,11 +126,11 @@ class _Probe:
 
 def _program(config: Any, parallel: DataParallel | None) -> tuple[Program, _Probe]:
     ds = load_data(config)
-    tech = config.techniques.batch
-    experiment = make_experiment(config, tech, ds, parallel)
+    config = typed_config(config)
+    experiment = make_experiment(config, "batch", ds, parallel)
     probe = _Probe(experiment.model)
     experiment = dataclasses.replace(experiment, model=probe)
-    return Program(experiment, ds, make_grid(config, "batch", tech)), probe
+    return Program(experiment, ds, make_grid(config, "batch")), probe
 
 
 @pytest.fixture(scope="module")
@@ -258,10 +259,10 @@ def test_bad_device_settings_are_rejected(tiny):
     config = tiny_config()
     config.devices = 16
     with pytest.raises(ConfigError, match=r"devices=16 but only 8 device\(s\) are available"):
-        from_config(config)
+        from_config(typed_config(config))
     config.devices, config.batch_size, config.bn_sync = 8, 8, "local"
     with pytest.raises(ConfigError, match=r"bn_sync='local' .* = 1 example"):
-        from_config(config)
+        from_config(typed_config(config))
     config.devices, config.bn_sync = -1, "global"
     with pytest.raises(ConfigError, match=r"devices must be an integer >= 0, got -1"):
         validate_config(config)

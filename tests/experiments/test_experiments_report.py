@@ -16,6 +16,7 @@ from experiments.errors import ConfigError
 from experiments.report import render_report, summarize, write_outputs
 from experiments.testing import tiny_config
 from experiments.train import TrainState
+from experiments.typed_config import typed_config
 from experiments.writer import MetricsLog, jsonable, read_jsonl, write_csv, write_json
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -43,13 +44,14 @@ def _rows(label, cell, lr, steps, rng):
 
 def _progress(config):
     rng = np.random.default_rng(0)
-    none = Progress("none", fingerprint(config, "none"), ["none[learning_rate=0.01]",
+    none = Progress("none", fingerprint(typed_config(config), "none"), ["none[learning_rate=0.01]",
                     "none[learning_rate=0.1]"], ["ok", "diverged at step 3"], step=4, done=True,
                     rows=_rows("none", "none[learning_rate=0.01]", 0.01, (2, 4), rng)
                     + _rows("none", "none[learning_rate=0.1]", 0.1, (2,), rng),
                     compile_s=1.0, train_s=2.0)
-    batch = Progress("batch", fingerprint(config, "batch"), ["batch[learning_rate=0.01]",
-                     "batch[learning_rate=0.1]"], ["running", "running"], step=2,
+    batch = Progress("batch", fingerprint(typed_config(config), "batch"),
+                     ["batch[learning_rate=0.01]", "batch[learning_rate=0.1]"],
+                     ["running", "running"], step=2,
                      rows=_rows("batch", "batch[learning_rate=0.01]", 0.01, (2,), rng)
                      + _rows("batch", "batch[learning_rate=0.1]", 0.1, (2,), rng))
     return {"none": none, "batch": batch, "idle": None}
@@ -58,7 +60,7 @@ def _progress(config):
 def test_summary_statuses_and_stats():
     config = _config()
     progress = _progress(config)
-    summary = summarize(config, progress)
+    summary = summarize(typed_config(config), progress)
     results = summary["results"]
     assert summary["swept"] == ["learning_rate"]
     assert [e["status"] for e in results.values()] == [
@@ -77,7 +79,8 @@ def test_summary_statuses_and_stats():
 
 def test_write_outputs_with_sweep(tmp_path):
     config = _config()
-    summary = write_outputs(tmp_path, config, _progress(config), command="python -m x")
+    summary = write_outputs(tmp_path, typed_config(config), _progress(config),
+                            command="python -m x")
     with open(tmp_path / "summary.csv") as fh:
         table = list(csv.DictReader(fh))
     assert table[0]["learning_rate"] == "0.01" and table[1]["test/accuracy_mean"] == ""
@@ -92,7 +95,8 @@ def test_write_outputs_with_sweep(tmp_path):
 
 def test_report_without_figures():
     config = _config()
-    text = render_report(config, summarize(config, _progress(config)), [])
+    typed = typed_config(config)
+    text = render_report(typed, summarize(typed, _progress(config)), [])
     assert "## Figures" not in text and "| batch[learning_rate=0.01] | incomplete" in text
 
 
@@ -120,17 +124,17 @@ def _state(value: float) -> TrainState:
 def test_checkpoint_roundtrip_and_fingerprint(tmp_path):
     config = tiny_config()
     store = CheckpointStore(tmp_path)
-    progress = Progress("none", fingerprint(config, "none"), ["none"], ["running"], step=3,
-                        rows=[{"step": 2, "x": 1.0}], compile_s=1.5)
+    progress = Progress("none", fingerprint(typed_config(config), "none"), ["none"],
+                        ["running"], step=3, rows=[{"step": 2, "x": 1.0}], compile_s=1.5)
     store.save(progress, _state(2.0))
-    assert store.load_progress("none", fingerprint(config, "none")) == progress
+    assert store.load_progress("none", fingerprint(typed_config(config), "none")) == progress
     restored = store.load_state("none", _state(0.0))
     np.testing.assert_array_equal(restored.params["w"], np.full((2, 2), 2.0))
     assert int(restored.step) == 3
-    assert store.load_progress("batch", fingerprint(config, "batch")) is None
+    assert store.load_progress("batch", fingerprint(typed_config(config), "batch")) is None
     config.model.width = 16
     with pytest.raises(ConfigError, match=r"different config \(config.model.width: 8 -> 16\)"):
-        store.load_progress("none", fingerprint(config, "none"))
+        store.load_progress("none", fingerprint(typed_config(config), "none"))
     with pytest.raises(FileNotFoundError, match="no checkpoint for technique 'batch'"):
         store.load_state("batch", _state(0.0))
 
@@ -138,7 +142,7 @@ def test_checkpoint_roundtrip_and_fingerprint(tmp_path):
 def test_fingerprint_ignores_presentation_fields():
     a, b = tiny_config(), tiny_config()
     b.name, b.notes, b.figures, b.only = "other", "text", False, "none"
-    assert fingerprint(a, "none") == fingerprint(b, "none")
+    assert fingerprint(typed_config(a), "none") == fingerprint(typed_config(b), "none")
     b.techniques.none.dropout = 0.1
-    assert fingerprint(a, "none") != fingerprint(b, "none")
-    assert fingerprint(a, "batch") == fingerprint(b, "batch")
+    assert fingerprint(typed_config(a), "none") != fingerprint(typed_config(b), "none")
+    assert fingerprint(typed_config(a), "batch") == fingerprint(typed_config(b), "batch")

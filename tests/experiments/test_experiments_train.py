@@ -15,6 +15,7 @@ from experiments.runner import load_data
 from experiments.runs import make_grid
 from experiments.testing import tiny_config
 from experiments.train import batch_indices
+from experiments.typed_config import typed_config
 
 
 def test_batch_indices_cover_each_epoch_once():
@@ -41,7 +42,8 @@ def test_lr_factors():
 def _update(name: str, wd: float, grads, params, **fields):
     config = tiny_config()
     config.optimizer.update(name=name, **fields)
-    tx = make_optimizer(config.optimizer, steps=10, learning_rate=0.1, weight_decay=wd)
+    tx = make_optimizer(typed_config(config).optimizer, steps=10, learning_rate=0.1,
+                        weight_decay=wd)
     with jax.numpy_dtype_promotion("standard"):
         return tx.update(grads, tx.init(params), params)
 
@@ -75,13 +77,13 @@ def test_grid_order_labels_and_overrides():
     config = tiny_config(t=technique(dropout=0.2, learning_rate=0.05))
     config.num_seeds, config.seed = 2, 7
     config.sweep.l2 = (0.0, 0.1)
-    grid = make_grid(config, "t", config.techniques.t)
+    grid = make_grid(typed_config(config), "t")
     assert grid.seeds.tolist() == [7, 8, 7, 8] and grid.cell.tolist() == [0, 0, 1, 1]
     assert grid.labels == ["t[l2=0]", "t[l2=0.1]"]
     assert grid.hparams["l2"].tolist() == [0.0, 0.0, 0.1, 0.1]
     assert grid.hparams["learning_rate"].tolist() == [0.05] * 4
     assert grid.hparams["dropout"].tolist() == [0.2] * 4
-    plain = make_grid(tiny_config(), "none", tiny_config().techniques.none)
+    plain = make_grid(typed_config(tiny_config()), "none")
     assert plain.labels == ["none"] and plain.hparams["learning_rate"].tolist() == [0.01] * 2
 
 
@@ -95,8 +97,8 @@ def test_make_eval_set_pads_with_zero_weight():
 
 def _program(config, label="t"):
     ds = load_data(config)
-    tech = config.techniques[label]
-    return Program(make_experiment(config, tech, ds), ds, make_grid(config, label, tech))
+    config = typed_config(config)
+    return Program(make_experiment(config, label, ds), ds, make_grid(config, label))
 
 
 def _trained(config, steps=3):

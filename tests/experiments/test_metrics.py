@@ -1,4 +1,5 @@
-"""Study metrics and verdict logic (experiments/studies/metrics.py), against hand-computed values."""
+"""Study metrics and verdict logic (experiments/studies/metrics.py), against hand-computed
+values."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from experiments.runner import run
 from experiments.runs import make_grid
 from experiments.strategy import MEASURE_STEPS, RUN_STRATEGIES, resolve_strategy
 from experiments.testing import tiny_config
+from experiments.typed_config import typed_config
 from experiments.validation import validate_config
 
 STRATEGIES = RUN_STRATEGIES[1:]
@@ -37,7 +38,7 @@ def _cnn_config(strategy: str = "auto", num_seeds: int = 2):
 def test_auto_picks_by_backend_and_model(kind, runs, backend, expected):
     config = tiny_config()
     config.model.kind = kind
-    choice = resolve_strategy(config, runs, backend)
+    choice = resolve_strategy(typed_config(config), runs, backend)
     assert choice.name == expected
     assert choice.reason.startswith("auto")
 
@@ -46,9 +47,9 @@ def test_auto_picks_by_backend_and_model(kind, runs, backend, expected):
     ("cpu", 3, "stepwise"), ("cpu", 1, "stepwise"), ("gpu", 3, "vmap")])
 def test_auto_steps_models_with_xla_convolutions_on_cpu(backend, runs, expected):
     config = tiny_config()
-    assert resolve_strategy(config, runs, backend, convolutions=True).name == expected
+    assert resolve_strategy(typed_config(config), runs, backend, convolutions=True).name == expected
     config.run_strategy = "measure"
-    assert resolve_strategy(config, 3, backend, convolutions=True).name == "measure"
+    assert resolve_strategy(typed_config(config), 3, backend, convolutions=True).name == "measure"
 
 
 @pytest.mark.cpu_only
@@ -58,8 +59,8 @@ def test_convolutions_are_found_in_the_traced_step(conv_impl, expected):
     config = _cnn_config()
     config.model.conv_impl = conv_impl
     ds = load_dataset("digits", seed=0)
-    tech = config.techniques.batch
-    program = Program(make_experiment(config, tech, ds), ds, make_grid(config, "batch", tech))
+    typed = typed_config(config)
+    program = Program(make_experiment(typed, "batch", ds), ds, make_grid(typed, "batch"))
     assert program.strategy.name == expected
 
 
@@ -78,7 +79,7 @@ def test_has_convolutions_reads_the_traced_program():
 def test_explicit_strategy_is_used_as_given(name):
     config = tiny_config()
     config.run_strategy = name
-    assert resolve_strategy(config, 5, "gpu") == (name, "set in the config")
+    assert resolve_strategy(typed_config(config), 5, "gpu") == (name, "set in the config")
 
 
 def test_unknown_strategy_is_a_config_error_naming_the_field():
@@ -93,8 +94,8 @@ def _train(strategy: str, steps: int = MEASURE_STEPS):
     ones ``run_strategy='measure'`` times (one compilation between the tests, cached)."""
     config = _cnn_config(strategy)
     ds = load_dataset("digits", seed=0)
-    tech = config.techniques.batch
-    program = Program(make_experiment(config, tech, ds), ds, make_grid(config, "batch", tech))
+    typed = typed_config(config)
+    program = Program(make_experiment(typed, "batch", ds), ds, make_grid(typed, "batch"))
     assert program.strategy.name == strategy
     state, metrics, _ = program.train(program.init(), steps)
     evals, _ = program.evaluate(state)
@@ -120,8 +121,8 @@ def test_strategies_compute_the_same_runs_and_measure_keeps_the_fastest():
 
     config = _cnn_config("measure")
     ds = load_dataset("digits", seed=0)
-    tech = config.techniques.batch
-    program = Program(make_experiment(config, tech, ds), ds, make_grid(config, "batch", tech))
+    typed = typed_config(config)
+    program = Program(make_experiment(typed, "batch", ds), ds, make_grid(typed, "batch"))
     reason = program.strategy.reason  # chosen when the program is built: it never changes
     assert set(program.evaluate(program.init())[0]) >= {"test/accuracy"}
     state, metrics, _ = program.train(program.init(), MEASURE_STEPS)
@@ -168,7 +169,7 @@ def test_measure_skips_interleaved_for_many_runs():
 
 def test_measure_with_one_run_is_vmap():
     config = _cnn_config("measure", num_seeds=1)
-    assert resolve_strategy(config, 1) == ("vmap", "measure: a single run")
+    assert resolve_strategy(typed_config(config), 1) == ("vmap", "measure: a single run")
 
 
 @pytest.mark.cpu_only  # four host devices
@@ -182,10 +183,10 @@ def test_looped_strategies_shard_the_batch_like_vmap(name):
         config = tiny_config(batch=technique("batch"))
         config.run_strategy, config.devices = strategy, devices
         ds = load_dataset("synthetic", seed=0, **config.dataset.options.to_dict())
-        tech = config.techniques.batch
-        par = from_config(config)
-        exp = make_experiment(config, tech, ds, par if par.num_devices > 1 else None)
-        program = Program(exp, ds, make_grid(config, "batch", tech))
+        typed = typed_config(config)
+        par = from_config(typed)
+        exp = make_experiment(typed, "batch", ds, par if par.num_devices > 1 else None)
+        program = Program(exp, ds, make_grid(typed, "batch"))
         _, metrics, _ = program.train(program.init(), 3)
         results[strategy] = metrics["train/objective"]
     np.testing.assert_allclose(results[name], results["vmap"], rtol=1e-5)
