@@ -11,16 +11,18 @@ import shlex
 import sys
 
 from experiments.allocator import reexec_with_malloc_tuning
-from experiments.cli import parse_command_line, usage
-from experiments.errors import ConfigError
-from experiments.runner import run
-from experiments.workdir import resolve_workdir
 
 __all__ = ["cli", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    # imported here, not at the top: cli() re-executes the process before anything heavy loads
+    from experiments.cli import parse_command_line, usage
+    from experiments.errors import ConfigError
+    from experiments.runner import run
+    from experiments.workdir import resolve_workdir
+
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         cmd = parse_command_line(args)

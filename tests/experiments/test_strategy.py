@@ -120,6 +120,7 @@ def test_strategies_compute_the_same_runs_and_measure_keeps_the_fastest():
     assert not np.allclose(ref_metrics["train/objective"][0], ref_metrics["train/objective"][1])
 
     config = _cnn_config("measure")
+    config.steps = config.log_every = MEASURE_STEPS  # measured on chunks of MEASURE_STEPS
     ds = load_dataset("digits", seed=0)
     typed = typed_config(config)
     program = Program(make_experiment(typed, "batch", ds), ds, make_grid(typed, "batch"))
