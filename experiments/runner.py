@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,16 @@ class _Session:
         return self.max_chunks is not None and self.chunks >= self.max_chunks
 
 
+class _ChunkCallback(Hook):
+    """The hook of a deprecated ``on_chunk(technique, step)`` callback."""
+
+    def __init__(self, fn: Callable[[str, int], None]) -> None:
+        self.fn = fn
+
+    def chunk(self, technique: str, step: int, state: Any) -> None:
+        self.fn(technique, step)
+
+
 def load_data(config: ml_collections.ConfigDict | StudyConfig) -> Dataset:
     """``load_dataset`` of ``config.dataset``, with loader errors as :class:`ConfigError`."""
     d = config.dataset
@@ -90,7 +101,8 @@ def load_data(config: ml_collections.ConfigDict | StudyConfig) -> Dataset:
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
         max_chunks: int | None = None, hooks: Sequence[Hook] = (),
-        command: str | None = None, progress_bar: bool | None = None) -> dict[str, Any]:
+        command: str | None = None, progress_bar: bool | None = None,
+        on_chunk: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` in ``workdir``; returns the summary.
 
     ``workdir`` may start with ``~``; an empty one, a file, or a workdir that another live run
@@ -99,8 +111,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *,
     ``hooks`` see each technique's state in memory after init and after every chunk
     (:mod:`experiments.hooks`; one may raise to stop the run); ``command`` is shown in
     report.md; ``progress_bar`` draws a bar per technique (:mod:`experiments.progress_bar`;
-    ``None``: when stderr is a terminal).
+    ``None``: when stderr is a terminal).  ``on_chunk(technique, step)`` is the deprecated
+    form of a hook's ``chunk`` (it warns).
     """
+    if on_chunk is not None:
+        warnings.warn("run(on_chunk=f) is deprecated: pass hooks=[h] with an experiments.hooks."
+                      "Hook whose chunk(technique, step, state) calls f", DeprecationWarning,
+                      stacklevel=2)
+        hooks = (*hooks, _ChunkCallback(on_chunk))
     labels = validate_config(config)
     config = typed_config(config)  # from here on a frozen, typed value
     if max_chunks is not None and max_chunks < 0:

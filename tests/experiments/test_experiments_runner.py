@@ -191,6 +191,15 @@ def test_resume_with_other_settings_is_an_error(reference):
         run(_config(steps=8), ref_dir)
 
 
+def test_on_chunk_callback_still_works_with_a_warning(tmp_path):
+    calls = []
+    config = tiny_config()
+    config.num_seeds, config.figures, config.only = 1, False, "none"
+    with pytest.warns(DeprecationWarning, match=r"on_chunk=f\) is deprecated: pass hooks="):
+        run(config, tmp_path, on_chunk=lambda *a: calls.append(a))
+    assert calls == [("none", 2), ("none", 4)]
+
+
 def test_rerun_of_finished_study_trains_nothing(reference, tmp_path):
     ref_dir, ref_summary, _ = reference
     shutil.copytree(ref_dir, tmp_path, dirs_exist_ok=True)
