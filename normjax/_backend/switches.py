@@ -69,7 +69,9 @@ def set_fused_backward(enabled: bool) -> None:
 
 @contextlib.contextmanager
 def use_fused_backward(enabled: bool) -> Iterator[None]:
-    """Context manager form of :func:`set_fused_backward`; restores the setting on exit::
+    """Context manager form of :func:`set_fused_backward`; restores the setting on exit.
+
+    Example::
 
         with normjax.use_fused_backward(False):  # JAX's autodiff of the statistics
             g = jax.grad(lambda x: jnp.sum(normjax.layer_norm(x) * ct))(x)
