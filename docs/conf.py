@@ -29,7 +29,7 @@ html_title = "normjax"
 html_theme_options = {"show_toc_level": 2}
 
 autodoc_default_options = {"members": True, "member-order": "bysource"}
-autodoc_typehints = "signature"
+autodoc_typehints = "description"
 autodoc_preserve_defaults = True
 autosummary_generate = True
 
@@ -39,3 +39,68 @@ myst_heading_anchors = 3
 nb_execution_mode = "force"  # tutorials run at every build: their outputs are the build's
 nb_execution_timeout = 300
 nb_execution_raise_on_error = True
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _see_also(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+    """Link each technique's function and its linen / NNX layers to each other."""
+    import normjax
+    import normjax.linen
+    import normjax.nnx
+
+    layers = {"linen": set(normjax.linen.__all__), "nnx": set(normjax.nnx.__all__)}
+    links = []
+    if what == "function" and name.count(".") == 1 and name.startswith("normjax."):
+        camel = _camel(name.split(".")[1])
+        links = [f":class:`normjax.{lib}.{camel}`" for lib in layers if camel in layers[lib]]
+    elif what == "class" and name.startswith(("normjax.linen.", "normjax.nnx.")):
+        _, lib, cls = name.split(".")
+        func = _snake(cls)
+        other = "nnx" if lib == "linen" else "linen"
+        links = ([f":func:`normjax.{func}`"] if func in normjax.__all__ else []) + (
+            [f":class:`normjax.{other}.{cls}`"] if cls in layers[other] else [])
+    if links:
+        lines += ["", ".. seealso:: " + ", ".join(links), ""]
+
+
+def _skip_tuple_fields(app, what, name, obj, skip, options):  # noqa: ANN001
+    """NamedTuple fields appear once, from the class's annotations, not again as the
+    ``_tuplegetter`` properties ("Alias for field number 0")."""
+    if type(obj).__name__ == "_tuplegetter":
+        return True
+    return None
+
+
+def _every_public_name_documented(app, env) -> None:  # noqa: ANN001
+    """Fail the build when a public name of normjax, normjax.linen or normjax.nnx has no entry
+    in the API reference (a duplicate entry is already a warning, hence an error with -W)."""
+    import importlib
+
+    from sphinx.errors import ExtensionError
+
+    documented = set(env.get_domain("py").objects)
+    missing = [f"{module}.{name}" for module in ("normjax", "normjax.linen", "normjax.nnx")
+               for name in importlib.import_module(module).__all__
+               if f"{module}.{name}" not in documented]
+    if missing:
+        raise ExtensionError(f"public names missing from the API reference: {missing}")
+
+
+def _drop_builtin_docstrings(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+    """A constant's entry shows its own text, not ``float.__doc__`` or ``tuple.__doc__``."""
+    if what in ("data", "attribute") and getattr(obj, "__doc__", None) == type(obj).__doc__:
+        lines.clear()
+
+
+def setup(app):  # noqa: ANN001, ANN201
+    app.connect("autodoc-process-docstring", _drop_builtin_docstrings)
+    app.connect("autodoc-process-docstring", _see_also)
+    app.connect("autodoc-skip-member", _skip_tuple_fields)
+    app.connect("env-check-consistency", _every_public_name_documented)
