@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,7 +50,8 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _see_also(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+def _see_also(app: Any, what: str, name: str, obj: Any, options: Any,
+              lines: list[str]) -> None:
     """Link each technique's function and its linen / NNX layers to each other."""
     import normjax
     import normjax.linen
@@ -70,7 +72,8 @@ def _see_also(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
         lines += ["", ".. seealso:: " + ", ".join(links), ""]
 
 
-def _skip_tuple_fields(app, what, name, obj, skip, options):  # noqa: ANN001
+def _skip_tuple_fields(app: Any, what: str, name: str, obj: Any, skip: bool,
+                       options: Any) -> bool | None:
     """NamedTuple fields appear once, from the class's annotations, not again as the
     ``_tuplegetter`` properties ("Alias for field number 0")."""
     if type(obj).__name__ == "_tuplegetter":
@@ -78,7 +81,7 @@ def _skip_tuple_fields(app, what, name, obj, skip, options):  # noqa: ANN001
     return None
 
 
-def _every_public_name_documented(app, env) -> None:  # noqa: ANN001
+def _every_public_name_documented(app: Any, env: Any) -> None:
     """Fail the build when a public name of normjax, normjax.linen or normjax.nnx has no entry
     in the API reference (a duplicate entry is already a warning, hence an error with -W)."""
     import importlib
@@ -93,13 +96,14 @@ def _every_public_name_documented(app, env) -> None:  # noqa: ANN001
         raise ExtensionError(f"public names missing from the API reference: {missing}")
 
 
-def _drop_builtin_docstrings(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+def _drop_builtin_docstrings(app: Any, what: str, name: str, obj: Any, options: Any,
+                             lines: list[str]) -> None:
     """A constant's entry shows its own text, not ``float.__doc__`` or ``tuple.__doc__``."""
     if what in ("data", "attribute") and getattr(obj, "__doc__", None) == type(obj).__doc__:
         lines.clear()
 
 
-def setup(app):  # noqa: ANN001, ANN201
+def setup(app: Any) -> None:
     app.connect("autodoc-process-docstring", _drop_builtin_docstrings)
     app.connect("autodoc-process-docstring", _see_also)
     app.connect("autodoc-skip-member", _skip_tuple_fields)
