@@ -16,7 +16,6 @@ from types import TracebackType
 from typing import Any
 
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 __all__ = ["ProgressBar"]
 
@@ -34,6 +33,10 @@ class ProgressBar:
 
     def __enter__(self) -> ProgressBar:
         if not self.bar.disable:
+            # imported here: the module imports tqdm.auto, which warns in a notebook without
+            # ipywidgets even when no bar is drawn
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
             self._logs.enter_context(logging_redirect_tqdm([logging.getLogger("experiments")]))
         return self
 
