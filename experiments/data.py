@@ -154,15 +154,16 @@ def register_dataset(name: str, loader: Callable[..., Any], *, standardize: str 
     registering, a config may name the loader by import path,
     ``dataset.name = "mypkg.data:load"`` (standardized per feature).
 
-    Example::
-
-        def load(seed, *, n=1000):
-            rng = np.random.default_rng(seed)
-            x, y = rng.normal(size=(n, 16)), rng.integers(0, 2, n)
-            return {"x_train": x[100:], "y_train": y[100:], "x_test": x[:100],
-                    "y_test": y[:100]}
-
-        register_dataset("my_data", load)
+    >>> import numpy as np
+    >>> def load(seed, *, n=1000):
+    ...     rng = np.random.default_rng(seed)
+    ...     x, y = rng.normal(size=(n, 16)), rng.integers(0, 2, n)
+    ...     return {"x_train": x[100:], "y_train": y[100:], "x_test": x[:100],
+    ...             "y_test": y[:100]}
+    >>> register_dataset("my_data", load)
+    >>> ds = load_dataset("my_data", n=500)
+    >>> ds.x_train.shape, ds.num_classes
+    ((400, 16), 2)
     """
     key = name.lower().replace("-", "_")
     if not key or not key.replace("_", "").isalnum():

@@ -63,12 +63,14 @@ def register_norm(name: str, factory: Callable[..., nn.Module], *,
     Registering the same factory again (a module imported twice, e.g. by a config file and by
     a package) is a no-op; another factory under a taken name needs ``overwrite=True``.
 
-    Example, in a module your config imports::
+    Example, in a module your config imports:
 
-        def my_norm(ctx, *, name, epsilon):          # ctx: NormContext(ndim, features, ...)
-            return normjax.linen.RMSNorm(epsilon=epsilon, name=name)
-
-        register_norm("my_rms", my_norm, defaults={"epsilon": 1e-6})
+    >>> import normjax
+    >>> def my_norm(ctx, *, name, epsilon):  # ctx: NormContext(ndim, features, ...)
+    ...     return normjax.linen.RMSNorm(epsilon=epsilon, name=name)
+    >>> entry = register_norm("my_rms", my_norm, defaults={"epsilon": 1e-6})
+    >>> "my_rms" in known_norms(), entry.defaults["epsilon"]
+    (True, 1e-06)
     """
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"norm name must be a non-empty identifier, got {name!r}")

@@ -8,10 +8,12 @@ load unchanged. Each ``__call__`` creates the variables, calls the pure function
 (:func:`normjax.batch_norm`, :func:`normjax.layer_norm`, ...) and stores the new state.
 
 Every other name is flax.linen's own: ``normjax.linen.Dense`` *is* ``flax.linen.Dense``. So
-switching a model is one line::
+switching a model is one line:
 
-    from flax import linen as nn      # before
-    from normjax import linen as nn   # after: nn.BatchNorm etc. are normjax's
+>>> from normjax import linen as nn  # was: from flax import linen as nn
+>>> import flax.linen
+>>> nn.Dense is flax.linen.Dense, nn.BatchNorm is flax.linen.BatchNorm
+(True, False)
 
 What differs from flax (stable variance by default, ``batch_stats/count``, errors instead of
 silent zeros, ...) is listed under "Switching from Flax" in the README.

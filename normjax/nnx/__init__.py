@@ -9,10 +9,12 @@ attributes, as flax does. Each ``__call__`` hands the arrays to the pure functio
 (:func:`normjax.batch_norm`, :func:`normjax.layer_norm`, ...) and stores the new state.
 
 Every other name is flax.nnx's own (``normjax.nnx.Linear`` *is* ``flax.nnx.Linear``), so
-switching a model is one line::
+switching a model is one line:
 
-    from flax import nnx       # before
-    from normjax import nnx    # after: nnx.BatchNorm etc. are normjax's
+>>> from normjax import nnx  # was: from flax import nnx
+>>> import flax.nnx
+>>> nnx.Linear is flax.nnx.Linear, nnx.BatchNorm is flax.nnx.BatchNorm
+(True, False)
 
 The differences from flax are listed under "Switching from Flax" in the README.
 """
