@@ -10,6 +10,8 @@ import dataclasses
 import json
 import logging
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -38,6 +40,7 @@ from experiments.train import batch_indices
 from experiments.typed_config import typed_config
 from experiments.validation import validate_config
 from experiments.writer import read_jsonl
+from tests.once import computed_once
 
 pytestmark = pytest.mark.cpu_only  # eight host devices
 
@@ -53,14 +56,18 @@ def _quickstart(devices: int, bn_sync: str) -> Any:
 
 @pytest.fixture(scope="module")
 def quickstart_runs(tmp_path_factory):
-    """Shrunk quickstart, BatchNorm: on 1 and 8 devices, and with local BN on 8."""
-    out = {}
-    for name, devices, sync in (("one", 1, "global"), ("eight", 8, "global"),
-                                ("local", 8, "local")):
-        workdir = tmp_path_factory.mktemp(name)
-        summary = run(_quickstart(devices, sync), workdir)
-        out[name] = (workdir, summary, read_jsonl(workdir / "metrics.jsonl"))
-    return out
+    """Shrunk quickstart, BatchNorm: on 1 and 8 devices, and with local BN on 8; made once per
+    session (the workdirs are shared: copy one before writing)."""
+    def compute(folder):
+        out = {}
+        for name, devices, sync in (("one", 1, "global"), ("eight", 8, "global"),
+                                    ("local", 8, "local")):
+            summary = run(_quickstart(devices, sync), folder / name)
+            out[name] = (str(folder / name), summary, read_jsonl(folder / name / "metrics.jsonl"))
+        return out
+
+    runs = computed_once(tmp_path_factory, "parallel_quickstart_runs", compute)
+    return {name: (Path(w), summary, rows) for name, (w, summary, rows) in runs.items()}
 
 
 def _per_step(rows: list[dict[str, Any]], technique_: str, key: str) -> np.ndarray:
@@ -102,10 +109,11 @@ def test_local_bn_differs_measurably(quickstart_runs):
     assert local["results"]["batch"]["status"] == "ok"
 
 
-def test_local_bn_results_refuse_to_resume_on_another_device_count(quickstart_runs):
-    workdir, _, _ = quickstart_runs["local"]
+def test_local_bn_results_refuse_to_resume_on_another_device_count(quickstart_runs,
+                                                                   tmp_path):
+    shutil.copytree(quickstart_runs["local"][0], tmp_path, dirs_exist_ok=True)
     with pytest.raises(ConfigError, match=r"different config \(config\.devices: 8 -> 4\)"):
-        run(_quickstart(4, "local"), workdir)
+        run(_quickstart(4, "local"), tmp_path)
 
 
 class _Probe:

@@ -8,6 +8,7 @@ import logging
 import math
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from experiments.progress_bar import ProgressBar
 from experiments.runner import run
 from experiments.testing import tiny_config
 from experiments.writer import read_jsonl
+from tests.once import computed_once
 
 STEPS, EVERY, SEEDS = 6, 2, 2
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -42,10 +44,7 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """An uninterrupted run of none, batch (+dropout) and a diverging technique."""
-    workdir = tmp_path_factory.mktemp("reference")
+def _reference_run(workdir):
     records = _Records()
     logger = logging.getLogger("experiments")
     logger.addHandler(records)
@@ -54,7 +53,16 @@ def reference(tmp_path_factory):
         summary = run(_config(), workdir)
     finally:
         logger.removeHandler(records)
-    return workdir, summary, records.messages
+    return str(workdir), summary, records.messages
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of none, batch (+dropout) and a diverging technique, made once
+    per session (its workdir is shared: copy it before writing)."""
+    workdir, summary, messages = computed_once(tmp_path_factory, "runner_reference",
+                                               _reference_run)
+    return Path(workdir), summary, messages
 
 
 def _finite_numbers(row):
@@ -161,7 +169,9 @@ def test_kill_and_resume_matches_uninterrupted(reference, tmp_path):
     assert partial["results"]["batch"]["status"] == f"incomplete (step 2 of {STEPS})"
     assert partial["results"]["huge"]["status"] == "not run"
     assert len(read_jsonl(tmp_path / "metrics.jsonl")) == SEEDS * (STEPS // EVERY + 1)
-    summary = run(_config(only="none,batch"), tmp_path, hooks=[_Record(calls)])
+    with pytest.warns(DeprecationWarning, match=r"on_chunk=f\) is deprecated: pass hooks="):
+        summary = run(_config(only="none,batch"), tmp_path,  # the deprecated callback form
+                      on_chunk=lambda *a: calls.append(a))
     assert calls == [("batch", 4), ("batch", 6)]  # the finished technique is not redone
     # TensorBoard, rewritten from the checkpoints on resume: every step once, none lost
     assert sorted(read_scalars(tmp_path / "tensorboard" / "batch" / "seed_0")["train/loss"]) == [
@@ -184,20 +194,11 @@ def test_kill_and_resume_matches_uninterrupted(reference, tmp_path):
                                        rtol=1e-6, err_msg=metric)
 
 
-def test_resume_with_other_settings_is_an_error(reference):
-    ref_dir, _, _ = reference
+def test_resume_with_other_settings_is_an_error(reference, tmp_path):
+    shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
     with pytest.raises(ConfigError, match=r"technique 'none' made with a different config "
                                           r"\(config.steps: 6 -> 8\)"):
-        run(_config(steps=8), ref_dir)
-
-
-def test_on_chunk_callback_still_works_with_a_warning(tmp_path):
-    calls = []
-    config = tiny_config()
-    config.num_seeds, config.figures, config.only = 1, False, "none"
-    with pytest.warns(DeprecationWarning, match=r"on_chunk=f\) is deprecated: pass hooks="):
-        run(config, tmp_path, on_chunk=lambda *a: calls.append(a))
-    assert calls == [("none", 2), ("none", 4)]
+        run(_config(steps=8), tmp_path)
 
 
 def test_rerun_of_finished_study_trains_nothing(reference, tmp_path):
