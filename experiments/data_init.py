@@ -28,7 +28,7 @@ import numpy as np
 import normjax
 from experiments.data import Dataset
 from experiments.hooks import Hook
-from experiments.train import TrainState, build_model
+from experiments.train import TrainState, deterministic_model
 from experiments.typed_config import StudyConfig, typed_config
 
 __all__ = ["SCALE_KEY", "DataInit", "weight_norm_data_init"]
@@ -77,14 +77,12 @@ class DataInit(Hook):
         self.config, self.labels, self.transform = typed_config(config), tuple(labels), transform
         idx = np.random.default_rng(0).permutation(len(ds.x_train))[:num_examples]
         self.x = jnp.asarray(ds.x_train[idx])
-        self.num_classes, self.input_shape = ds.num_classes, tuple(ds.input_shape)
+        self.ds = ds
 
     def init(self, technique: str, state: TrainState) -> TrainState:
         if technique not in self.labels:
             return state
-        model = build_model(self.config, self.config.techniques[technique],
-                            num_classes=self.num_classes, use_dropout=False,
-                            input_shape=self.input_shape)
+        model = deterministic_model(self.config, technique, self.ds)
         with jax.numpy_dtype_promotion("standard"):
             params = jax.jit(jax.vmap(lambda p: self.transform(model, p, self.x)))(state.params)
         return state._replace(params=params)

@@ -42,7 +42,7 @@ import normjax
 from experiments.data import Dataset
 from experiments.hooks import Hook
 from experiments.runs import make_grid
-from experiments.train import TrainState, build_model
+from experiments.train import TrainState, deterministic_model
 from experiments.typed_config import StudyConfig, typed_config
 from experiments.writer import MetricsLog, read_jsonl
 from normjax.linen import BatchNorm
@@ -53,12 +53,6 @@ __all__ = ["Probe", "ProbeHook", "grad_norm_probe", "input_quantile_probe", "lan
 State = dict[str, Any]
 Probe = Callable[[nn.Module, StudyConfig, Dataset],
                  Callable[[State], dict[str, jax.Array]]]
-
-
-def _model(config: StudyConfig, label: str, ds: Dataset) -> nn.Module:
-    """The technique's model without dropout layers (probes are deterministic)."""
-    return build_model(config, config.techniques[label], num_classes=ds.num_classes,
-                       use_dropout=False, input_shape=tuple(ds.input_shape))
 
 
 def _variables(state: State) -> dict[str, Any]:
@@ -252,7 +246,7 @@ class ProbeHook(Hook):
 
     def _fn(self, label: str) -> Callable[[State], dict[str, jax.Array]]:
         if label not in self._fns:
-            fn = self.probe(_model(self.config, label, self.ds), self.config, self.ds)
+            fn = self.probe(deterministic_model(self.config, label, self.ds), self.config, self.ds)
             self._fns[label] = jax.jit(jax.vmap(fn))
         return self._fns[label]
 

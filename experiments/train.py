@@ -30,6 +30,7 @@ import optax
 from jax import lax
 
 import normjax
+from experiments.dataset import Dataset
 from experiments.extensions import FactoryModel
 from experiments.imports import resolve_object
 from experiments.models import CNN, MLP
@@ -80,6 +81,13 @@ def build_model(config: StudyConfig, tech: TechniqueConfig, *,
     if m.kind == "cnn":
         return CNN(**kwargs, kernel_size=m.kernel_size, stride=m.stride, conv_impl=m.conv_impl)
     return MLP(**kwargs)
+
+
+def deterministic_model(config: StudyConfig, label: str, ds: Dataset) -> nn.Module:
+    """Technique ``label``'s model on ``ds`` without dropout layers, for measurements and
+    data-dependent init (probes and :class:`experiments.data_init.DataInit`)."""
+    return build_model(config, config.techniques[label], num_classes=ds.num_classes,
+                       use_dropout=False, input_shape=tuple(ds.input_shape))
 
 
 def batch_indices(key: jax.Array, step: jax.Array, num_examples: int,

@@ -12,6 +12,8 @@ from experiments.checkpoint import read_state
 from experiments.config import technique
 from experiments.runner import load_data, run
 from experiments.testing import initial_state, tiny_config
+from experiments.train import deterministic_model
+from experiments.typed_config import typed_config
 from experiments.writer import read_jsonl
 
 
@@ -63,7 +65,7 @@ def test_input_quantiles_are_those_of_the_preactivations(tmp_path):
     ds = load_data(config)
     state = _one_run(initial_state(config, "none", ds))
     fn = probes.input_quantile_probe(num_examples=64, num_units=8)(
-        probes._model(config, "none", ds), config, ds)
+        deterministic_model(typed_config(config), "none", ds), config, ds)
     x = ds.x_train[np.random.default_rng(0).permutation(len(ds.x_train))]
     layer = jax.tree_util.tree_map(np.asarray, state["params"]["layer_0"]["linear"])
     h = x @ layer["kernel"] + layer["bias"][None]
@@ -76,7 +78,7 @@ def test_precise_batch_stats_of_the_first_layer_are_the_population_stats():
     config = _config(batch=technique("batch"))
     ds = load_data(config)
     state = _one_run(initial_state(config, "batch", ds))
-    model = probes._model(config, "batch", ds)
+    model = deterministic_model(typed_config(config), "batch", ds)
     x = jnp.asarray(ds.x_train)
     stats = probes.precise_batch_stats(model, probes._variables(state), x.reshape(4, 16, -1))
     h = ds.x_train.astype(np.float64) @ np.asarray(state["params"]["layer_0"]["linear"]["kernel"])
@@ -105,8 +107,8 @@ def test_landscape_probe_first_order():
     config = _config(none=technique(learning_rate=1e-4))
     ds = load_data(config)
     state = _one_run(initial_state(config, "none", ds))
-    fn = probes.landscape_probe(factors=(1.0, 2.0))(probes._model(config, "none", ds), config,
-                                                   ds)
+    model = deterministic_model(typed_config(config), "none", ds)
+    fn = probes.landscape_probe(factors=(1.0, 2.0))(model, config, ds)
     with jax.numpy_dtype_promotion("standard"):
         out = jax.jit(fn)(state)
     eta, g = float(out["landscape/eta"][0]), float(out["landscape/grad_norm"])
