@@ -7,7 +7,7 @@ argument: ``norm()`` makes the normalization layer of the technique being compar
 
 Architecture (He et al., 2016, "Deep Residual Learning", pre-activation-free v1 blocks)::
 
-    conv3x3(width) -> norm -> relu
+    conv3x3(width, stride stem_stride) -> norm -> relu
     stages: for i, n in enumerate(blocks): n x BasicBlock(width * 2**i, stride 2 after stage 0)
     global average pool -> dropout -> dense(num_classes)
 
@@ -48,10 +48,12 @@ class ResNet(nn.Module):
     num_classes: int
     norm: Callable[..., nn.Module]
     dropout_rate: float = 0.0
+    stem_stride: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = nn.relu(self.norm()(nn.Conv(self.width, (3, 3), use_bias=False)(x)))
+        stem = nn.Conv(self.width, (3, 3), (self.stem_stride,) * 2, use_bias=False)
+        x = nn.relu(self.norm()(stem(x)))
         for i, n in enumerate(self.blocks):
             for j in range(n):
                 strides = 2 if i > 0 and j == 0 else 1
@@ -62,9 +64,10 @@ class ResNet(nn.Module):
 
 
 def resnet(*, norm: Callable[..., nn.Module], dropout_rate: float, num_classes: int,
-           input_shape: tuple[int, ...], blocks: Sequence[int] = (1, 1), width: int = 16
-           ) -> ResNet:
-    """The model factory: ``blocks`` residual blocks per stage, ``width`` channels first."""
+           input_shape: tuple[int, ...], blocks: Sequence[int] = (1, 1), width: int = 16,
+           stem_stride: int = 1) -> ResNet:
+    """The model factory: ``blocks`` residual blocks per stage, ``width`` channels first,
+    the first convolution strided by ``stem_stride`` (2 halves 28x28 MNIST at once)."""
     if len(input_shape) != 3:
         raise ValueError(f"resnet needs (H, W, C) images, got input_shape {input_shape}")
-    return ResNet(tuple(blocks), width, num_classes, norm, dropout_rate)
+    return ResNet(tuple(blocks), width, num_classes, norm, dropout_rate, stem_stride)

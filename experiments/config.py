@@ -10,8 +10,13 @@ an error.  Fields (see :func:`base_config` for the defaults)::
                                      experiments.data.load_dataset(name, seed=, path=, **options);
                                      name: a registered dataset or 'package.module:loader'
                                      (experiments.data.register_dataset)
+    dataset.validation_fraction      hold out this share of the training split (stratified,
+                                     seeded by dataset.seed) as a validation set, logged as
+                                     val/loss and val/accuracy: tune on it, report test/*
     model.{kind, depth, width, activation, init_scale, kernel_init, kernel_size, stride,
            conv_impl, norm_position} kind 'mlp' | 'cnn'; depth 0 = linear classifier;
+                                     kernel_init 'auto' = He normal for rectifiers (relu,
+                                     gelu, ...), LeCun normal otherwise;
                                      conv_impl 'im2col' (matmul) | 'xla' (lax.conv)
     model.{factory, options}         your own model instead: an import path
                                      'package.module:function' called with the technique's
@@ -66,9 +71,10 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "study"
     c.notes = ""
-    c.dataset = {"name": "digits", "seed": 0, "path": "", "options": {}}
+    c.dataset = {"name": "digits", "seed": 0, "path": "", "options": {},
+                 "validation_fraction": 0.0}
     c.model = {"kind": "mlp", "depth": 2, "width": 64, "activation": "relu",
-               "init_scale": 1.0, "kernel_init": "lecun_normal", "kernel_size": 3,
+               "init_scale": 1.0, "kernel_init": "auto", "kernel_size": 3,
                "stride": 1, "conv_impl": "im2col", "norm_position": "before_activation",
                "factory": "", "options": {}}
     c.optimizer = {"name": "adam", "learning_rate": 1e-3, "momentum": 0.9,

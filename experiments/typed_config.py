@@ -71,6 +71,7 @@ class DatasetConfig(_Frozen):
     seed: int
     path: str
     options: Options
+    validation_fraction: float
 
 
 @dataclasses.dataclass(frozen=True)

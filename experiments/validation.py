@@ -86,6 +86,7 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
     _number_in("checkpoint_every_s", config.checkpoint_every_s, 0.0)
     _int_at_least("eval_train_examples", config.eval_train_examples, 0)
     _int_at_least("dataset.seed", config.dataset.seed, 0)
+    _number_in("dataset.validation_fraction", config.dataset.validation_fraction, 0.0, 0.5)
     if not isinstance(config.dataset.name, str) or not config.dataset.name:
         raise ConfigError(f"dataset.name must be a dataset name, got {config.dataset.name!r}")
 
@@ -101,7 +102,7 @@ def _check_model(model: ml_collections.ConfigDict) -> None:
     _int_at_least("model.kernel_size", model.kernel_size, 1)
     _int_at_least("model.stride", model.stride, 1)
     _choice("model.activation", model.activation, ACTIVATIONS)
-    _choice("model.kernel_init", model.kernel_init, KERNEL_INITS)
+    _choice("model.kernel_init", model.kernel_init, ("auto", *KERNEL_INITS))
     _choice("model.norm_position", model.norm_position, NORM_POSITIONS)
     _choice("model.conv_impl", model.conv_impl, CONV_IMPLS)
     _number_in("model.init_scale", model.init_scale, 0.0, low_open=True)

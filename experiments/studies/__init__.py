@@ -14,41 +14,47 @@ configs/claim_<name>.py:<part> --workdir ...``) and the grids they use; the modu
 * optional ``prepare(part, config, ds, workdir) -> Hook | None``: extra probes
   (:mod:`experiments.probes`) or a data-dependent init (:mod:`experiments.data_init`);
 * ``analyze(study: Study) -> Section``: figures, a table of medians over seeds with their
-  interquartile range, and :class:`~experiments.studies.metrics.Check` s that the verdict is
-  computed from (:func:`experiments.studies.metrics.verdict`; nothing is hard-coded, so a
+  interquartile range, and :class:`~experiments.studies.decision.Check` s that the verdict is
+  computed from (:func:`experiments.studies.decision.verdict`; nothing is hard-coded, so a
   rerun can change it).
 
 Each part runs with :func:`experiments.runner.run` into ``<runs>/<name>/<part>`` (deleted
 first unless ``--resume``).  Each study writes ``<runs>/<name>/section.md`` and
 ``section.json``; ``<out>/studies.md`` is assembled from every study's section found under
 ``<runs>``, so ``--only`` refreshes some sections and keeps the others.  Figures go to
-``<out>/figures/<name>_*.png``.  ``--tiny`` runs 3 steps, 2 seeds, little data (into
-``runs/studies_tiny`` by default).
+``<out>/figures/<name>_*.png`` (and ``.svg``), each seed's final metrics to
+``<out>/studies_data/<name>.csv``.  ``--tiny`` is a smoke run (3 steps, 2 seeds, little data,
+into ``runs/studies_tiny`` by default, about 10-20 s per study): it checks that everything
+runs and draws, and gives no verdicts.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import json
 import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import ml_collections
 
 from experiments.runner import load_data, run
-from experiments.studies import metrics
+from experiments.studies import decision
 from experiments.studies.base import Part, Section, Study, markdown_table, tiny_config
 from experiments.writer import atomic_write, read_jsonl, write_json
 
-__all__ = ["STUDIES", "Part", "Section", "Study", "load_study", "main", "markdown_table",
+__all__ = ["SMOKE", "STUDIES", "Part", "Section", "Study", "load_study", "main", "markdown_table",
            "render_report", "run_study", "study_config", "tiny_config"]
 
 ROOT = Path(__file__).resolve().parents[2]
+SMOKE = "smoke run (no verdict)"
 STUDIES = ("bn_convergence", "bn_learning_rate", "bn_init_scale", "bn_batch_size",
            "bn_train_eval", "dropout_gap", "gradient_flow", "covariate_shift", "landscape",
            "mnist1d", "group_norm")
@@ -123,28 +129,54 @@ def run_study(name: str, *, tiny: bool = False, runs_dir: Path = ROOT / "runs" /
     study = Study(name, tiny, parts, out / "figures")
     start = time.perf_counter()
     section = module.analyze(study)
+    csv_path = _write_per_seed(out / "studies_data" / f"{name}.csv", parts.values())
     seconds = sum(p.seconds for p in parts.values()) + time.perf_counter() - start
-    text = _render_section(section, study, seconds, out)
+    text = _render_section(section, study, seconds, out, csv_path)
     atomic_write(runs_dir / name / "section.md", text)
     write_json(runs_dir / name / "section.json",
-               {"name": name, "title": section.title, "verdict": section.verdict,
-                "seconds": seconds, "tiny": tiny,
-                "part_seconds": {p: parts[p].seconds for p in parts}})
+               {"name": name, "title": section.title,
+                "verdict": SMOKE if tiny else section.verdict, "seconds": seconds,
+                "tiny": tiny, "part_seconds": {p: parts[p].seconds for p in parts}})
     return section, seconds
 
 
-def _render_section(section: Section, study: Study, seconds: float, out: Path) -> str:
+def _write_per_seed(path: Path, parts: Iterable[Part]) -> Path:
+    """Every part's per-seed final metrics in one CSV (columns: the union, blank if absent)."""
+    header: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for part in parts:
+        names, table = part.per_seed_table()
+        header += [n for n in names if n not in header]
+        rows += [dict(zip(names, row, strict=True)) for row in table]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def _render_section(section: Section, study: Study, seconds: float, out: Path,
+                    csv_path: Path) -> str:
     parts = ", ".join(f"`{p}` {study.parts[p].seconds:.0f} s" for p in study.parts)
     lines = [f"## {section.title}", "", f"**Claim.** {section.claim}", "",
              f"**Setup.** {section.setup[0]}  ", section.setup[1], ""]
     for caption, path in section.figures:
         lines += [f"![{caption}]({path.relative_to(out).as_posix()})", "", f"*{caption}*", ""]
     lines += [*section.table, "", *[f"{n}" for n in section.notes]]
-    details = "; ".join(c.detail for c in section.checks)
-    lines += ["", f"**Verdict: {section.verdict}.** Criterion: {section.criterion}. "
-              f"{details}.", "", f"*Wall time: {seconds:.0f} s ({parts}); "
-              f"config: `configs/claim_{study.name}.py`, analysis: "
-              f"`experiments/studies/{study.name}.py`.*", ""]
+    if study.tiny:
+        lines += ["", f"**{SMOKE.capitalize()}:** 3 steps; the numbers above say only that "
+                      "everything runs."]
+    else:
+        lines += ["", f"**Verdict: {section.verdict}.** Test: {section.criterion}.", "",
+                  *[f"- {c.detail}." for c in section.checks]]
+    data = csv_path.relative_to(out).as_posix()
+    lines += ["", f"*Wall time: {seconds:.0f} s ({parts}); config: "
+                  f"`configs/claim_{study.name}.py`, analysis: "
+                  f"`experiments/studies/{study.name}.py`; per-seed results: [{data}]({data}).*",
+              ""]
     return "\n".join(lines)
 
 
@@ -153,11 +185,14 @@ def render_report(runs_dir: Path) -> str:
     found = [n for n in STUDIES if (runs_dir / n / "section.json").exists()]
     infos = [json.loads((runs_dir / n / "section.json").read_text()) for n in found]
     lines = ["# Studies: what normalization and dropout do, measured", "",
-             "Each section states a claim from the literature, the setup, figures (line: median "
-             "over seeds; band or error bars: interquartile range), a table of medians "
-             "[25th, 75th percentile] over seeds and a verdict computed from the data "
-             f"with one criterion throughout (unless a section says otherwise): "
-             f"{metrics.CRITERION}. "
+             "Each section states a claim from the literature, the setup, figures (line: mean "
+             "over seeds; band or error bars: its 95% confidence interval), a table of medians "
+             "[25th, 75th percentile] over seeds, and a verdict computed from the data with one "
+             f"test throughout (unless a section says otherwise): {decision.CRITERION}. "
+             "A verdict is `holds` when every sub-claim is detected in the claimed direction, "
+             "`holds in part` when some are and none goes the other way, `mixed`, `opposite`, "
+             "or `not detected` (no sub-claim reaches p < 0.05: no effect, or too small for "
+             "these seeds). Each seed's final metrics are in `docs/studies_data/<study>.csv`. "
              "The verdicts speak for these small models and data sets only.", "",
              "Regenerate: `python -m experiments.studies` (one study: "
              "`--only NAME`).", "", "| # | study | verdict | wall time |", "|---|---|---|---|"]
@@ -179,10 +214,13 @@ def _anchor(title: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring); returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.studies",
-                                     description="Run the built-in studies into one report.")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.studies", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the built-in studies into one report (docs/studies.md).",
+        epilog="studies:\n" + "\n".join(f"  {n:18s} {load_study(n).TITLE}" for n in STUDIES))
     parser.add_argument("--only", default="", help="comma-separated study names")
-    parser.add_argument("--tiny", action="store_true", help="3 steps, 2 seeds: a smoke test")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke run: 3 steps, 2 seeds, no verdicts")
     parser.add_argument("--out", default=None, help="report directory (default docs)")
     parser.add_argument("--runs", default=None, help="run directory (default runs/studies)")
     parser.add_argument("--resume", action="store_true", help="keep and resume existing runs")
@@ -200,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         section, seconds = run_study(name, tiny=args.tiny, runs_dir=runs_dir, out=out,
                                      resume=args.resume)
-        print(f"{name}: {section.verdict} ({seconds:.0f} s)", flush=True)
+        print(f"{name}: {SMOKE if args.tiny else section.verdict} ({seconds:.0f} s)", flush=True)
         atomic_write(out / "studies.md", render_report(runs_dir))
     print(f"done: see {out / 'studies.md'}")
     return 0

@@ -11,7 +11,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments.studies import metrics
+from experiments.studies import decision, metrics
 
 __all__ = ["Part", "Section", "Study", "markdown_table", "tiny_config"]
 
@@ -54,6 +54,24 @@ class Part:
         steps, _, values = metrics.seed_curves(self.probes if probes else self.rows, cell, key)
         return steps, values
 
+    def per_seed_table(self) -> tuple[list[str], list[list[Any]]]:
+        """Header and rows for a CSV: each cell's and seed's last logged row (the swept
+        ``hp/*`` values, the step and every metric), with the cell's status."""
+        results = self.summary["results"]
+        last: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in self.rows:  # in step order per (cell, seed)
+            last.setdefault((row["cell"], int(row["seed"])), {}).update(row)
+        keys = sorted({k for r in last.values() for k, v in r.items()
+                       if k not in ("cell", "seed", "technique") and isinstance(v, int | float)})
+        order = {cell: i for i, cell in enumerate(results)}
+        header = ["part", "cell", "technique", "status", "seed", *keys]
+        table = [[self.name, cell, row.get("technique", ""),
+                  results.get(cell, {}).get("status", ""), seed, *[row.get(k, "") for k in keys]]
+                 for (cell, seed), row in sorted(last.items(),
+                                                 key=lambda kv: (order.get(kv[0][0], -1),
+                                                                 kv[0][1]))]
+        return header, table
+
     def probe_array(self, cell: str, key: str) -> tuple[np.ndarray, np.ndarray]:
         """Steps ``(T,)`` and a probe's array values ``(seeds, T, ...)``."""
         rows = sorted((r for r in self.probes if r["cell"] == cell and key in r),
@@ -93,13 +111,13 @@ class Section:
     setup: tuple[str, str]
     figures: list[tuple[str, Path]]
     table: list[str]
-    checks: list[metrics.Check]
+    checks: list[decision.Check]
     notes: list[str] = field(default_factory=list)
-    criterion: str = metrics.CRITERION
+    criterion: str = decision.CRITERION
 
     @property
     def verdict(self) -> str:
-        return metrics.verdict(self.checks)
+        return decision.verdict(self.checks)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:

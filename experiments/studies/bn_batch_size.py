@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from configs.claim_bn_batch_size import BATCH_SIZES, EPOCHS, parse_part
+from experiments.studies import decision
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "BatchNorm degrades at tiny batch sizes, GroupNorm and LayerNorm do not"
@@ -51,7 +51,7 @@ def _figure(study: Study, models: dict[str, dict[int, str]]) -> Path:
         ax.set_xticks(bs, [str(b) for b in bs])
         ax.set(xlabel="batch size (equal epochs)", ylabel="final test error (%)",
                title=f"{kind.upper()}: test error (" + fig.BAND + ")")
-        ax.legend(fontsize=7)
+        ax.legend()
     return fig.save(f, study.figure("batch_size"))
 
 
@@ -62,16 +62,16 @@ def analyze(study: Study) -> Section:
         bs = sorted(sizes)
         for b in bs:
             rows.append([kind.upper(), str(b), str(study.parts[sizes[b]].config.steps),
-                         *[metrics.spread(_error(study, sizes[b], t)).format(".1f")
+                         *[decision.spread(_error(study, sizes[b], t)).format(".1f")
                            for t in LABELS]])
         if len(bs) < 2:
             continue
         rise = {t: _error(study, sizes[bs[0]], t) - _error(study, sizes[bs[-1]], t)
                 for t in LABELS}
         for other in ("group", "layer"):
-            checks.append(metrics.check(
+            checks.append(decision.check(
                 f"{kind.upper()}: rise in test error (points) from batch {bs[-1]} to {bs[0]}",
-                metrics.compare(rise["batch"], rise[other], better="higher"), expect="a",
+                decision.compare(rise["batch"], rise[other], better="higher"), expect="a",
                 labels=("BN", LABELS[other]), fmt=".1f"))
     first = study.parts[next(iter(study.parts))].config
     return Section(

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from configs.claim_bn_convergence import LEARNING_RATES, SHARED_LR
+from experiments.studies import decision, metrics
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Part, Section, Study, markdown_table
 
 TITLE = "BatchNorm speeds up convergence"
@@ -39,7 +39,7 @@ def _best(study: Study, technique: str) -> tuple[str, np.ndarray]:
     """The cell with the fewest median steps to the target (ties: the smaller rate)."""
     cells = study.parts["main"].cells(technique)
     per_cell = [_steps_to_target(study, c) for c in cells]
-    medians = [metrics.spread(v).median for v in per_cell]
+    medians = [decision.spread(v).median for v in per_cell]
     i = int(np.argmin(medians))
     return cells[i], per_cell[i]
 
@@ -70,7 +70,7 @@ def _figure(study: Study) -> Path:
     ax2.set(xlabel="learning rate", ylabel=f"steps to training loss {TARGET:g}",
             title="steps to target (missing: never reached)")
     for ax in (ax1, ax2):
-        ax.legend(fontsize=7)
+        ax.legend()
     return fig.save(f, study.figure("convergence"))
 
 
@@ -83,15 +83,15 @@ def analyze(study: Study) -> Section:
             table.setdefault(lr, {})[tech] = (_steps_to_target(study, cell),
                                              part.final(cell, "train/loss"))
     for lr, entry in table.items():
-        rows.append([f"{lr:g}", *[metrics.spread(entry[t][0]).format(".0f") for t in LABELS],
-                     *[metrics.spread(entry[t][1]).format(".3f") for t in LABELS]])
+        rows.append([f"{lr:g}", *[decision.spread(entry[t][0]).format(".0f") for t in LABELS],
+                     *[decision.spread(entry[t][1]).format(".3f") for t in LABELS]])
     (bn_cell, bn_best), (none_cell, none_best) = _best(study, "batch"), _best(study, "none")
-    checks = [metrics.check(f"steps to training loss {TARGET:g} at each model's best rate",
-                            metrics.compare(bn_best, none_best, better="lower"), expect="a",
+    checks = [decision.check(f"steps to training loss {TARGET:g} at each model's best rate",
+                            decision.compare(bn_best, none_best, better="lower"), expect="a",
                             labels=(f"BN (lr {_lr(part, bn_cell):g})",
                                     f"no norm (lr {_lr(part, none_cell):g})"), fmt=".0f"),
-              metrics.check(f"at the shared rate {SHARED_LR:g}",
-                            metrics.compare(table[SHARED_LR]["batch"][0],
+              decision.check(f"at the shared rate {SHARED_LR:g}",
+                            decision.compare(table[SHARED_LR]["batch"][0],
                                             table[SHARED_LR]["none"][0], better="lower"),
                             expect="a", labels=("BN", "no norm"), fmt=".0f")]
     c = part.config

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from configs.claim_bn_init_scale import SCALES
+from experiments.studies import decision
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "BatchNorm makes training insensitive to the initialization scale"
@@ -48,24 +48,24 @@ def _figure(study: Study) -> Path:
     fig.log_scale(ax2, [1.0])
     ax2.set(xlabel="step", ylabel="training loss", title="training loss at three scales")
     for ax in (ax1, ax2):
-        ax.legend(fontsize=7)
+        ax.legend()
     return fig.save(f, study.figure("init_scale"))
 
 
 def analyze(study: Study) -> Section:
     acc = {t: _accuracy(study, t) for t in LABELS}
-    rows = [[f"{s:g}", *[metrics.spread(acc[t][1][i]).format(".3f") for t in LABELS]]
+    rows = [[f"{s:g}", *[decision.spread(acc[t][1][i]).format(".3f") for t in LABELS]]
             for i, s in enumerate(acc["none"][0])]
     spread_ = {t: acc[t][1].max(axis=0) - acc[t][1].min(axis=0) for t in LABELS}
     worst = {t: acc[t][1].min(axis=0) for t in LABELS}
-    rows.append(["range over scales", *[metrics.spread(spread_[t]).format(".3f")
+    rows.append(["range over scales", *[decision.spread(spread_[t]).format(".3f")
                                         for t in LABELS]])
-    rows.append(["worst over scales", *[metrics.spread(worst[t]).format(".3f") for t in LABELS]])
-    checks = [metrics.check("range of test accuracy over init scales",
-                            metrics.compare(spread_["batch"], spread_["none"], better="lower"),
+    rows.append(["worst over scales", *[decision.spread(worst[t]).format(".3f") for t in LABELS]])
+    checks = [decision.check("range of test accuracy over init scales",
+                            decision.compare(spread_["batch"], spread_["none"], better="lower"),
                             expect="a", labels=("BN", "no norm")),
-              metrics.check("worst test accuracy over init scales",
-                            metrics.compare(worst["batch"], worst["none"], better="higher"),
+              decision.check("worst test accuracy over init scales",
+                            decision.compare(worst["batch"], worst["none"], better="higher"),
                             expect="a", labels=("BN", "no norm"))]
     c = study.parts["main"].config
     return Section(

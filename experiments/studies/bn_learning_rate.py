@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from configs.claim_bn_learning_rate import LEARNING_RATES
+from experiments.studies import decision, metrics
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "BatchNorm tolerates larger learning rates"
@@ -46,7 +46,7 @@ def _figure(study: Study) -> Path:
     ax.axhline(TRAINS, color="gray", linestyle=":", label=f"'trains' threshold {TRAINS:g}")
     ax.set(xlabel="learning rate", ylabel="final test accuracy (diverged = 0)",
            title="final test accuracy (" + fig.BAND + ")")
-    ax.legend(fontsize=7)
+    ax.legend()
     return fig.save(f, study.figure("learning_rate"))
 
 
@@ -56,13 +56,13 @@ def analyze(study: Study) -> Section:
     status = {t: [part.summary["results"][c]["status"] for c in part.cells(t)] for t in LABELS}
     rows = []
     for i, lr in enumerate(acc["none"][0]):
-        rows.append([f"{lr:g}", *[metrics.spread(acc[t][1][i]).format(".3f") + _mark(status[t][i])
+        rows.append([f"{lr:g}", *[decision.spread(acc[t][1][i]).format(".3f") + _mark(status[t][i])
                                   for t in LABELS]])
     largest = {t: _largest(study, t) for t in LABELS}
-    rows.append(["largest rate that trains", *[metrics.spread(largest[t]).format("g")
+    rows.append(["largest rate that trains", *[decision.spread(largest[t]).format("g")
                                                for t in LABELS]])
-    checks = [metrics.check("largest learning rate that trains",
-                            metrics.compare(largest["batch"], largest["none"], better="higher"),
+    checks = [decision.check("largest learning rate that trains",
+                            decision.compare(largest["batch"], largest["none"], better="higher"),
                             expect="a", labels=("BN", "no norm"), fmt="g")]
     c = part.config
     return Section(

@@ -15,8 +15,8 @@ from configs.claim_bn_train_eval import DECAYS, decay_label
 from experiments.data import Dataset
 from experiments.hooks import Hook
 from experiments.probes import ProbeHook, precise_bn_probe
+from experiments.studies import decision
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "Train/eval discrepancy of BatchNorm: EMA decay, steps and Precise BN"
@@ -55,7 +55,7 @@ def _figure(study: Study) -> Path:
         for i, (name, (steps, values)) in enumerate(_curves(study, decay_label(decay)).items()):
             fig.curve(ax, steps, values, label=name, c=fig.color(i))
         ax.set(xlabel="step", ylabel="test accuracy", title=f"EMA decay {decay:g}")
-        ax.legend(fontsize=7)
+        ax.legend()
     for i, decay in enumerate(DECAYS):
         curves = _curves(study, decay_label(decay))
         steps, precise = curves["Precise BN"]
@@ -64,7 +64,7 @@ def _figure(study: Study) -> Path:
                   c=fig.color(i))
     axes[-1].set(xlabel="step", ylabel="Precise BN - EMA (accuracy points)",
                  title="eval-mode gap (" + fig.BAND + ")")
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend()
     return fig.save(f, study.figure("train_eval"))
 
 
@@ -81,21 +81,21 @@ def analyze(study: Study) -> Section:
         for step in (early, final):
             ema, batch, precise = (_at(c, step) for c in curves.values())
             gaps[decay, step] = 100 * (precise - ema)
-            rows.append([f"{decay:g}", str(step), *[metrics.spread(v).format(".3f")
+            rows.append([f"{decay:g}", str(step), *[decision.spread(v).format(".3f")
                                                     for v in (ema, batch, precise)],
-                         metrics.spread(gaps[decay, step]).format(".1f")])
+                         decision.spread(gaps[decay, step]).format(".1f")])
     slow, fast = DECAYS[-1], DECAYS[0]
     slow_curves = _curves(study, decay_label(slow))
     checks = [
-        metrics.check(f"Precise BN - EMA accuracy (points) at step {early}",
-                      metrics.compare(gaps[slow, early], gaps[fast, early], better="higher"),
+        decision.check(f"Precise BN - EMA accuracy (points) at step {early}",
+                      decision.compare(gaps[slow, early], gaps[fast, early], better="higher"),
                       expect="a", labels=(f"decay {slow:g}", f"decay {fast:g}"), fmt=".1f"),
-        metrics.check(f"gap at decay {DECAYS[1]:g} (points)",
-                      metrics.compare(gaps[DECAYS[1], early], gaps[DECAYS[1], final],
+        decision.check(f"gap at decay {DECAYS[1]:g} (points)",
+                      decision.compare(gaps[DECAYS[1], early], gaps[DECAYS[1], final],
                                       better="higher"),
                       expect="a", labels=(f"step {early}", f"step {final}"), fmt=".1f"),
-        metrics.check(f"test accuracy at decay {slow:g}, step {final}",
-                      metrics.compare(_at(slow_curves["Precise BN"], final),
+        decision.check(f"test accuracy at decay {slow:g}, step {final}",
+                      decision.compare(_at(slow_curves["Precise BN"], final),
                                       _at(slow_curves["EMA (eval mode)"], final),
                                       better="higher"),
                       expect="a", labels=("Precise BN", "EMA"))]

@@ -14,8 +14,8 @@ import numpy as np
 from experiments.data import Dataset
 from experiments.hooks import Hook
 from experiments.probes import ProbeHook, input_quantile_probe
+from experiments.studies import decision, metrics
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "Internal covariate shift with and without BatchNorm"
@@ -57,7 +57,7 @@ def _figure(study: Study, layers: list[str], shift: dict) -> Path:
             fig.curve(ax, steps, q[:, :, 0, k], label=f"{name} percentile", c=fig.color(k))
         ax.set(xlabel="step", ylabel="input of the sigmoid",
                title=f"{LABELS[tech]}: unit 0 of {last}")
-        ax.legend(fontsize=7)
+        ax.legend()
     x = np.arange(len(layers))
     for i, tech in enumerate(LABELS):
         fig.curve(axes[2], x, np.stack([shift[tech, layer] for layer in layers], axis=1),
@@ -65,20 +65,20 @@ def _figure(study: Study, layers: list[str], shift: dict) -> Path:
     axes[2].set_xticks(x, layers)
     axes[2].set(xlabel="hidden layer", ylabel="percentile path length",
                 title="shift over training (" + fig.BAND + ")")
-    axes[2].legend(fontsize=7)
+    axes[2].legend()
     return fig.save(f, study.figure("covariate_shift"))
 
 
 def analyze(study: Study) -> Section:
     layers = _layers(study)
     shift = {(t, layer): _shift(study, t, layer) for t in LABELS for layer in layers}
-    rows = [[layer, *[metrics.spread(shift[t, layer]).format(".2f") for t in LABELS]]
+    rows = [[layer, *[decision.spread(shift[t, layer]).format(".2f") for t in LABELS]]
             for layer in layers]
     acc = {t: study.parts["main"].final(t, "test/accuracy") for t in LABELS}
-    rows.append(["final test accuracy", *[metrics.spread(acc[t]).format(".3f")
+    rows.append(["final test accuracy", *[decision.spread(acc[t]).format(".3f")
                                           for t in LABELS]])
-    checks = [metrics.check(f"{layer}: percentile path length",
-                            metrics.compare(shift["batch", layer], shift["none", layer],
+    checks = [decision.check(f"{layer}: percentile path length",
+                            decision.compare(shift["batch", layer], shift["none", layer],
                                             better="lower"),
                             expect="a", labels=("BN", "no norm"), fmt=".2f")
               for layer in layers]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from configs.claim_dropout_gap import STRENGTHS
+from experiments.studies import decision, metrics
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "Dropout narrows the train/test gap (vs L1 and L2)"
@@ -52,7 +52,7 @@ def _figure(study: Study, finals: dict[str, dict[str, np.ndarray]]) -> Path:
         ax.set_xticks(x, [f"{v:g}" for v in d["x"]])
         ax.set(xlabel=NAMES[kind], ylabel="accuracy / gap (%)",
                title=f"{NAMES[kind]} (" + fig.BAND + ")")
-        ax.legend(fontsize=7)
+        ax.legend()
     return fig.save(f, study.figure("gap"))
 
 
@@ -61,25 +61,25 @@ def analyze(study: Study) -> Section:
     rows = []
     for kind, d in finals.items():
         for i, x in enumerate(d["x"]):
-            rows.append([NAMES[kind], f"{x:g}", *[metrics.spread(100 * d[k][i]).format(".1f")
+            rows.append([NAMES[kind], f"{x:g}", *[decision.spread(100 * d[k][i]).format(".1f")
                                                   for k in ("train", "test", "gap")]])
     drop = finals["dropout"]
     top = len(drop["x"]) - 1
     best = {k: d["test"][_best(d)] for k, d in finals.items()}
     checks = [
-        metrics.check("train - test accuracy gap (points)",
-                      metrics.compare(100 * drop["gap"][top], 100 * drop["gap"][0],
+        decision.check("train - test accuracy gap (points)",
+                      decision.compare(100 * drop["gap"][top], 100 * drop["gap"][0],
                                       better="lower"),
                       expect="a", labels=(f"dropout {drop['x'][top]:g}", "no dropout"),
                       fmt=".1f"),
-        metrics.check("test accuracy",
-                      metrics.compare(best["dropout"], drop["test"][0], better="higher"),
+        decision.check("test accuracy",
+                      decision.compare(best["dropout"], drop["test"][0], better="higher"),
                       expect="a", labels=(f"best dropout ({drop['x'][_best(drop)]:g})",
                                           "no dropout"))]
     for other in ("l1", "l2"):
         if other in finals:
-            checks.append(metrics.check(
-                "best test accuracy", metrics.compare(best["dropout"], best[other],
+            checks.append(decision.check(
+                "best test accuracy", decision.compare(best["dropout"], best[other],
                                                       better="higher"),
                 expect="a", labels=("dropout", f"{other.upper()} "
                                     f"({finals[other]['x'][_best(finals[other])]:g})")))

@@ -15,8 +15,8 @@ from configs.claim_gradient_flow import ACTIVATIONS
 from experiments.data import Dataset
 from experiments.hooks import Hook
 from experiments.probes import ProbeHook, grad_norm_probe
+from experiments.studies import decision, metrics
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "Gradient flow through deep networks with and without BatchNorm"
@@ -66,7 +66,7 @@ def _figure(study: Study, profiles: dict) -> Path:
                 fig.profile(ax, profiles[act, tech][when], label=LABELS[tech], c=fig.color(i))
             ax.set(xlabel="layer (0 = input side)", ylabel="gradient norm ||dL/dW||",
                    title=f"{act}, {'initialization' if when == 'init' else 'after training'}")
-            ax.legend(fontsize=7)
+            ax.legend()
     return fig.save(f, study.figure("gradient_flow"))
 
 
@@ -77,14 +77,14 @@ def analyze(study: Study) -> Section:
         acc = {t: study.parts[act].final(t, "test/accuracy") for t in LABELS}
         for when in ("init", "end"):
             r = {t: _ratios(profiles[act, t][when]) for t in LABELS}
-            rows.append([act, when, *[metrics.spread(r[t]).format(".2f") for t in LABELS],
-                         *([metrics.spread(acc[t]).format(".3f") for t in LABELS]
+            rows.append([act, when, *[decision.spread(r[t]).format(".2f") for t in LABELS],
+                         *([decision.spread(acc[t]).format(".3f") for t in LABELS]
                            if when == "end" else ["", ""])])
-            checks.append(metrics.check(
+            checks.append(decision.check(
                 f"{act} at {when}: |log10(first/last gradient norm)|",
-                metrics.compare(np.abs(r["batch"]), np.abs(r["none"]), better="lower"),
+                decision.compare(np.abs(r["batch"]), np.abs(r["none"]), better="lower"),
                 expect="a", labels=("BN", "no norm"), fmt=".2f"))
-            if when == "init" and metrics.spread(r["batch"]).median > HEALTHY:
+            if when == "init" and decision.spread(r["batch"]).median > HEALTHY:
                 explode.append(act)
     notes = [f"With BatchNorm the gradient norm at initialization grows more than "
              f"{10 ** HEALTHY:g}x from the last to the first layer for "

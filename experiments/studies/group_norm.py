@@ -16,8 +16,8 @@ from experiments.data import Dataset
 from experiments.data_init import DataInit, weight_norm_data_init
 from experiments.hooks import Hook
 from experiments.registry import known_norms
+from experiments.studies import decision
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "GroupNorm's group count, Ghost BatchNorm and WeightNorm"
@@ -74,7 +74,7 @@ def _figure(study: Study, entries: dict[str, tuple[str, str]]) -> Path:
     ax2.set_xticks([g for g, _ in gn], [str(g) for g, _ in gn])
     ax2.set(xlabel="groups (1 = LayerNorm, 24 = InstanceNorm)", ylabel="test accuracy (%)",
             title="GroupNorm: test accuracy (" + fig.BAND + ")")
-    ax2.legend(fontsize=7)
+    ax2.legend()
     return fig.save(f, study.figure("group_norm"))
 
 
@@ -86,15 +86,15 @@ def _best(study: Study, entries: dict[str, tuple[str, str]],
 
 def analyze(study: Study) -> Section:
     entries = _entries(study)
-    rows = [[name, metrics.spread(100 * _acc(study, w)).format(".1f"),
-             metrics.spread(100 * study.parts[w[0]].final(w[1], "train/accuracy"))
+    rows = [[name, decision.spread(100 * _acc(study, w)).format(".1f"),
+             decision.spread(100 * study.parts[w[0]].final(w[1], "train/accuracy"))
              .format(".1f")] for name, w in entries.items()]
     gn = [n for n in entries if n.startswith("GN")]
     mid_name, mid = _best(study, entries, gn[1:-1])
-    checks = [metrics.check("test accuracy", metrics.compare(mid, _acc(study, entries[gn[0]]),
+    checks = [decision.check("test accuracy", decision.compare(mid, _acc(study, entries[gn[0]]),
                                                              better="higher"),
                             expect="a", labels=(f"best intermediate {mid_name}", gn[0])),
-              metrics.check("test accuracy", metrics.compare(mid, _acc(study, entries[gn[-1]]),
+              decision.check("test accuracy", decision.compare(mid, _acc(study, entries[gn[-1]]),
                                                              better="higher"),
                             expect="a", labels=(mid_name, gn[-1]))]
     ghosts = [n for n in entries if n.startswith("ghost")]
@@ -102,11 +102,11 @@ def analyze(study: Study) -> Section:
                                "part was skipped."]
     if ghosts:
         g_name, g_acc = _best(study, entries, ghosts)
-        checks.append(metrics.check("test accuracy", metrics.compare(
+        checks.append(decision.check("test accuracy", decision.compare(
             g_acc, _acc(study, entries["BN"]), better="higher"), expect="a",
             labels=(f"best {g_name}", "BN (batch 100)")))
     if "WN + data init" in entries:
-        checks.append(metrics.check("test accuracy", metrics.compare(
+        checks.append(decision.check("test accuracy", decision.compare(
             _acc(study, entries["WN + data init"]), _acc(study, entries["WN"]),
             better="higher"), expect="a", labels=("WN + data init", "WN")))
     c = study.parts[next(iter(study.parts))].config

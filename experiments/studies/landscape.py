@@ -14,8 +14,8 @@ import numpy as np
 from experiments.data import Dataset
 from experiments.hooks import Hook
 from experiments.probes import ProbeHook, landscape_probe
+from experiments.studies import decision, metrics
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "Loss-landscape smoothness with and without BatchNorm"
@@ -64,7 +64,7 @@ def _figure(study: Study, measures: dict) -> Path:
             fig.curve(ax, steps, m[key], label=LABELS[tech], c=fig.color(i))
         fig.log_scale(ax, np.concatenate([measures[t][1][key].ravel() for t in LABELS]))
         ax.set(xlabel="step", ylabel=name, title=f"{name} (" + fig.BAND + ")")
-        ax.legend(fontsize=7)
+        ax.legend()
     return fig.save(f, study.figure("landscape"))
 
 
@@ -73,12 +73,12 @@ def analyze(study: Study) -> Section:
     per_seed = {(t, k): np.nanmedian(measures[t][1][k], axis=1) for t in LABELS
                 for k in MEASURES}
     acc = {t: study.parts["main"].final(t, "test/accuracy") for t in LABELS}
-    rows = [[name, *[metrics.spread(per_seed[t, k]).format(".3g") for t in LABELS]]
+    rows = [[name, *[decision.spread(per_seed[t, k]).format(".3g") for t in LABELS]]
             for k, name in MEASURES.items()]
-    rows.append(["final test accuracy", *[metrics.spread(acc[t]).format(".3f")
+    rows.append(["final test accuracy", *[decision.spread(acc[t]).format(".3f")
                                           for t in LABELS]])
-    checks = [metrics.check(f"{name} (median over training)",
-                            metrics.compare(per_seed["batch", k], per_seed["none", k],
+    checks = [decision.check(f"{name} (median over training)",
+                            decision.compare(per_seed["batch", k], per_seed["none", k],
                                             better="lower"),
                             expect="a", labels=("BN", "no norm"))
               for k, name in MEASURES.items()]

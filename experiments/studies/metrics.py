@@ -21,14 +21,7 @@ Scalar measures of a run:
   the gradient direction (Santurkar et al. 2018, "How does batch normalization help
   optimization?", Sec. 3.1).
 
-Verdicts compare such per-seed values between two settings:
-
-* :func:`spread`: median and interquartile range over seeds (:class:`Spread`).
-* :func:`compare`: which of two settings is better, where *clearly* means that the medians differ
-  by more than the larger of the two interquartile ranges (:data:`CRITERION`); otherwise a tie.
-* :func:`check` turns a comparison into a :class:`Check` on one sub-claim (supports /
-  contradicts / unclear), and :func:`verdict` combines the checks of a claim into one word:
-  ``holds``, ``holds in part``, ``mixed``, ``does not hold at this scale`` or ``contradicted``.
+Verdicts compare such per-seed values between settings: :mod:`experiments.studies.decision`.
 """
 
 from __future__ import annotations
@@ -37,15 +30,13 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-__all__ = ["CRITERION", "Check", "Comparison", "Spread", "check", "check_near", "compare",
-           "final_values", "generalization_gap", "landscape_summary", "largest_passing",
+__all__ = ["final_values", "generalization_gap", "landscape_summary", "largest_passing",
            "layer_keys", "layer_values", "log_depth_ratio", "path_length", "quantile_series",
-           "seed_curves", "spread", "steps_to_threshold", "verdict"]
+           "seed_curves", "steps_to_threshold"]
 
 Rows = Sequence[Mapping[str, Any]]
 
@@ -207,146 +198,3 @@ def landscape_summary(etas: Sequence[float], losses: Sequence[float],
         beta = float(np.max(dg / (e * grad_norm))) if grad_norm > 0 else math.nan
     return {"loss_range": float(loss.max() - loss.min()), "grad_change": float(dg.max()),
             "beta": beta}
-
-
-CRITERION = ("medians over seeds, and a difference counts only if it exceeds the larger of the "
-             "two interquartile ranges (IQR) over seeds")
-Outcome = Literal["supports", "contradicts", "unclear"]
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Median and quartiles over seeds (``inf`` allowed, e.g. a target never reached)."""
-
-    median: float
-    low: float
-    high: float
-    n: int
-
-    @property
-    def iqr(self) -> float:
-        if self.high == self.low:  # also when both are inf
-            return 0.0
-        return self.high - self.low if math.isfinite(self.high - self.low) else math.inf
-
-    def format(self, fmt: str = ".3g") -> str:
-        """``median [q25, q75]``, e.g. ``0.93 [0.92, 0.94]``."""
-        def one(v: float) -> str:
-            return "never" if v == math.inf else "-" if math.isnan(v) else format(v, fmt)
-        return f"{one(self.median)} [{one(self.low)}, {one(self.high)}]"
-
-
-def _quantile(sorted_values: np.ndarray, q: float) -> float:
-    """Linear-interpolation quantile of sorted values that may hold ``+-inf``."""
-    pos = q * (len(sorted_values) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    a, b = float(sorted_values[lo]), float(sorted_values[hi])
-    if a == b or pos == lo:
-        return a
-    if math.isinf(a) or math.isinf(b):  # sorted: b = +inf, or a = -inf
-        return b if b == math.inf else a
-    return a + (b - a) * (pos - lo)
-
-
-def spread(values: Sequence[float]) -> Spread:
-    """Median and quartiles (linear interpolation, as numpy's default) of the non-NaN
-    ``values``; all NaN or empty gives NaN with ``n = 0``.  ``inf`` (e.g. "never reached")
-    is ordered as a number, never turned into NaN.
-    """
-    v = np.sort(np.asarray(values, np.float64).ravel())
-    v = v[~np.isnan(v)]
-    if not len(v):
-        return Spread(math.nan, math.nan, math.nan, 0)
-    return Spread(_quantile(v, 0.5), _quantile(v, 0.25), _quantile(v, 0.75), len(v))
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """``winner`` is ``"a"``, ``"b"`` or ``"tie"``; ``difference = median(a) - median(b)``."""
-
-    winner: Literal["a", "b", "tie"]
-    difference: float
-    margin: float  # the larger IQR that the difference had to exceed
-    a: Spread
-    b: Spread
-
-
-def compare(a: Sequence[float], b: Sequence[float], *,
-            better: Literal["lower", "higher"]) -> Comparison:
-    """Compare two settings' per-seed values by :data:`CRITERION`."""
-    if better not in ("lower", "higher"):
-        raise ValueError(f"better must be 'lower' or 'higher', got {better!r}")
-    sa, sb = spread(a), spread(b)
-    margin = max(sa.iqr, sb.iqr)
-    with np.errstate(invalid="ignore"):
-        diff = sa.median - sb.median
-    if not sa.n or not sb.n or math.isnan(diff) or not abs(diff) > margin:
-        return Comparison("tie", diff, margin, sa, sb)
-    a_better = diff < 0 if better == "lower" else diff > 0
-    return Comparison("a" if a_better else "b", diff, margin, sa, sb)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One sub-claim: its outcome and a short sentence with the numbers."""
-
-    outcome: Outcome
-    detail: str
-
-
-def check(name: str, comparison: Comparison, *, expect: Literal["a", "b"], labels: tuple[str, str],
-          fmt: str = ".3g") -> Check:
-    """The sub-claim "``expect`` is better" judged by ``comparison``.
-
-    ``name`` says what was measured (e.g. ``"steps to train loss 0.1"``); ``labels`` name the
-    two settings (a, b).
-    """
-    if expect not in ("a", "b"):
-        raise ValueError(f"expect must be 'a' or 'b', got {expect!r}")
-    outcome: Outcome = ("unclear" if comparison.winner == "tie" else
-                        "supports" if comparison.winner == expect else "contradicts")
-    word = {"supports": "as claimed", "contradicts": "the opposite of the claim",
-            "unclear": "within the seed spread"}[outcome]
-    detail = (f"{name}: {labels[0]} {comparison.a.format(fmt)} vs {labels[1]} "
-              f"{comparison.b.format(fmt)} ({word})")
-    return Check(outcome, detail)
-
-
-def check_near(name: str, values: Sequence[float], reference: float, *, tolerance: float,
-               fmt: str = ".3g") -> Check:
-    """The sub-claim "the values reproduce ``reference``" (e.g. a published number).
-
-    Supports if the median is within ``tolerance`` of ``reference``; contradicts if it is
-    farther than ``tolerance`` plus the interquartile range; unclear in between.
-    """
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
-    s = spread(values)
-    off = abs(s.median - reference)
-    outcome: Outcome = ("unclear" if not s.n or math.isnan(off) else "supports"
-                        if off <= tolerance else "contradicts" if off > tolerance + s.iqr
-                        else "unclear")
-    word = {"supports": "reproduced", "contradicts": "not reproduced",
-            "unclear": "within the seed spread of the tolerance"}[outcome]
-    return Check(outcome, f"{name}: {s.format(fmt)} vs reference {reference:{fmt}} "
-                          f"(tolerance {tolerance:{fmt}}; {word})")
-
-
-def verdict(checks: Sequence[Check]) -> str:
-    """One word for a claim from its sub-claims' outcomes.
-
-    all support: ``holds``; some support, none contradict: ``holds in part``; some of each:
-    ``mixed``; none support, some contradict: ``contradicted``; all unclear: ``does not hold
-    at this scale``.
-    """
-    if not checks:
-        raise ValueError("verdict needs at least one check")
-    outcomes = [c.outcome for c in checks]
-    supports, contradicts = outcomes.count("supports"), outcomes.count("contradicts")
-    if supports == len(outcomes):
-        return "holds"
-    if supports and not contradicts:
-        return "holds in part"
-    if supports:
-        return "mixed"
-    return "contradicted" if contradicts else "does not hold at this scale"

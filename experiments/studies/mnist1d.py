@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from configs.claim_mnist1d import REFERENCE
+from experiments.studies import decision
 from experiments.studies import figures as fig
-from experiments.studies import metrics
 from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "MNIST-1D baselines, with each normalization"
@@ -41,14 +41,14 @@ def _figure(study: Study) -> Path:
         fig.bars(ax, [NORMS[t] for t in techs], [100 * _acc(study, model, t) for t in techs],
                  ylabel="test accuracy (%)",
                  reference={f"paper ({100 * REFERENCE[model]:.0f}%)": 100 * REFERENCE[model]})
-        ax.set_title(f"{model}: test accuracy, median, IQR, seeds", fontsize=9)
+        ax.set_title(f"{model}: test accuracy, median, IQR, seeds")
     part = study.parts[models[-1]]
     for i, tech in enumerate(t for t in NORMS if t in part.config.techniques):
         steps, acc = part.curves(tech, "test/accuracy")
         fig.curve(axes[-1], steps, 100 * acc, label=NORMS[tech], c=fig.color(i))
     axes[-1].set(xlabel="step", ylabel="test accuracy (%)",
                  title=f"{models[-1]}: test accuracy (" + fig.BAND + ")")
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend()
     return fig.save(f, study.figure("mnist1d"))
 
 
@@ -58,16 +58,16 @@ def analyze(study: Study) -> Section:
         techs = [t for t in NORMS if t in part.config.techniques]
         for tech in techs:
             train = part.final(tech, "train/accuracy")
-            rows.append([model, NORMS[tech], metrics.spread(100 * _acc(study, model, tech))
-                         .format(".1f"), metrics.spread(100 * train).format(".1f"),
+            rows.append([model, NORMS[tech], decision.spread(100 * _acc(study, model, tech))
+                         .format(".1f"), decision.spread(100 * train).format(".1f"),
                          f"{100 * REFERENCE[model]:.0f}" if tech == "none" else ""])
-        checks.append(metrics.check_near(f"{model} without normalization, test accuracy %",
+        checks.append(decision.check_near(f"{model} without normalization, test accuracy %",
                                          100 * _acc(study, model, "none"),
                                          100 * REFERENCE[model], tolerance=100 * TOLERANCE,
                                          fmt=".1f"))
-        better = [NORMS[t] for t in techs[1:] if metrics.compare(
+        better = [NORMS[t] for t in techs[1:] if decision.compare(
             _acc(study, model, t), _acc(study, model, "none"), better="higher").winner == "a"]
-        worse = [NORMS[t] for t in techs[1:] if metrics.compare(
+        worse = [NORMS[t] for t in techs[1:] if decision.compare(
             _acc(study, model, t), _acc(study, model, "none"), better="higher").winner == "b"]
         if len(techs) > 1:
             notes.append(f"{model}: clearly better than no norm: {', '.join(better) or 'none'}; "

@@ -1,4 +1,4 @@
-"""Study metrics and verdict logic (experiments/studies/metrics.py), against hand-computed
+"""Study metrics (experiments/studies/metrics.py), against hand-computed
 values."""
 
 from __future__ import annotations
@@ -116,81 +116,3 @@ def test_landscape_summary():
         metrics.landscape_summary([0.1], [1.0, 2.0], [0.1], grad_norm=1.0)
     with pytest.raises(ValueError, match="step sizes must be > 0"):
         metrics.landscape_summary([0.0], [1.0], [0.1], grad_norm=1.0)
-
-
-def test_spread_quartiles_and_infinity():
-    s = metrics.spread([5.0, 1.0, 3.0, 2.0, 4.0, np.nan])
-    assert (s.median, s.low, s.high, s.n) == (3.0, 2.0, 4.0, 5)
-    assert s.format(".1f") == "3.0 [2.0, 4.0]"
-    np.testing.assert_allclose(
-        [metrics.spread([1.0, 2.0]).low, metrics.spread([1.0, 2.0]).high],
-        np.percentile([1.0, 2.0], [25, 75]))
-    never = metrics.spread([math.inf, math.inf, 10.0])
-    assert (never.median, never.high, never.low) == (math.inf, math.inf, math.inf)
-    assert never.iqr == 0.0 and never.format() == "never [never, never]"
-    assert metrics.spread([1.0, 2.0, math.inf]).iqr == math.inf
-    assert metrics.spread([]).n == 0 and math.isnan(metrics.spread([np.nan]).median)
-
-
-def test_compare_both_directions_and_tie():
-    fast, slow = [10, 11, 12, 13, 14], [30, 31, 32, 33, 34]
-    assert metrics.compare(fast, slow, better="lower").winner == "a"
-    assert metrics.compare(fast, slow, better="higher").winner == "b"
-    overlapping = [10, 20, 30, 40, 50]  # IQR 20 > difference of medians 2
-    c = metrics.compare(overlapping, [12, 22, 32, 42, 52], better="lower")
-    assert c.winner == "tie" and c.margin == pytest.approx(20.0)
-    assert metrics.compare([1.0], [math.inf], better="lower").winner == "a"
-    assert metrics.compare([math.inf] * 3, [math.inf] * 3, better="lower").winner == "tie"
-    assert metrics.compare([], [1.0], better="lower").winner == "tie"
-    with pytest.raises(ValueError, match="'lower' or 'higher'"):
-        metrics.compare([1], [2], better="smaller")
-
-
-def test_check_outcomes():
-    better = metrics.compare([1, 1, 1], [5, 5, 5], better="lower")
-    assert metrics.check("x", better, expect="a", labels=("A", "B")).outcome == "supports"
-    worse = metrics.check("x", better, expect="b", labels=("A", "B"))
-    assert worse.outcome == "contradicts" and "opposite" in worse.detail
-    tie = metrics.compare([1, 2, 3], [1, 2, 3], better="lower")
-    assert metrics.check("x", tie, expect="a", labels=("A", "B")).outcome == "unclear"
-    with pytest.raises(ValueError, match="expect must be 'a' or 'b'"):
-        metrics.check("x", tie, expect="c", labels=("A", "B"))
-
-
-def test_check_near():
-    assert metrics.check_near("acc", [0.93, 0.94, 0.95], 0.94, tolerance=0.02).outcome == \
-        "supports"
-    assert metrics.check_near("acc", [0.70, 0.71, 0.72], 0.94, tolerance=0.05).outcome == \
-        "contradicts"
-    # 0.06 away: beyond the tolerance but within tolerance + IQR (0.1)
-    assert metrics.check_near("acc", [0.8, 0.88, 1.0], 0.94, tolerance=0.05).outcome == \
-        "unclear"
-    with pytest.raises(ValueError, match="tolerance must be >= 0"):
-        metrics.check_near("acc", [0.9], 0.9, tolerance=-1.0)
-
-
-@pytest.mark.parametrize(("outcomes", "expected"), [
-    (["supports", "supports"], "holds"),
-    (["supports", "unclear"], "holds in part"),
-    (["supports", "contradicts"], "mixed"),
-    (["unclear", "contradicts"], "contradicted"),
-    (["contradicts"], "contradicted"),
-    (["unclear", "unclear"], "does not hold at this scale"),
-])
-def test_verdict(outcomes, expected):
-    assert metrics.verdict([metrics.Check(o, "") for o in outcomes]) == expected
-
-
-def test_verdict_needs_checks():
-    with pytest.raises(ValueError, match="at least one check"):
-        metrics.verdict([])
-
-
-def test_verdict_follows_the_data():
-    """The same comparison flips the verdict when the data flip."""
-    a, b = [1.0, 1.1, 1.2], [2.0, 2.1, 2.2]
-    for x, y, expected in ((a, b, "holds"), (b, a, "contradicted"), (a, a, "does not hold "
-                                                                           "at this scale")):
-        c = metrics.check("m", metrics.compare(x, y, better="lower"), expect="a",
-                          labels=("x", "y"))
-        assert metrics.verdict([c]) == expected
