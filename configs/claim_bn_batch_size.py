@@ -5,7 +5,7 @@
 
 Digits, one run per model and batch size (part ``<mlp|cnn>_b<batch size>``), each training
 ``EPOCHS`` epochs (equal epochs: steps = epochs x N / batch size) with SGD + momentum 0.9 and
-the linear scaling rule lr = 0.1 x batch / 32, 5 seeds; techniques BatchNorm (eval mode with
+the linear scaling rule lr = 0.1 x batch / 32, 8 seeds; techniques BatchNorm (eval mode with
 its running averages), GroupNorm (8 groups) and LayerNorm.  The MLP has 3 hidden layers of
 64; the CNN three 3x3 stride-2 convolutions with 32 channels (8x8 -> 1x1).
 """
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     chunks = 5
     config.steps = max(chunks, round(EPOCHS * num_train / batch / chunks) * chunks)
     config.log_every, config.batch_size = config.steps // chunks, batch
-    config.num_seeds = 5
+    config.num_seeds = 8
     config.techniques.batch = technique("batch")
     config.techniques.group = technique("group", num_groups=8)
     config.techniques.layer = technique("layer")

@@ -4,7 +4,7 @@
     python -m experiments --config configs/claim_bn_convergence.py --workdir runs/bn_convergence
 
 The BN paper's MNIST network (3 hidden layers of 100 sigmoid units) on scikit-learn's digits,
-SGD with momentum 0.9, batch 64, 500 steps, 5 seeds, with and without BatchNorm over a
+SGD with momentum 0.9, batch 64, 500 steps, 8 seeds, with and without BatchNorm over a
 learning-rate grid.  Measured: steps until the training loss (whole training set, eval mode)
 first reaches ``TARGET``, at each model's own best learning rate (fewest median steps) and at
 the shared rate ``SHARED_LR``.
@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.update(name="momentum", learning_rate=SHARED_LR, momentum=0.9)
     config.steps, config.log_every, config.batch_size = 500, 10, 64
     config.eval_train_examples = 0  # the whole training set
-    config.num_seeds = 5
+    config.num_seeds = 8
     config.sweep.learning_rate = LEARNING_RATES
     config.techniques.none = technique()
     config.techniques.batch = technique("batch")

@@ -4,7 +4,7 @@
     python -m experiments --config configs/claim_bn_learning_rate.py --workdir runs/bn_lr
 
 A 6-hidden-layer ReLU MLP (width 64) on digits, SGD with momentum 0.9, batch 64, 400 steps,
-5 seeds, with and without BatchNorm, over a learning-rate grid from 0.003 to 30.  Measured:
+8 seeds, with and without BatchNorm, over a learning-rate grid from 0.003 to 30.  Measured:
 final test accuracy per rate, and per seed the largest rate that still trains (final test
 accuracy >= ``TRAINS``; a diverged run does not train).
 """
@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(kind="mlp", depth=6, width=64, activation="relu")
     config.optimizer.update(name="momentum", learning_rate=0.1, momentum=0.9)
     config.steps, config.log_every, config.batch_size = 400, 100, 64
-    config.num_seeds = 5
+    config.num_seeds = 8
     config.sweep.learning_rate = LEARNING_RATES
     config.techniques.none = technique()
     config.techniques.batch = technique("batch")

@@ -3,7 +3,7 @@
     python -m experiments.studies --only bn_train_eval
     python -m experiments --config configs/claim_bn_train_eval.py --workdir runs/bn_train_eval
 
-Digits, MLP 3x64 ReLU with BatchNorm, SGD momentum 0.9, lr 0.1, batch 32, 600 steps, 5 seeds,
+Digits, MLP 3x64 ReLU with BatchNorm, SGD momentum 0.9, lr 0.1, batch 32, 600 steps, 8 seeds,
 EMA decay (flax ``momentum``, the weight on the old value) 0.9, 0.99 and 0.999.  Every
 ``log_every`` steps the test accuracy is measured three ways: eval mode with the EMA
 (``test/accuracy``), train mode with each test batch's own statistics
@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(kind="mlp", depth=3, width=64, activation="relu")
     config.optimizer.update(name="momentum", learning_rate=0.1, momentum=0.9)
     config.steps, config.log_every, config.batch_size = 600, 20, 32
-    config.num_seeds = 5
+    config.num_seeds = 8
     for decay in DECAYS:
         config.techniques[decay_label(decay)] = technique("batch", momentum=decay)
     return config

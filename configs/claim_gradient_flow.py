@@ -5,7 +5,7 @@
 
 A deep plain MLP (16 hidden layers of 64, LeCun-normal init) on digits, one part per
 activation (sigmoid, tanh, ReLU), with and without BatchNorm; SGD momentum 0.9, lr 0.01, batch
-64, 300 steps, 5 seeds.  Per-layer gradient norms ``||dL/dW_l||`` on one training batch at
+64, 300 steps, 8 seeds.  Per-layer gradient norms ``||dL/dW_l||`` on one training batch at
 initialization and after training (:func:`experiments.probes.grad_norm_probe`), summarized
 by ``log10(first layer / last hidden layer)``: > 0 grows towards the input (explodes
 backwards), < 0 shrinks (vanishes).
@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(kind="mlp", depth=16, width=64, activation=activation)
     config.optimizer.update(name="momentum", learning_rate=0.01, momentum=0.9)
     config.steps, config.log_every, config.batch_size = 300, 50, 64
-    config.num_seeds = 5
+    config.num_seeds = 8
     config.techniques.none = technique()
     config.techniques.batch = technique("batch")
     return config

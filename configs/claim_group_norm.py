@@ -4,7 +4,7 @@
     python -m experiments --config configs/claim_group_norm.py:groups --workdir runs/gn_groups
 
 MNIST-1D CNN (3 stride-2 convolutions of 24 channels, kernel 5; 4000 training examples),
-Adam lr 1e-2, batch 100, 1000 steps, 5 seeds.  Parts:
+Adam lr 1e-2, batch 100, 1000 steps, 6 seeds.  Parts:
 
 * ``groups``: GroupNorm with 1 (= LayerNorm over channels and positions), 2, 4, 8 and 24
   (= InstanceNorm) groups, and BatchNorm;
@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.update(name="adam", learning_rate=1e-2)
     config.steps, config.log_every, config.batch_size = 1000, 250, 100
     config.eval_train_examples = 0
-    config.num_seeds = 5
+    config.num_seeds = 6
     if part == "groups":
         for g in GROUPS:
             config.techniques[f"gn_{g}"] = technique("group", num_groups=g)

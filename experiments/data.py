@@ -125,7 +125,8 @@ def _load_mnist_5k(seed: int, test_fraction: float = 0.2) -> Dataset:
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     table = _read_mnist_5k()
-    x, y = table[:, :-1].reshape(-1, 28, 28, 1), table[:, -1].astype(np.int32)
+    order = np.random.default_rng(seed).permutation(len(table))  # the file is sorted by label
+    x, y = table[order, :-1].reshape(-1, 28, 28, 1), table[order, -1].astype(np.int32)
     split = hold_out_validation(make_dataset("mnist_5k", x, y, x[:0], y[:0], 10),
                                 test_fraction, seed)
     return make_dataset("mnist_5k", split.x_train, split.y_train, split.x_val, split.y_val, 10)

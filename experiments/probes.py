@@ -19,6 +19,8 @@ Probes here:
   nonlinearity (after the norm, if any) per unit, on a fixed batch in train mode (Ioffe &
   Szegedy 2015, Figure 1).
 * :func:`landscape_probe`: loss and gradient along ``theta - eta g`` (Santurkar et al. 2018).
+* :func:`weight_probe`: the kernels' share of near-zero weights, their L1 and L2 norms, and a
+  histogram of ``log10 |w|`` (what L1 and L2 penalties do to the weights).
 * :func:`precise_bn_probe`: test accuracy after replacing the running BatchNorm statistics by
   the exact population statistics of ``K`` training batches (Wu & Johnson 2021, Precise BN),
   pooled with :func:`normjax.precise_moments`.
@@ -41,6 +43,7 @@ import optax
 import normjax
 from experiments.data import Dataset
 from experiments.hooks import Hook
+from experiments.models import ACTIVATIONS
 from experiments.runs import make_grid
 from experiments.train import TrainState, deterministic_model
 from experiments.typed_config import StudyConfig, typed_config
@@ -48,7 +51,7 @@ from experiments.writer import MetricsLog, read_jsonl
 from normjax.linen import BatchNorm
 
 __all__ = ["Probe", "ProbeHook", "grad_norm_probe", "input_quantile_probe", "landscape_probe",
-           "preactivations", "precise_batch_stats", "precise_bn_probe"]
+           "preactivations", "precise_batch_stats", "precise_bn_probe", "weight_probe"]
 
 State = dict[str, Any]
 Probe = Callable[[nn.Module, StudyConfig, Dataset],
@@ -88,6 +91,35 @@ def grad_norm_probe(batch_size: int | None = None) -> Probe:
     return factory
 
 
+def weight_probe(threshold: float = 1e-3,
+                 edges: Sequence[float] = tuple(range(-8, 2))) -> Probe:
+    """Statistics of all ``kernel`` weights of the hidden layers (the head excluded):
+
+    ``weights/near_zero`` the share with ``|w| < threshold``, ``weights/l1`` ``sum |w|``,
+    ``weights/l2`` ``sqrt(sum w^2)``, and ``weights/log10_hist`` the counts of ``log10 |w|``
+    in the bins ``(-inf, e_0), [e_0, e_1), ..., [e_last, inf)``.
+    """
+    cut = jnp.asarray(edges, jnp.float32)
+
+    def factory(model: nn.Module, config: StudyConfig,
+                ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
+        def fn(state: State) -> dict[str, jax.Array]:
+            leaves = [v for path, v in jax.tree_util.tree_leaves_with_path(state["params"])
+                      if _key(path[-1]) == "kernel" and _key(path[0]) != "head"]
+            w = jnp.abs(jnp.concatenate([v.ravel() for v in leaves]))
+            logs = jnp.log10(jnp.maximum(w, 1e-30))
+            bins = jnp.searchsorted(cut, logs, side="right")
+            return {"weights/near_zero": jnp.mean(w < threshold), "weights/l1": jnp.sum(w),
+                    "weights/l2": jnp.sqrt(jnp.sum(w**2)),
+                    "weights/log10_hist": jnp.bincount(bins, length=len(edges) + 1)}
+        return fn
+    return factory
+
+
+def _key(entry: Any) -> str:
+    return str(getattr(entry, "key", entry))
+
+
 def preactivations(model: nn.Module, variables: dict[str, Any], x: jax.Array) -> dict[str, Any]:
     """The input of each hidden block's nonlinearity in training mode, by block name.
 
@@ -112,7 +144,13 @@ def preactivations(model: nn.Module, variables: dict[str, Any], x: jax.Array) ->
 
 def input_quantile_probe(num_examples: int = 512, num_units: int = 16,
                          quantiles: Sequence[float] = (0.15, 0.5, 0.85)) -> Probe:
-    """``input_q/<layer>``: (units, quantiles) of the nonlinearity's input on a fixed batch.
+    """Quantiles on a fixed batch, as (units, quantiles), of each hidden block's
+
+    * ``input_q/<layer>``: nonlinearity's input (after the norm, if any; Ioffe & Szegedy
+      2015, Figure 1), and
+    * ``output_q/<layer>``: output, which is the next layer's input (the distribution
+      Santurkar et al. 2018 follow; a norm's output is normalized by construction, this
+      one is not).
 
     Spatial positions (CNN) count as samples; the first ``num_units`` units are kept.
     """
@@ -121,12 +159,14 @@ def input_quantile_probe(num_examples: int = 512, num_units: int = 16,
     def factory(model: nn.Module, config: StudyConfig,
                 ds: Dataset) -> Callable[[State], dict[str, jax.Array]]:
         x, _ = _batch(ds, num_examples)
+        activation = ACTIVATIONS[config.model.activation]
 
         def fn(state: State) -> dict[str, jax.Array]:
             out = {}
             for name, h in preactivations(model, _variables(state), x).items():
                 h = h.reshape(-1, h.shape[-1])[:, :num_units]
                 out[f"input_q/{name}"] = jnp.quantile(h, qs, axis=0).T
+                out[f"output_q/{name}"] = jnp.quantile(activation(h), qs, axis=0).T
             return out
         return fn
     return factory

@@ -57,7 +57,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE = "smoke run (no verdict)"
 STUDIES = ("bn_convergence", "bn_learning_rate", "bn_init_scale", "bn_batch_size",
            "bn_train_eval", "dropout_gap", "gradient_flow", "covariate_shift", "landscape",
-           "mnist1d", "group_norm")
+           "mnist1d", "group_norm", "resnet_learning_rate", "resnet_batch_size",
+           "resnet_group_norm", "l1_l2_sparsity", "bn_regularizer", "layer_norm_sequences",
+           "weight_norm_speed", "input_whitening")
 REQUIRED = ("TITLE", "CLAIM", "parts", "analyze")
 log = logging.getLogger("experiments.studies")
 

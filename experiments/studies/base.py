@@ -48,6 +48,21 @@ class Part:
         xs = np.asarray([self.summary["results"][c]["hparams"][hparam] for c in cells])
         return xs, np.stack([self.final(c, key, failed=failed) for c in cells])
 
+    def tuned(self, technique: str, *, key: str = "val/accuracy",
+              better: str = "higher") -> str:
+        """The cell of ``technique`` whose median final ``key`` over seeds is best (a
+        diverged cell is never chosen; ties: the first in grid order).  With ``key`` a
+        validation metric this is tuning on the validation split."""
+        cells = [c for c in self.cells(technique) if self.ok(c)]
+        if not cells:
+            raise ValueError(f"every cell of {technique!r} diverged; nothing to choose")
+        medians = np.asarray([np.nanmedian(self.final(c, key)) for c in cells])
+        return cells[int(np.nanargmax(medians) if better == "higher" else np.nanargmin(medians))]
+
+    def hparam(self, cell: str, name: str) -> float:
+        """The swept value of ``name`` at ``cell``."""
+        return self.summary["results"][cell]["hparams"][name]
+
     def curves(self, cell: str, key: str, *,
                probes: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Steps and per-seed values ``(seeds, steps)`` of ``key`` (from probes.jsonl)."""

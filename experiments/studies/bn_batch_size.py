@@ -80,7 +80,11 @@ def analyze(study: Study) -> Section:
          f"{', '.join(f'{k.upper()} {v}' for k, v in BATCH_SIZES.items())}; {EPOCHS} epochs "
          f"each; SGD momentum 0.9, lr 0.1 x batch/32; {first.num_seeds} seeds.",
          "Test error in eval mode (BatchNorm with its running averages, momentum 0.9); the "
-         "rise is the per-seed error at the smallest minus at the largest batch."),
+         "rise is the per-seed error at the smallest minus at the largest batch. What the "
+         "CNN's rise depends on: its last convolution leaves 1x1 pixel, so its BatchNorm sees "
+         "one value per example and channel, and at batch 2 every normalized value is -1 or "
+         "+1. The ResNet study on real images below repeats the claim with 98 values per "
+         "channel at batch 2."),
         [("Final test error against the batch size (equal epochs).",
           _figure(study, models))],
         markdown_table(["model", "batch", "steps", *[f"test error %, {v}" for v in

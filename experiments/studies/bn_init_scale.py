@@ -38,11 +38,17 @@ def _figure(study: Study) -> Path:
         scales, acc = _accuracy(study, tech)
         fig.sweep(ax1, scales, acc, label=LABELS[tech], c=fig.color(i))
         part = study.parts["main"]
+        styles = {min(scales): ":", 1.0: "-", max(scales): "--"}
         for j, cell in enumerate(part.cells(tech)):
-            if scales[j] in (min(scales), 1.0, max(scales)) and part.ok(cell):
+            if scales[j] not in styles:
+                continue
+            try:
                 steps, loss = part.curves(cell, "train/loss")
-                fig.curve(ax2, steps, loss, label=f"{LABELS[tech]}, scale {scales[j]:g}",
-                          c=fig.color(i), linestyle={0: ":", 1: "-"}.get(j, "--"))
+            except KeyError:  # diverged before its first log
+                steps, loss = np.zeros(0), np.zeros((1, 0))
+            mark = "" if part.ok(cell) else " (diverged)"
+            fig.curve(ax2, steps, loss, label=f"{LABELS[tech]}, scale {scales[j]:g}{mark}",
+                      c=fig.color(i), linestyle=styles[scales[j]])
     ax1.set(xlabel="init scale (multiplies every kernel)", ylabel="final test accuracy",
             title="final test accuracy (" + fig.BAND + ")")
     fig.log_scale(ax2, [1.0])

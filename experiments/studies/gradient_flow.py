@@ -93,13 +93,14 @@ def analyze(study: Study) -> Section:
     c = study.parts[next(iter(study.parts))].config
     return Section(
         TITLE, CLAIM,
-        (f"digits, MLP {c.model.depth}x{c.model.width} (LeCun-normal), sigmoid / tanh / ReLU, "
+        (f"digits, MLP {c.model.depth}x{c.model.width} (He-normal for ReLU, LeCun-normal for "
+         f"sigmoid and tanh), sigmoid / tanh / ReLU, "
          f"SGD momentum 0.9, lr {c.optimizer.learning_rate:g}, batch {c.batch_size}, "
          f"{c.steps} steps, {c.num_seeds} seeds.",
          "Per-layer gradient norms on one training batch (train mode) at initialization and "
          "at the end; ratio = log10(first layer / last hidden layer), 0 = perfectly flat."),
         [("Gradient norm per layer, at initialization (top) and after training (bottom); "
-          "median over seeds with the IQR as a band.",
+          "mean over seeds with its 95% confidence band.",
           _figure(study, profiles))],
         markdown_table(["activation", "when", "log10 ratio, no norm", "log10 ratio, BN",
                         "test acc., no norm", "test acc., BN"], rows),

@@ -41,6 +41,8 @@ BAD = [
     (_set("eval_batch_size", 0), r"eval_batch_size must be an integer >= 1"),
     (_set("eval_train_examples", -1), r"eval_train_examples must be an integer >= 0"),
     (_set("seed", -1), r"seed must be an integer >= 0"),
+    (_set("dataset.validation_fraction", 0.5),
+     r"dataset.validation_fraction must be a number in \[0.0, 0.5\), got 0.5"),
     (_set("steps", 2.5), r"steps must be an integer >= 1, got 2.5"),
     (_set("dataset.name", ""), r"dataset.name must be a dataset name"),
     (_set("model.kind", "rnn"), r"model.kind must be one of \['cnn', 'mlp'\], got 'rnn'"),

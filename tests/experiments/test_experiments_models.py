@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from experiments.models import CNN, MLP, patch_conv
+from experiments.models import CNN, MLP, kernel_init_name, patch_conv
 from experiments.registry import build_norm
 
 KEY = jax.random.PRNGKey(0)
@@ -147,3 +147,18 @@ def test_linear_bias_dropped_before_centering_norms(norm, position, bias):
                 norm_position=position)
     shapes = jax.eval_shape(lambda: model.init(KEY, jnp.ones((2, 3)), train=False))
     assert ("bias" in shapes["params"]["layer_0"]["linear"]) is bias
+
+
+@pytest.mark.parametrize(("activation", "expected"), [
+    ("relu", "he_normal"), ("gelu", "he_normal"), ("leaky_relu", "he_normal"),
+    ("tanh", "lecun_normal"), ("sigmoid", "lecun_normal")])
+def test_auto_init_is_he_for_rectifiers(activation, expected):
+    assert kernel_init_name("auto", activation) == expected
+    assert kernel_init_name("glorot_normal", activation) == "glorot_normal"  # as asked
+    # pinned by its formula: He normal has variance 2 / fan_in, LeCun 1 / fan_in
+    model = MLP(num_classes=2, norms=build_norm("none", {}), depth=1, width=1000,
+                activation=activation, kernel_init=kernel_init_name("auto", activation))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 500)), train=False,
+                        use_running_average=True)["params"]
+    var = float(jnp.var(params["layer_0"]["linear"]["kernel"]))
+    assert var == pytest.approx((2.0 if expected == "he_normal" else 1.0) / 500, rel=0.03)

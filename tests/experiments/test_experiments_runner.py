@@ -30,6 +30,7 @@ def _config(**overrides):
     config = tiny_config(none=technique(), batch=technique("batch", dropout=0.2),
                          huge=technique(learning_rate=1e30))
     config.steps, config.log_every, config.num_seeds = STEPS, EVERY, SEEDS
+    config.dataset.validation_fraction = 0.25  # 16 of the 64 training examples
     for key, value in overrides.items():
         config[key] = value
     return config
@@ -82,7 +83,7 @@ def test_metrics_jsonl_schema(reference):
                 "test/loss", "test/accuracy", "train/batch_loss", "train/learning_rate",
                 "grad_norm/layer_0", "grad_norm/layer_1", "grad_norm/head", "grad_norm/total",
                 "act_mean/layer_0", "act_std/layer_1", "hp/learning_rate", "hp/dropout",
-                "time/elapsed_s", "time/steps_per_s"} <= set(row)
+                "time/elapsed_s", "time/steps_per_s", "val/loss", "val/accuracy"} <= set(row)
         assert ("test_batch_stats/accuracy" in row) is (row["technique"] == "batch")
         assert 0 <= row["test/accuracy"] <= 1 and row["train/loss"] > 0
 

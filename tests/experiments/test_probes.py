@@ -69,9 +69,13 @@ def test_input_quantiles_are_those_of_the_preactivations(tmp_path):
     x = ds.x_train[np.random.default_rng(0).permutation(len(ds.x_train))]
     layer = jax.tree_util.tree_map(np.asarray, state["params"]["layer_0"]["linear"])
     h = x @ layer["kernel"] + layer["bias"][None]
-    np.testing.assert_allclose(fn(state)["input_q/layer_0"],
+    values = fn(state)
+    np.testing.assert_allclose(values["input_q/layer_0"],
                                np.quantile(h, [0.15, 0.5, 0.85], axis=0).T, rtol=1e-5,
                                atol=1e-5)
+    np.testing.assert_allclose(values["output_q/layer_0"],  # the next layer's input
+                               np.quantile(np.maximum(h, 0), [0.15, 0.5, 0.85], axis=0).T,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_precise_batch_stats_of_the_first_layer_are_the_population_stats():
