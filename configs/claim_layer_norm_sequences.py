@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.factory = "examples.gru:gru"
     config.model.options = {"width": 32}
     config.optimizer.update(name="adam", learning_rate=3e-3)
-    steps = EPOCHS * NUM_TRAIN // batch
+    steps = EPOCHS * NUM_TRAIN // batch // 4 * 4  # four logged chunks
     config.batch_size, config.steps, config.log_every = batch, steps, steps // 4
     config.eval_train_examples = 1000
     config.num_seeds = 8

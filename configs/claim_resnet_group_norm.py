@@ -20,7 +20,8 @@ GROUPS = (1, 4, 16)
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in (None, "main"):
-        raise ValueError(f"configs/claim_resnet_group_norm.py takes no argument, got {arg!r}")
+        raise ValueError(f"configs/claim_resnet_group_norm.py: argument must be 'main' or "
+                         f"none, got {arg!r}")
     config = resnet_mnist.get_config("group count")
     config.techniques = ml_collections.ConfigDict(sort_keys=False)
     for g in GROUPS:

@@ -20,7 +20,8 @@ LEARNING_RATES = (0.03, 0.1, 0.3)
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in (None, "main"):
-        raise ValueError(f"configs/claim_resnet_learning_rate.py takes no argument, got {arg!r}")
+        raise ValueError(f"configs/claim_resnet_learning_rate.py: argument must be 'main' or "
+                         f"none, got {arg!r}")
     config = resnet_mnist.get_config("learning rates")
     config.techniques = ml_collections.ConfigDict(sort_keys=False)
     config.techniques.none = technique()

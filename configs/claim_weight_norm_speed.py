@@ -21,7 +21,8 @@ LEARNING_RATES = (0.01, 0.03, 0.1, 0.3)
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in (None, "main"):
-        raise ValueError(f"configs/claim_weight_norm_speed.py takes no argument, got {arg!r}")
+        raise ValueError(f"configs/claim_weight_norm_speed.py: argument must be 'main' or "
+                         f"none, got {arg!r}")
     config = base_config()
     config.name = "claim: WeightNorm vs BatchNorm, steps and seconds"
     config.dataset.name = "mnist_5k"

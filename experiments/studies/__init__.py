@@ -10,7 +10,9 @@ configs/claim_<name>.py:<part> --workdir ...``) and the grids they use; the modu
 ``experiments/studies/<name>.py`` says what is claimed and how it is judged:
 
 * ``TITLE``, ``CLAIM`` (text); ``parts(tiny: bool) -> tuple[str, ...]`` the runs it needs;
-  optional ``TINY_TECHNIQUES = {part: labels}``: what ``--tiny`` keeps of a part;
+  optional ``TINY_TECHNIQUES = {part: labels}``: what ``--tiny`` keeps of a part (``"*"``:
+  of every part); an analysis then draws what its parts have (:meth:`Study.labels`) and
+  skips the checks, which a smoke run does not report;
 * optional ``prepare(part, config, ds, workdir) -> Hook | None``: extra probes
   (:mod:`experiments.probes`) or a data-dependent init (:mod:`experiments.data_init`);
 * ``analyze(study: Study) -> Section``: figures, a table of medians over seeds with their
@@ -83,7 +85,8 @@ def study_config(name: str, part: str) -> ml_collections.ConfigDict:
 def _run_part(name: str, module: ModuleType, part: str, *, tiny: bool, workdir: Path,
               resume: bool) -> Part:
     config = study_config(name, part)
-    keep = getattr(module, "TINY_TECHNIQUES", {}).get(part)
+    tiny_techniques = getattr(module, "TINY_TECHNIQUES", {})
+    keep = tiny_techniques.get(part, tiny_techniques.get("*"))
     config = tiny_config(config, keep) if tiny else config
     config.lock()
     if workdir.exists() and not resume:

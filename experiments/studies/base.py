@@ -112,6 +112,12 @@ class Study:
         """Where to save figure ``stem`` (``<out>/figures/<study>_<stem>.png``)."""
         return self.figures_dir / f"{self.name}_{stem}.png"
 
+    def labels(self, names: dict[str, str]) -> dict[str, str]:
+        """``names`` (technique -> label) restricted to the techniques that every part ran
+        (all of them, except in a ``--tiny`` run that keeps fewer)."""
+        return {t: v for t, v in names.items()
+                if all(t in p.config.techniques for p in self.parts.values())}
+
     @property
     def num_seeds(self) -> int:
         return min(p.config.num_seeds for p in self.parts.values())

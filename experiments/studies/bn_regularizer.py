@@ -20,6 +20,7 @@ CLAIM = ("Batch Normalization regularizes the model, so that in a batch-normaliz
          "regularization comes from the noise of the batch statistics, larger at small "
          "batches.")
 LABELS = {"none": "no norm", "batch": "BatchNorm"}
+TINY_TECHNIQUES = {"*": ("batch",)}
 
 
 def parts(tiny: bool = False) -> tuple[str, ...]:
@@ -40,7 +41,7 @@ def _gap(part: Part, tech: str, rate: float) -> np.ndarray:
 
 def _figure(study: Study) -> Path:
     f, axes = fig.panels(2)
-    groups = [(b, t, r) for b in BATCH_SIZES for t in LABELS for r in DROPOUT]
+    groups = [(b, t, r) for b in BATCH_SIZES for t in study.labels(LABELS) for r in DROPOUT]
     names = [f"b{b} {LABELS[t]}{' +drop' if r else ''}" for b, t, r in groups]
     fig.bars(axes[0], names, [_acc(study.parts[f"b{b}"], t, r) for b, t, r in groups],
              ylabel="test accuracy (%)")
@@ -52,13 +53,16 @@ def _figure(study: Study) -> Path:
 def analyze(study: Study) -> Section:
     rate = DROPOUT[-1]
     rows, checks = [], []
+    labels = study.labels(LABELS)
     for part_name, part in study.parts.items():
         batch = parse_part(part_name)
-        for tech in LABELS:
+        for tech in labels:
             for r in DROPOUT:
                 rows.append([str(batch), LABELS[tech], f"{r:g}",
                              decision.spread(_acc(part, tech, r)).format(".2f"),
                              decision.spread(_gap(part, tech, r)).format(".2f")])
+        if study.tiny:
+            continue
         gain = {t: _acc(part, t, rate) - _acc(part, t, 0.0) for t in LABELS}
         checks += [
             decision.check(f"batch {batch}: train-test gap without dropout (points)",

@@ -128,3 +128,22 @@ def test_errors(tmp_path):
         read_state(tmp_path, "none")
     with pytest.raises(ValueError, match="every must be >= 1"):
         probes.ProbeHook(config, load_data(config), tmp_path, probes.grad_norm_probe(), every=0)
+
+
+def test_weight_probe_by_formula():
+    config = _config(none=technique())
+    ds = load_data(config)
+    state = _one_run(initial_state(config, "none", ds))
+    fn = probes.weight_probe(threshold=0.05, edges=(-2, -1, 0))(
+        deterministic_model(typed_config(config), "none", ds), config, ds)
+    values = fn(state)
+    hidden = np.concatenate([np.asarray(state["params"][f"layer_{i}"]["linear"]["kernel"])
+                             .ravel() for i in (0, 1)])  # the head is left out
+    w = np.abs(hidden)
+    assert float(values["weights/near_zero"]) == pytest.approx(np.mean(w < 0.05))
+    assert float(values["weights/l1"]) == pytest.approx(w.sum(), rel=1e-5)
+    assert float(values["weights/l2"]) == pytest.approx(np.sqrt((w**2).sum()), rel=1e-5)
+    hist = np.asarray(values["weights/log10_hist"])
+    expected = np.bincount(np.searchsorted([-2, -1, 0], np.log10(w), side="right"),
+                           minlength=4)
+    np.testing.assert_array_equal(hist, expected)
