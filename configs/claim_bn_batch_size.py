@@ -17,7 +17,7 @@ import ml_collections
 from experiments.config import base_config, technique
 from experiments.data import load_dataset
 
-BATCH_SIZES = {"mlp": (2, 4, 8, 16, 32), "cnn": (2, 8, 32)}
+BATCH_SIZES = {"mlp": (2, 32), "cnn": (2, 8, 32)}
 EPOCHS = 5
 
 

@@ -5,7 +5,7 @@
 
 MNIST-1D, 2,000 examples: 400 test, and of the 1,600 others a stratified quarter (400) held
 out for validation, 1,200 for training (easy to overfit); MLP 2x256 ReLU, Adam lr 1e-3, batch
-100, 1500 steps, 8 seeds; one part per regularizer, each a vmapped sweep of its strength over
+100, 1000 steps, 8 seeds; one part per regularizer, each a vmapped sweep of its strength over
 ``STRENGTHS`` (0 = unregularized): ``dropout`` (drop probability after each hidden block),
 ``l1`` (``+ l1 * sum |w|``) and ``l2`` (``+ l2/2 * sum w^2``), on kernels.  Each
 regularizer's strength is chosen on the validation split.
@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.validation_fraction = 0.25  # of the 1,600 training examples
     config.model.update(kind="mlp", depth=2, width=256, activation="relu")
     config.optimizer.update(name="adam", learning_rate=1e-3)
-    config.steps, config.log_every, config.batch_size = 1500, 250, 100
+    config.steps, config.log_every, config.batch_size = 1000, 250, 100
     config.eval_train_examples = 0
     config.num_seeds = 8
     config.sweep[kind] = STRENGTHS[kind]

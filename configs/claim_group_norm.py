@@ -6,7 +6,7 @@
 MNIST-1D CNN (3 stride-2 convolutions of 24 channels, kernel 5; 4000 training examples),
 Adam lr 1e-2, batch 100, 1000 steps, 6 seeds.  Parts:
 
-* ``groups``: GroupNorm with 1 (= LayerNorm over channels and positions), 2, 4, 8 and 24
+* ``groups``: GroupNorm with 1 (= LayerNorm over channels and positions), 4 and 24
   (= InstanceNorm) groups, and BatchNorm;
 * ``ghost`` (if the registry has ``ghost_batch``): Ghost BatchNorm with virtual batches of
   4, 10 and 25 examples (Hoffer et al. 2017) within the batch of 100;
@@ -21,7 +21,7 @@ import ml_collections
 from experiments.config import base_config, technique
 
 WIDTH = 24
-GROUPS = (1, 2, 4, 8, 24)
+GROUPS = (1, 4, 24)
 VIRTUAL = (4, 10, 25)
 
 

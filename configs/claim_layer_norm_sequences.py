@@ -1,7 +1,7 @@
 """Claim: LayerNorm suits recurrent networks and small batches; BatchNorm does not.
 
     python -m experiments.studies --only layer_norm_sequences
-    python -m experiments --config configs/claim_layer_norm_sequences.py:b4 --workdir runs/ln4
+    python -m experiments --config configs/claim_layer_norm_sequences.py:b8 --workdir runs/ln8
 
 MNIST-1D (4,000 train / 1,000 test, generated with seed 42) read as a sequence of 40 time steps
 of one value, classified by ``examples/gru.py`` (dense(32) -> norm -> relu at every step, a GRU
@@ -16,7 +16,7 @@ import ml_collections
 
 from experiments.config import base_config, technique
 
-BATCH_SIZES = (4, 64)
+BATCH_SIZES = (8, 64)
 EPOCHS = 4
 NUM_TRAIN = 4000
 
@@ -25,7 +25,7 @@ def parse_part(arg: str | None) -> int:
     part = arg or "b64"
     if not part.startswith("b") or not part[1:].isdigit() or int(part[1:]) < 2:
         raise ValueError(f"configs/claim_layer_norm_sequences.py: argument must be "
-                         f"b<batch size>, e.g. b4; got {arg!r}")
+                         f"b<batch size>, e.g. b8; got {arg!r}")
     return int(part[1:])
 
 

@@ -1,13 +1,12 @@
-"""Claim: the MNIST-1D baselines (Greydanus 2020), then each normalization added.
+"""Claim: the MNIST-1D baselines of Greydanus (2020) reproduce.
 
     python -m experiments.studies --only mnist1d
     python -m experiments --config configs/claim_mnist1d.py:cnn --workdir runs/claim_mnist1d
 
 The paper's setup from ``configs/mnist1d.py`` (4000/1000 examples, Adam lr 1e-2, batch 100,
 6000 steps): logistic regression, the MLP (2x100 ReLU) and the CNN (3 stride-2 convolutions,
-25 channels), 6 seeds (long runs; the fewest with which the paired test can detect a
-difference).  The MLP and CNN also run with BatchNorm and LayerNorm (GroupNorm and WeightNorm
-are compared in ``claim_resnet_group_norm.py`` and ``claim_weight_norm_speed.py``).
+25 channels), without normalization (the paper's models), 6 seeds.  The norms are compared on
+MNIST-1D in ``claim_group_norm.py`` and ``claim_layer_norm_sequences.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +32,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 500
     config.techniques = ml_collections.ConfigDict(sort_keys=False)
     config.techniques.none = technique()
-    if model != "logistic":
-        config.techniques.batch = technique("batch")
-        config.techniques.layer = technique("layer")
     return config

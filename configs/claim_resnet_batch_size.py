@@ -15,7 +15,7 @@ import ml_collections
 
 from configs import resnet_mnist
 
-BATCH_SIZES = (2, 8, 32)
+BATCH_SIZES = (2, 32)
 EPOCHS = 2
 
 

@@ -15,7 +15,7 @@ import ml_collections
 from configs import resnet_mnist
 from experiments.config import technique
 
-LEARNING_RATES = (0.03, 0.1, 0.3)
+LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

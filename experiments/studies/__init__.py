@@ -37,10 +37,14 @@ import csv
 import importlib
 import json
 import logging
+import math
+import multiprocessing
+import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -206,7 +210,16 @@ def render_report(runs_dir: Path) -> str:
         lines.append(f"| {i} | [{info['title']}](#{_anchor(info['title'])}) | "
                      f"{info['verdict']}{tiny} | {info['seconds']:.0f} s |")
     total = sum(info["seconds"] for info in infos)
-    lines += ["", f"Total wall time: {total / 60:.1f} min.", ""]
+    lines += ["", f"Sum of the studies' wall times: {total / 60:.1f} min."]
+    command = runs_dir / "command.json"
+    if command.exists():
+        info = json.loads(command.read_text())
+        lines[-1] += (f" The whole regeneration (`python -m experiments.studies --jobs "
+                      f"{info['jobs']}`) took {info['wall_s'] / 60:.1f} min wall on this "
+                      f"machine's {os.cpu_count()} CPU cores"
+                      + ("; each study's own time includes sharing the cores with the "
+                         "other job." if info["jobs"] > 1 else "."))
+    lines.append("")
     for n in found:
         lines.append((runs_dir / n / "section.md").read_text())
     return "\n".join(lines)
@@ -229,21 +242,71 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="report directory (default docs)")
     parser.add_argument("--runs", default=None, help="run directory (default runs/studies)")
     parser.add_argument("--resume", action="store_true", help="keep and resume existing runs")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="studies run at once, each in its own process (default 1); many "
+                             "runs use one core, so 2 on two cores is faster")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(STUDIES)
     unknown = [n for n in names if n not in STUDIES]
-    if unknown:
-        print(f"error: unknown study name(s) {unknown}; known: {', '.join(STUDIES)}",
-              file=sys.stderr)
+    if unknown or args.jobs < 1:
+        print(f"error: unknown study name(s) {unknown}; known: {', '.join(STUDIES)}"
+              if unknown else f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
         return 2
     out = Path(args.out or ROOT / "docs")
     runs_dir = Path(args.runs or ROOT / "runs" / ("studies_tiny" if args.tiny else "studies"))
+    _setup_logging()
+    start, failed = time.perf_counter(), []
+    (runs_dir / "command.json").unlink(missing_ok=True)  # its time no longer describes all
+    for name, result in _run_all(_longest_first(names, runs_dir), args, runs_dir, out):
+        if isinstance(result, BaseException):
+            failed.append(name)
+            print(f"{name}: FAILED: {type(result).__name__}: {result}", file=sys.stderr)
+            continue
+        verdict, seconds = result
+        print(f"{name}: {verdict} ({seconds:.0f} s)", flush=True)
+        atomic_write(out / "studies.md", render_report(runs_dir))
+    if len(names) == len(STUDIES) and not failed:  # a whole regeneration: say how long
+        write_json(runs_dir / "command.json", {"wall_s": time.perf_counter() - start,
+                                               "jobs": args.jobs, "tiny": args.tiny})
+        atomic_write(out / "studies.md", render_report(runs_dir))
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min: see {out / 'studies.md'}")
+    return 1 if failed else 0
+
+
+def _setup_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("experiments").setLevel(logging.INFO)
-    for name in names:
-        section, seconds = run_study(name, tiny=args.tiny, runs_dir=runs_dir, out=out,
-                                     resume=args.resume)
-        print(f"{name}: {SMOKE if args.tiny else section.verdict} ({seconds:.0f} s)", flush=True)
-        atomic_write(out / "studies.md", render_report(runs_dir))
-    print(f"done: see {out / 'studies.md'}")
-    return 0
+
+
+def _longest_first(names: list[str], runs_dir: Path) -> list[str]:
+    """``names`` by the wall time of their last run, longest first (unknown ones first), so
+    that parallel jobs finish together; the order of the report does not change."""
+    def last(name: str) -> float:
+        info = runs_dir / name / "section.json"
+        return json.loads(info.read_text())["seconds"] if info.exists() else math.inf
+    return sorted(names, key=last, reverse=True)
+
+
+def _one(name: str, tiny: bool, runs_dir: Path, out: Path,
+         resume: bool) -> tuple[str, float]:
+    section, seconds = run_study(name, tiny=tiny, runs_dir=runs_dir, out=out, resume=resume)
+    return (SMOKE if tiny else section.verdict), seconds
+
+
+def _run_all(names: list[str], args: argparse.Namespace, runs_dir: Path,
+             out: Path) -> Iterator[tuple[str, tuple[str, float] | BaseException]]:
+    """Each study's ``(verdict, seconds)`` or its exception, as they finish."""
+    todo = [(n, args.tiny, runs_dir, out, args.resume) for n in names]
+    if args.jobs == 1:
+        for job in todo:
+            try:
+                yield job[0], _one(*job)
+            except Exception as e:  # reported; the other studies go on
+                yield job[0], e
+        return
+    context = multiprocessing.get_context("spawn")  # JAX does not survive fork
+    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_setup_logging) as pool:
+        futures = {pool.submit(_one, *job): job[0] for job in todo}
+        for future in as_completed(futures):
+            error = future.exception()
+            yield futures[future], error if error is not None else future.result()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from configs.claim_bn_regularizer import BATCH_SIZES, DROPOUT, EPOCHS, parse_part
+from configs.claim_bn_regularizer import BATCH_SIZES, DROPOUT, STEPS_AT_100, parse_part
 from experiments.studies import decision, metrics
 from experiments.studies import figures as fig
 from experiments.studies.base import Part, Section, Study, markdown_table
@@ -75,9 +75,9 @@ def analyze(study: Study) -> Section:
     c = next(iter(study.parts.values())).config
     return Section(
         TITLE, CLAIM,
-        (f"real MNIST digits (3,200 train / 1,000 test), MLP {c.model.depth}x{c.model.width} "
-         f"ReLU, Adam lr {c.optimizer.learning_rate:g}, {EPOCHS} epochs at batch "
-         f"{' and '.join(map(str, BATCH_SIZES))}, {c.num_seeds} seeds; dropout "
+        (f"MNIST-1D (1,200 train / 400 test), MLP {c.model.depth}x{c.model.width} ReLU, Adam "
+         f"lr {c.optimizer.learning_rate:g}, batch {' and '.join(map(str, BATCH_SIZES))} for "
+         f"the same epochs ({STEPS_AT_100} steps at batch 100), {c.num_seeds} seeds; dropout "
          f"{', '.join(f'{r:g}' for r in DROPOUT)} after each hidden block.",
          "Gap = accuracy on the whole training split minus test accuracy (eval mode, points); "
          "'gained by dropout' = test accuracy with dropout minus without, per seed. The claim "

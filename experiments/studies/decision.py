@@ -68,8 +68,8 @@ class Spread:
 def _fmt(v: float, fmt: str, *, sign: bool = False) -> str:
     if math.isnan(v):
         return "-"
-    if math.isinf(v):
-        return ("+" if sign else "") + "never" if v > 0 else "-inf"
+    if math.isinf(v):  # a value: a target never reached; a difference: unbounded
+        return ("+inf" if v > 0 else "-inf") if sign else ("never" if v > 0 else "-inf")
     return format(v, ("+" if sign else "") + fmt)
 
 

@@ -83,6 +83,7 @@ def test_compare_pairs_the_seeds():
     assert c.winner == "tie" and c.n == 6  # 5 nonzero pairs cannot reach p < 0.05
     c = decision.compare([1.0] * 6, [math.inf] * 6, better="lower")
     assert c.winner == "a" and c.difference == -math.inf
+    assert c.format().startswith("paired difference -inf [95% CI -inf, -inf]")
     assert decision.compare([1.0, np.nan], [2.0, 3.0], better="lower").n == 1
     with pytest.raises(ValueError, match="one value per seed"):
         decision.compare([1.0, 2.0], [1.0], better="lower")
