@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path(args.runs or ROOT / "runs" / ("studies_tiny" if args.tiny else "studies"))
     _setup_logging()
     start, failed = time.perf_counter(), []
-    (runs_dir / "command.json").unlink(missing_ok=True)  # its time no longer describes all
+    whole = len(names) == len(STUDIES) and not args.resume  # a regeneration from scratch
+    if not args.resume:
+        (runs_dir / "command.json").unlink(missing_ok=True)  # no longer describes the runs
     for name, result in _run_all(_longest_first(names, runs_dir), args, runs_dir, out):
         if isinstance(result, BaseException):
             failed.append(name)
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict, seconds = result
         print(f"{name}: {verdict} ({seconds:.0f} s)", flush=True)
         atomic_write(out / "studies.md", render_report(runs_dir))
-    if len(names) == len(STUDIES) and not failed:  # a whole regeneration: say how long
+    if whole and not failed:  # say how long the whole regeneration took
         write_json(runs_dir / "command.json", {"wall_s": time.perf_counter() - start,
                                                "jobs": args.jobs, "tiny": args.tiny})
         atomic_write(out / "studies.md", render_report(runs_dir))

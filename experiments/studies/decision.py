@@ -156,8 +156,9 @@ def bootstrap_median_ci(differences: Sequence[float], *, level: float = 0.95,
                         samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap interval of the median of ``differences`` (``inf`` allowed).
 
-    Resamples the pairs with replacement ``samples`` times with ``numpy.random.default_rng(
-    seed)``, so a rerun on the same data gives the same interval.  Empty input gives NaNs.
+    Resamples the pairs with replacement ``samples`` times with the generator
+    ``numpy.random.default_rng(seed)``, so a rerun on the same data gives the same interval.
+    Empty input gives NaNs.
     """
     d = np.asarray(differences, np.float64).ravel()
     if not 0 < level < 1:

@@ -99,7 +99,9 @@ def analyze(study: Study) -> Section:
          f"{c.log_every} steps, interpolated) first reaches {TARGET:g}, at each technique's "
          "best rate; time per step of each later chunk (the first, which may include "
          "compilation, is left out); seconds to target = steps x median time per step "
-         "(shared by the runs of a technique, so per-seed only through the steps)."),
+         "(shared by the runs of a technique, so per-seed only through the steps). The times "
+         "are taken inside the regeneration, which runs two studies at once (`--jobs 2`), so "
+         "the other job's load is part of them; `benchmarks/` has clean timings."),
         [("(a) Training loss at each technique's best rate. (b) Time per training step.",
           _figure(study, part, {t: best[t][0] for t in labels}))],
         markdown_table(["technique", "best rate", f"steps to loss {TARGET:g}", "ms per step",

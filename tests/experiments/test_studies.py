@@ -56,8 +56,8 @@ def test_command_writes_the_report_and_keeps_other_sections(tmp_path, capsys):
     (other / "section.md").write_text("## Earlier section\n\nkept\n")
     (other / "section.json").write_text(json.dumps(
         {"title": "Earlier section", "verdict": "mixed", "seconds": 60.0, "tiny": False}))
-    assert studies.main(["--only", "bn_init_scale", "--tiny", "--runs", str(runs),
-                         "--out", str(out)]) == 0
+    assert studies.main(["--only", "bn_init_scale", "--tiny", "--jobs", "2", "--runs",
+                         str(runs), "--out", str(out)]) == 0
     report = (out / "studies.md").read_text()
     title = studies.load_study("bn_init_scale").TITLE
     assert f"## {title}" in report and f"[{title}]" in report and "(tiny run)" in report
@@ -66,6 +66,22 @@ def test_command_writes_the_report_and_keeps_other_sections(tmp_path, capsys):
     assert "bn_init_scale_init_scale.png" in report
     assert "bn_init_scale:" in capsys.readouterr().out
     _check_section(runs, out, "bn_init_scale")
+
+
+def test_report_states_the_regeneration_time_and_jobs_run_longest_first(tmp_path):
+    runs = tmp_path / "runs"
+    for name, seconds in (("landscape", 30.0), ("mnist1d", 300.0)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "section.md").write_text(f"## {name}\n")
+        (runs / name / "section.json").write_text(json.dumps(
+            {"title": name, "verdict": "holds", "seconds": seconds, "tiny": False}))
+    assert studies._longest_first(["landscape", "bn_init_scale", "mnist1d"], runs) == [
+        "bn_init_scale", "mnist1d", "landscape"]  # never run first, then by last time
+    report = studies.render_report(runs)
+    assert "Sum of the studies' wall times: 5.5 min." in report and "--jobs" not in report
+    (runs / "command.json").write_text(json.dumps({"wall_s": 240.0, "jobs": 2, "tiny": False}))
+    assert "`python -m experiments.studies --jobs 2`) took 4.0 min wall" in \
+        studies.render_report(runs)
 
 
 def test_help_lists_every_study(capsys):
@@ -95,6 +111,8 @@ def test_whitening_config_whitens_with_training_statistics():
 def test_command_rejects_unknown_study(capsys):
     assert studies.main(["--only", "bn_magic", "--tiny"]) == 2
     assert "unknown study name(s) ['bn_magic']" in capsys.readouterr().err
+    assert studies.main(["--only", "landscape", "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_load_study_errors(monkeypatch):
