@@ -63,15 +63,19 @@ def _figure(study: Study) -> Path:
                         label="unregularized")
             ax2.axhline(np.mean(norm[~shown]), color="gray", linestyle=":",
                         label="unregularized")
-        for cell, style in ((cells[0], ":"), (_chosen(part, kind), "-")):
+        for cell, style in ((cells[0], ":"), (cells[-1], "-")):
             if i == 1 and cell == cells[0]:
                 continue  # one unregularized histogram is enough
             _, hist = part.probe_array(cell, "weights/log10_hist")
             share = 100 * hist[:, -1] / hist[:, -1].sum(axis=1, keepdims=True)
             name = ("unregularized" if cell == cells[0] else
-                    f"{LABELS[kind]} {part.hparam(cell, kind):g} (chosen)")
+                    f"{LABELS[kind]} {part.hparam(cell, kind):g} (strongest)")
             fig.curve(ax3, np.arange(share.shape[1]), share, label=name,
                       c="gray" if cell == cells[0] else fig.color(i), linestyle=style)
+    every = [study.parts[k].hparam(c, k) for k in LABELS for c in study.parts[k].cells(k)]
+    shown = [x for x in every if x > 0]
+    for ax in (ax1, ax2):  # both penalties' grids (each sweep sets its own limits)
+        ax.set_xlim(min(shown) / 1.5, max(shown) * 1.5)
     ax1.set(xlabel="penalty strength", ylabel=f"weights with |w| < {THRESHOLD:g} (%)",
             title=f"near-zero weights ({fig.BAND})")
     ax2.set(xlabel="penalty strength", ylabel="L2 norm of the hidden kernels",
@@ -80,7 +84,7 @@ def _figure(study: Study) -> Path:
     labels = [f"<{EDGES[0]}", *[str(e) for e in EDGES]]
     ax3.set_xticks(range(len(labels)), labels)
     ax3.set(xlabel="log10 |w| (bin from)", ylabel="share of weights (%)",
-            title="weights at the chosen strength")
+            title="weights at the strongest penalty")
     for ax in (ax1, ax2, ax3):
         ax.legend()
     return fig.save(f, study.figure("sparsity"))
@@ -132,7 +136,7 @@ def analyze(study: Study) -> Section:
          f"Weights: the hidden layers' kernels (the head excluded) at the end of training; "
          f"near zero = |w| < {THRESHOLD:g}. 'Chosen' = best median validation accuracy."),
         [("(a) Share of near-zero weights and (b) their L2 norm against the penalty strength; "
-          "(c) histogram of log10 |w| at the chosen strengths.", _figure(study))],
+          "(c) histogram of log10 |w| at the strongest penalties.", _figure(study))],
         markdown_table(["penalty", "strength", f"|w| < {THRESHOLD:g} (%)", "L2 norm",
                         "val. accuracy %", "test accuracy %"], rows),
         checks)
