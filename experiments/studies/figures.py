@@ -10,6 +10,7 @@ chosen for a figure shown at the width of a README (about 900 px).
 from __future__ import annotations
 
 import os
+import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,8 +64,9 @@ def save(fig: Figure, path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     for i, ax in enumerate(axes):
-        if len(axes) > 1:
-            ax.set_title(f"({chr(ord('a') + i)}) {ax.get_title()}")
+        title = f"({chr(ord('a') + i)}) {ax.get_title()}" if len(axes) > 1 else ax.get_title()
+        inches = ax.get_position().width * fig.get_figwidth()
+        ax.set_title(textwrap.fill(title, max(20, int(inches * 72 / (0.52 * TITLE_SIZE)))))
         _set_fonts(ax)
     fig.tight_layout()
     for target, fmt in ((path, "png"), (path.with_suffix(".svg"), "svg")):
@@ -142,5 +144,5 @@ def bars(ax: Axes, labels: Sequence[str], per_seed: Sequence[Sequence[float]], *
         ax.axhline(value, color=color(j + 5), linestyle="--", label=name)
     ax.set_ylim(bottom=0)
     ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
-    ax.set(ylabel=ylabel, title=f"{ylabel}: {BAND}, seeds")
+    ax.set(ylabel=ylabel, title=f"{ylabel}: {BAND}; dots: seeds")
     ax.legend()
