@@ -48,6 +48,23 @@ class Part:
         xs = np.asarray([self.summary["results"][c]["hparams"][hparam] for c in cells])
         return xs, np.stack([self.final(c, key, failed=failed) for c in cells])
 
+    def steps_to(self, cell: str, target: float, key: str = "train/loss") -> np.ndarray:
+        """Per seed, the first step at which ``key`` falls to ``target`` (interpolated between
+        logged steps; ``inf``: never, or the cell diverged)."""
+        if not self.ok(cell):
+            return np.full(self.config.num_seeds, np.inf)
+        steps, values = self.curves(cell, key)
+        return np.asarray([metrics.steps_to_threshold(steps, v, target) for v in values])
+
+    def fastest(self, technique: str, target: float,
+                key: str = "train/loss") -> tuple[str, np.ndarray]:
+        """The cell of ``technique`` with the fewest median steps to ``target`` (e.g. its
+        best learning rate by that measure) and its per-seed steps."""
+        cells = self.cells(technique)
+        per_cell = [self.steps_to(c, target, key) for c in cells]
+        i = int(np.argmin([decision.spread(v).median for v in per_cell]))
+        return cells[i], per_cell[i]
+
     def tuned(self, technique: str, *, key: str = "val/accuracy",
               better: str = "higher") -> str:
         """The cell of ``technique`` whose median final ``key`` over seeds is best (a

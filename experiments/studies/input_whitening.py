@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from configs.claim_input_whitening import EPSILON, INPUTS, LEARNING_RATES
-from experiments.studies import decision, metrics
+from experiments.studies import decision
 from experiments.studies import figures as fig
-from experiments.studies.base import Part, Section, Study, markdown_table
+from experiments.studies.base import Section, Study, markdown_table
 
 TITLE = "Whitened inputs speed up training"
 CLAIM = ("Training converges faster when the inputs are whitened, i.e. linearly transformed "
@@ -28,28 +26,13 @@ def parts(tiny: bool = False) -> tuple[str, ...]:
     return tuple(INPUTS)
 
 
-def _steps(part: Part, cell: str) -> np.ndarray:
-    if not part.ok(cell):
-        return np.full(part.config.num_seeds, np.inf)
-    steps, values = part.curves(cell, "train/loss")
-    return np.asarray([metrics.steps_to_threshold(steps, v, TARGET) for v in values])
-
-
-def _best(part: Part, tech: str) -> tuple[str, np.ndarray]:
-    """The rate with the fewest median steps to the target (a training-loss criterion)."""
-    cells = part.cells(tech)
-    per_cell = [_steps(part, c) for c in cells]
-    i = int(np.argmin([decision.spread(v).median for v in per_cell]))
-    return cells[i], per_cell[i]
-
-
 def _figure(study: Study) -> Path:
     labels = study.labels(LABELS)
     f, axes = fig.panels(len(labels))
     for ax, tech in zip(axes, labels, strict=True):
         for i, inputs in enumerate(INPUTS):
             part = study.parts[inputs]
-            cell, _ = _best(part, tech)
+            cell, _ = part.fastest(tech, TARGET)
             steps, values = part.curves(cell, "train/loss")
             fig.curve(ax, steps, values, c=fig.color(i),
                       label=f"{inputs} (lr {part.hparam(cell, 'learning_rate'):g})")
@@ -62,7 +45,7 @@ def _figure(study: Study) -> Path:
 
 
 def analyze(study: Study) -> Section:
-    best = {(i, t): _best(study.parts[i], t) for i in INPUTS for t in study.labels(LABELS)}
+    best = {(i, t): study.parts[i].fastest(t, TARGET) for i in INPUTS for t in study.labels(LABELS)}
     rows = []
     for (inputs, t), (cell, steps_) in best.items():
         part = study.parts[inputs]

@@ -43,11 +43,6 @@ def _largest(part: Part, tech: str) -> np.ndarray:
                        for s in range(acc.shape[1])])
 
 
-def _steps(part: Part, cell: str) -> np.ndarray:
-    steps, values = part.curves(cell, "train/loss")
-    return np.asarray([metrics.steps_to_threshold(steps, v, TARGET) for v in values])
-
-
 def _figure(study: Study, part: Part, chosen: dict[str, str]) -> Path:
     f, (ax1, ax2) = fig.panels(2)
     for i, tech in enumerate(chosen):
@@ -74,7 +69,7 @@ def analyze(study: Study) -> Section:
     chosen = {t: part.tuned(t) for t in labels}
     test_err = {t: 100 * (1 - part.final(chosen[t], "test/accuracy")) for t in labels}
     largest = {t: _largest(part, t) for t in labels}
-    steps = {t: _steps(part, chosen[t]) for t in labels}
+    steps = {t: part.steps_to(chosen[t], TARGET) for t in labels}
     rows = []
     for i, lr in enumerate(_val(part, next(iter(labels)))[0]):
         rows.append([f"val. accuracy % at lr {lr:g}",

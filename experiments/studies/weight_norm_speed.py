@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from configs.claim_weight_norm_speed import LEARNING_RATES
-from experiments.studies import decision, metrics
+from experiments.studies import decision
 from experiments.studies import figures as fig
 from experiments.studies.base import Part, Section, Study, markdown_table
 
@@ -26,21 +26,6 @@ TINY_TECHNIQUES = {"main": ("weight",)}
 
 def parts(tiny: bool = False) -> tuple[str, ...]:
     return ("main",)
-
-
-def _steps(part: Part, cell: str) -> np.ndarray:
-    if not part.ok(cell):
-        return np.full(part.config.num_seeds, np.inf)
-    steps, values = part.curves(cell, "train/loss")
-    return np.asarray([metrics.steps_to_threshold(steps, v, TARGET) for v in values])
-
-
-def _best(part: Part, tech: str) -> tuple[str, np.ndarray]:
-    """The rate with the fewest median steps to the target."""
-    cells = part.cells(tech)
-    per_cell = [_steps(part, c) for c in cells]
-    i = int(np.argmin([decision.spread(v).median for v in per_cell]))
-    return cells[i], per_cell[i]
 
 
 def _ms_per_step(part: Part, tech: str) -> np.ndarray:
@@ -70,7 +55,7 @@ def _figure(study: Study, part: Part, best: dict[str, str]) -> Path:
 def analyze(study: Study) -> Section:
     part = study.parts["main"]
     labels = study.labels(LABELS)
-    best = {t: _best(part, t) for t in labels}
+    best = {t: part.fastest(t, TARGET) for t in labels}
     ms = {t: _ms_per_step(part, t) for t in labels}
     rows = [[LABELS[t], f"{part.hparam(best[t][0], 'learning_rate'):g}",
              decision.spread(best[t][1]).format(".0f"), decision.spread(ms[t]).format(".2f"),

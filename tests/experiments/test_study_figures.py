@@ -32,7 +32,7 @@ def test_panels_curves_and_save(tmp_path):
     path = fig.save(f, tmp_path / "sub" / "x.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in path.with_suffix(".svg").read_bytes()[:400]
-    assert [ax.get_title()[:4] for ax in axes] == ["(a) ", "(b) ", "(c) "]
+    assert [ax.get_title()[:3] for ax in axes] == ["(a)", "(b)", "(c)"]
     from PIL import Image
     with Image.open(path) as image:
         assert image.info["dpi"][0] == pytest.approx(fig.DPI, abs=1)
