@@ -6,13 +6,12 @@ this module names the parts, adds probes, and analyzes the results into a report
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from configs.claim_bn_convergence import LEARNING_RATES, SHARED_LR
-from experiments.studies import decision, metrics
+from experiments.studies import decision
 from experiments.studies import figures as fig
 from experiments.studies.base import Part, Section, Study, markdown_table
 
@@ -28,20 +27,12 @@ def parts(tiny: bool = False) -> tuple[str, ...]:
 
 
 def _steps_to_target(study: Study, cell: str) -> np.ndarray:
-    part = study.parts["main"]
-    if not part.ok(cell):
-        return np.full(study.num_seeds, math.inf)
-    steps, values = part.curves(cell, "train/loss")
-    return np.asarray([metrics.steps_to_threshold(steps, v, TARGET) for v in values])
+    return study.parts["main"].steps_to(cell, TARGET)
 
 
 def _best(study: Study, technique: str) -> tuple[str, np.ndarray]:
     """The cell with the fewest median steps to the target (ties: the smaller rate)."""
-    cells = study.parts["main"].cells(technique)
-    per_cell = [_steps_to_target(study, c) for c in cells]
-    medians = [decision.spread(v).median for v in per_cell]
-    i = int(np.argmin(medians))
-    return cells[i], per_cell[i]
+    return study.parts["main"].fastest(technique, TARGET)
 
 
 def _figure(study: Study) -> Path:
