@@ -11,8 +11,9 @@ configs/claim_<name>.py:<part> --workdir ...``) and the grids they use; the modu
 
 * ``TITLE``, ``CLAIM`` (text); ``parts(tiny: bool) -> tuple[str, ...]`` the runs it needs;
   optional ``TINY_TECHNIQUES = {part: labels}``: what ``--tiny`` keeps of a part (``"*"``:
-  of every part); an analysis then draws what its parts have (:meth:`Study.labels`) and
-  skips the checks, which a smoke run does not report;
+  of every part) and ``TINY_SWEEP = {hparam: values}`` (the swept values it keeps); an
+  analysis then draws what its parts have (:meth:`Study.labels`) and skips the checks,
+  which a smoke run does not report;
 * optional ``prepare(part, config, ds, workdir) -> Hook | None``: extra probes
   (:mod:`experiments.probes`) or a data-dependent init (:mod:`experiments.data_init`);
 * ``analyze(study: Study) -> Section``: figures, a table of medians over seeds with their
@@ -91,7 +92,7 @@ def _run_part(name: str, module: ModuleType, part: str, *, tiny: bool, workdir: 
     config = study_config(name, part)
     tiny_techniques = getattr(module, "TINY_TECHNIQUES", {})
     keep = tiny_techniques.get(part, tiny_techniques.get("*"))
-    config = tiny_config(config, keep) if tiny else config
+    config = tiny_config(config, keep, getattr(module, "TINY_SWEEP", None)) if tiny else config
     config.lock()
     if workdir.exists() and not resume:
         shutil.rmtree(workdir)

@@ -3,7 +3,6 @@ the report section it returns (:class:`Section`), and :func:`tiny_config` for sm
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import ml_collections
 import numpy as np
 
 from experiments.studies import decision, metrics
+from experiments.testing import shrink
 
 __all__ = ["Part", "Section", "Study", "markdown_table", "tiny_config"]
 
@@ -167,25 +167,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def tiny_config(config: ml_collections.ConfigDict,
-                keep: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
-    """``config`` cut to 3 steps logged every step, 2 seeds, little data, depth <= 2, and
-    only the techniques in ``keep`` (``None``: all)."""
-    order = [label for label in config.techniques if keep is None or label in keep]
-    config = copy.deepcopy(config)
+def tiny_config(config: ml_collections.ConfigDict, keep: tuple[str, ...] | None = None,
+                sweep: dict[str, tuple[Any, ...]] | None = None) -> ml_collections.ConfigDict:
+    """``config`` for ``--tiny``: :func:`experiments.testing.shrink` to 3 steps and 2 seeds,
+    keeping the techniques in ``keep`` and the swept values in ``sweep``; no runner
+    figures."""
+    config = shrink(config, steps=3, seeds=2, keep=keep, sweep=sweep)
     with config.unlocked():
-        kept = ml_collections.ConfigDict(sort_keys=False)  # deepcopy loses the order
-        for label in order:
-            kept[label] = config.techniques[label]
-        config.techniques = kept
-        config.steps, config.log_every, config.num_seeds = 3, 1, 2
-        config.model.depth = min(config.model.depth, 2)
-        config.optimizer.warmup_steps = 0
-        config.eval_train_examples = min(config.eval_train_examples or 128, 128)
-        config.eval_batch_size = min(config.eval_batch_size, 256)
         config.figures = False
-        if "devices" in config:  # one device: the smoke test compiles the least
-            config.devices = 1
-        if config.dataset.name == "mnist1d":
-            config.dataset.options.num_samples = 500  # test split = one batch of 100
     return config

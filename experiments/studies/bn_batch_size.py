@@ -20,6 +20,7 @@ CLAIM = ("BatchNorm's error rises as the batch shrinks while GroupNorm and Layer
          "unaffected (Wu & He 2018, Figure 1: ResNet-50 on ImageNet, BN 23.6% error at 32 "
          "images per GPU vs 34.7% at 2; GN 24.1% at every size).")
 LABELS = {"batch": "BatchNorm", "group": "GroupNorm (8 groups)", "layer": "LayerNorm"}
+TINY_TECHNIQUES = {"*": ("batch", "layer")}
 
 
 def parts(tiny: bool = False) -> tuple[str, ...]:
@@ -44,9 +45,9 @@ def _figure(study: Study, models: dict[str, dict[int, str]]) -> Path:
     f, axes = fig.panels(len(models))
     for ax, (kind, sizes) in zip(axes, models.items(), strict=True):
         bs = sorted(sizes)
-        for i, tech in enumerate(LABELS):
+        for i, (tech, label) in enumerate(study.labels(LABELS).items()):
             errors = np.stack([_error(study, sizes[b], tech) for b in bs])
-            fig.sweep(ax, bs, errors, label=LABELS[tech], c=fig.color(i), logx=False)
+            fig.sweep(ax, bs, errors, label=label, c=fig.color(i), logx=False)
         ax.set_xscale("log", base=2)
         ax.set_xticks(bs, [str(b) for b in bs])
         ax.set(xlabel="batch size (equal epochs)", ylabel="final test error (%)",
@@ -57,18 +58,19 @@ def _figure(study: Study, models: dict[str, dict[int, str]]) -> Path:
 
 def analyze(study: Study) -> Section:
     models = _by_model(study)
+    labels = study.labels(LABELS)
     rows, checks = [], []
     for kind, sizes in models.items():
         bs = sorted(sizes)
         for b in bs:
             rows.append([kind.upper(), str(b), str(study.parts[sizes[b]].config.steps),
                          *[decision.spread(_error(study, sizes[b], t)).format(".1f")
-                           for t in LABELS]])
+                           for t in labels]])
         if len(bs) < 2:
             continue
         rise = {t: _error(study, sizes[bs[0]], t) - _error(study, sizes[bs[-1]], t)
-                for t in LABELS}
-        for other in ("group", "layer"):
+                for t in labels}
+        for other in [t for t in ("group", "layer") if t in labels]:
             checks.append(decision.check(
                 f"{kind.upper()}: rise in test error (points) from batch {bs[-1]} to {bs[0]}",
                 decision.compare(rise["batch"], rise[other], better="higher"), expect="a",
@@ -88,5 +90,5 @@ def analyze(study: Study) -> Section:
         [("Final test error against the batch size (equal epochs).",
           _figure(study, models))],
         markdown_table(["model", "batch", "steps", *[f"test error %, {v}" for v in
-                                                     LABELS.values()]], rows),
+                                                     labels.values()]], rows),
         checks)

@@ -26,7 +26,7 @@ CLAIM = ("GroupNorm with an intermediate number of groups beats both extremes, L
          "small virtual batches generalize better than the full batch (Hoffer et al. 2017); "
          "WeightNorm benefits from its data-dependent initialization (Salimans & Kingma "
          "2016, Sec. 3).")
-TINY_TECHNIQUES = {"groups": ("gn_1", "gn_4", "gn_24", "batch"),
+TINY_TECHNIQUES = {"groups": ("gn_1", "gn_4", "gn_24"),
                    "weight": ("weight", "weight_ddi")}
 
 

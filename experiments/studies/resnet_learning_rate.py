@@ -26,6 +26,7 @@ LABELS = {"none": "no norm", "batch": "BatchNorm"}
 TRAINS = 0.9  # validation accuracy that counts as "trains" at a rate
 TARGET = 0.3  # training loss for "steps to target"
 TINY_TECHNIQUES = {"main": ("batch",)}
+TINY_SWEEP = {"learning_rate": (0.1, 1.0)}
 
 
 def parts(tiny: bool = False) -> tuple[str, ...]:
