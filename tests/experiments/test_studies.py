@@ -157,7 +157,18 @@ def test_tiny_config_shrinks():
     assert (tiny.steps, tiny.log_every, tiny.num_seeds, tiny.model.depth) == (3, 1, 2, 2)
     assert config.steps == 300 and config.model.depth == 16  # the original is untouched
     assert list(studies.tiny_config(config, ("batch",)).techniques) == ["batch"]
-    assert list(tiny.techniques) == ["none", "batch"]
+    assert list(tiny.techniques) == ["none", "batch"] and not tiny.figures
+
+
+def test_tiny_config_keeps_the_named_sweep_values_and_little_real_data():
+    config = studies.study_config("resnet_learning_rate", "main")
+    tiny = studies.tiny_config(config, sweep={"learning_rate": (0.1, 1.0)})
+    assert tiny.sweep.learning_rate == (0.1, 1.0) and len(config.sweep.learning_rate) == 5
+    assert (tiny.dataset.options.test_fraction, tiny.dataset.validation_fraction) == (
+        0.02, 0.025)  # mnist_5k: 100 test, about 120 validation images
+    for sweep in ({"learning_rate": (0.5,)}, {"dropout": (0.1,)}):
+        with pytest.raises(ValueError, match="is not part of the config's sweep"):
+            studies.tiny_config(config, sweep=sweep)
 
 
 def test_markdown_table():
