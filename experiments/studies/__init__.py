@@ -27,7 +27,7 @@ first unless ``--resume``).  Each study writes ``<runs>/<name>/section.md`` and
 ``<runs>``, so ``--only`` refreshes some sections and keeps the others.  Figures go to
 ``<out>/figures/<name>_*.png`` (and ``.svg``), each seed's final metrics to
 ``<out>/studies_data/<name>.csv``.  ``--tiny`` is a smoke run (3 steps, 2 seeds, little data,
-into ``runs/studies_tiny`` by default, about 5-15 s per study): it checks that everything
+into ``runs/studies_tiny`` by default, about 10-20 s per study): it checks that everything
 runs and draws, and gives no verdicts.
 """
 
